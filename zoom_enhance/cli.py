@@ -1,0 +1,179 @@
+"""The `zoom-enhance` command: parses arguments and calls library functions.
+
+  zoom-enhance train --config configs/tiny.py --workdir W [--config.train.num_steps=30 ...]
+  zoom-enhance sample --workdir W -i photo.jpg -o out.png --scale 4
+  zoom-enhance bench-train [--variants tiny,base]
+
+Bad input ends with one line on stderr and a non-zero exit, not a traceback.
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+USAGE = __doc__.split('\n\n')[1]
+
+# Exit codes.
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+EXIT_PREEMPTED = 143  # 128 + SIGTERM: the run stopped early but cleanly
+
+
+def _setup_logging(verbose: bool = False):
+  logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                      format='%(asctime)s %(levelname)s %(message)s', datefmt='%H:%M:%S')
+  for noisy in ('absl', 'jax._src', 'orbax', 'tensorflow'):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+
+def _parse_train_flags(argv, prog):
+  """absl flags with an ml_collections config file, in a private FlagValues."""
+  from absl import flags
+  from ml_collections import config_flags
+
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).', flag_values=fv,
+                                  lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and samples.',
+                      flag_values=fv)
+  flags.DEFINE_string('coordinator_address', None,
+                      'host:port of process 0, for multi-process runs started by hand.',
+                      flag_values=fv)
+  flags.DEFINE_integer('num_processes', None, 'Processes in a multi-process run.', flag_values=fv)
+  flags.DEFINE_integer('process_id', None, 'This process\'s index in a multi-process run.',
+                       flag_values=fv)
+  if any(a in ('-h', '--help', '--helpfull') for a in argv[1:]):
+    print(f'usage: {prog} --config configs/tiny.py --workdir W [--config.SECTION.FIELD=VALUE ...]\n')
+    print(fv.main_module_help() if hasattr(fv, 'main_module_help') else '')
+    for name in ('config', 'workdir', 'coordinator_address', 'num_processes', 'process_id'):
+      print(f'  --{name}: {fv[name].help}')
+    sys.exit(0)
+  try:
+    fv(argv)
+  except flags.Error as e:
+    raise UsageError(str(e).splitlines()[0]) from None
+  except (OSError, SyntaxError, AttributeError, KeyError) as e:
+    raise UsageError(f'bad --config: {e}') from None
+  if fv.config is None:
+    raise UsageError('--config is required (for example --config configs/tiny.py)')
+  if not fv.workdir:
+    raise UsageError('--workdir is required')
+  return fv
+
+
+def _load_config_file(path):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location('zoom_enhance_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+class UsageError(ValueError):
+  """Wrong command-line arguments."""
+
+
+def cmd_train(argv):
+  fv = _parse_train_flags(argv, 'zoom-enhance train')
+  from zoom_enhance import sharding
+  sharding.initialize_distributed(fv.coordinator_address, fv.num_processes, fv.process_id)
+  from zoom_enhance import train
+  os.makedirs(fv.workdir, exist_ok=True)
+  try:
+    step = train.train_and_evaluate(fv.config, fv.workdir)
+  except train.Preempted as e:
+    logging.warning('%s', e)
+    return EXIT_PREEMPTED
+  logging.info('done: step %d, workdir %s', step, fv.workdir)
+  return 0
+
+
+def cmd_sample(argv):
+  p = argparse.ArgumentParser(prog='zoom-enhance sample',
+                              description='Enhance one photo with a training checkpoint (JAX).')
+  p.add_argument('--workdir', required=True, help='training workdir with checkpoints')
+  p.add_argument('-i', '--input', required=True, help='input image')
+  p.add_argument('-o', '--output', required=True, help='output image (PNG, JPEG or WebP)')
+  g = p.add_mutually_exclusive_group()
+  g.add_argument('-s', '--scale', type=float, default=4.0, help='upscale factor (default 4)')
+  g.add_argument('--size', help='output size WxH, e.g. 2048x1152')
+  p.add_argument('--steps', type=int, default=None, help='DDIM steps (default: the config\'s)')
+  p.add_argument('--seed', type=int, default=0)
+  p.add_argument('--max-pixels', type=int, default=4_000_000,
+                 help='refuse outputs larger than this (no tiling on this path)')
+  args = p.parse_args(argv[1:])
+
+  from zoom_enhance import checkpoint
+  from zoom_enhance import images
+  from zoom_enhance import sampler
+  lr = images.load_rgb(args.input)
+  if args.size:
+    try:
+      w, h = (int(v) for v in args.size.lower().split('x'))
+    except ValueError:
+      raise UsageError(f'--size {args.size!r}: expected WxH, e.g. 2048x1152') from None
+  else:
+    h, w = round(lr.shape[0] * args.scale), round(lr.shape[1] * args.scale)
+  if h < 1 or w < 1:
+    raise UsageError('the output would be empty')
+  if h * w > args.max_pixels:
+    raise UsageError(f'output {w}x{h} is over --max-pixels={args.max_pixels}')
+  params, config, step = checkpoint.restore_params(args.workdir)
+  steps = args.steps or config.diffusion.sample_steps
+  logging.info('checkpoint step %d, %d DDIM steps, %dx%d -> %dx%d', step, steps,
+               lr.shape[1], lr.shape[0], w, h)
+  out = sampler.upscale_image(params, config, lr, (h, w), num_steps=steps, seed=args.seed)
+  images.save_image(args.output, out)
+  logging.info('wrote %s', args.output)
+  return 0
+
+
+def cmd_bench_train(argv):
+  p = argparse.ArgumentParser(prog='zoom-enhance bench-train',
+                              description='Training throughput (samples/s) of model variants.')
+  p.add_argument('--config', default='configs/tiny.py', help='config whose other settings are used')
+  p.add_argument('--variants', default='tiny,base')
+  p.add_argument('--batch-size', type=int, default=8)
+  p.add_argument('--patch-size', type=int, default=64)
+  p.add_argument('--steps', type=int, default=10, help='timed steps after warm-up')
+  args = p.parse_args(argv[1:])
+  if not os.path.isfile(args.config):
+    raise UsageError(f'--config {args.config}: no such file')
+  from zoom_enhance import bench_train
+  bench_train.main(args.variants.split(','), batch_size=args.batch_size, patch_size=args.patch_size,
+                   steps=args.steps, base_config=lambda: _load_config_file(args.config))
+  return 0
+
+
+COMMANDS = {'train': cmd_train, 'sample': cmd_sample, 'bench-train': cmd_bench_train}
+
+
+def main(argv=None) -> int:
+  argv = list(sys.argv if argv is None else argv)
+  if len(argv) < 2 or argv[1] in ('-h', '--help'):
+    print(f'usage:\n{USAGE}\n\ncommands: {", ".join(COMMANDS)}')
+    return 0 if len(argv) >= 2 else EXIT_USAGE
+  name = argv[1]
+  if name not in COMMANDS:
+    print(f'zoom-enhance: unknown command {name!r}; choose one of {", ".join(COMMANDS)}',
+          file=sys.stderr)
+    return EXIT_USAGE
+  _setup_logging()
+  from zoom_enhance import errors
+  try:
+    return COMMANDS[name]([f'zoom-enhance {name}'] + argv[2:])
+  except UsageError as e:
+    print(f'zoom-enhance {name}: error: {e}', file=sys.stderr)
+    return EXIT_USAGE
+  except errors.USER_ERRORS as e:
+    print(f'zoom-enhance {name}: error: {e}', file=sys.stderr)
+    return EXIT_FAILED
+  except KeyboardInterrupt:
+    print(f'zoom-enhance {name}: interrupted', file=sys.stderr)
+    return 130
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,294 @@
+"""Training: the train state, the pure train step, and the loop that drives it.
+
+`train_step(state, batch, rng)` is jitted once with the state's shardings and
+donated; it takes its loss from a `loss_fn(params, batch, rng)`, so
+distillation reuses the whole machinery with a teacher-made target.
+"""
+
+import functools
+import logging
+import math
+import signal
+from typing import Any
+from typing import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.training import train_state
+
+from zoom_enhance import checkpoint
+from zoom_enhance import diffusion
+from zoom_enhance import errors
+from zoom_enhance import input_pipeline
+from zoom_enhance import metrics_log
+from zoom_enhance import sampler
+from zoom_enhance import sharding
+from zoom_enhance import unet
+from zoom_enhance import visualize
+
+COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+class TrainingError(errors.ZoomEnhanceError):
+  """Training cannot go on (for example the loss became NaN)."""
+
+
+class TrainState(train_state.TrainState):
+  """Step, parameters, optimizer state and the EMA of the parameters."""
+  ema_params: Any = None
+
+
+def validate_config(config):
+  """Checks the choices once, before anything is built."""
+  if config.model.variant not in unet.VARIANTS:
+    raise errors.ConfigError(f'config.model.variant={config.model.variant!r}: '
+                             f'choose one of {sorted(unet.VARIANTS)}')
+  if config.diffusion.prediction not in diffusion.PREDICTIONS:
+    raise errors.ConfigError(f'config.diffusion.prediction={config.diffusion.prediction!r}: '
+                     f'choose one of {diffusion.PREDICTIONS}')
+  if config.diffusion.loss_weighting not in diffusion.LOSS_WEIGHTINGS:
+    raise errors.ConfigError(f'config.diffusion.loss_weighting={config.diffusion.loss_weighting!r}: '
+                     f'choose one of {diffusion.LOSS_WEIGHTINGS}')
+  if config.train.compute_dtype not in COMPUTE_DTYPES:
+    raise errors.ConfigError(f'config.train.compute_dtype={config.train.compute_dtype!r}: '
+                     f'choose one of {sorted(COMPUTE_DTYPES)}')
+  mult = unet.size_multiple(unet.get_variant(config.model.variant))
+  if config.data.patch_size % mult:
+    raise errors.ConfigError(f'config.data.patch_size={config.data.patch_size} must be a multiple '
+                     f'of {mult} for model variant {config.model.variant!r}')
+  if config.train.num_steps < 1 or config.train.batch_size < 1:
+    raise errors.ConfigError('config.train.num_steps and config.train.batch_size must be positive')
+  if not 1.0 <= config.data.min_scale <= config.data.max_scale:
+    raise errors.ConfigError('config.data needs 1 <= min_scale <= max_scale')
+
+
+def make_optimizer(tcfg):
+  """AdamW with linear warmup, cosine decay and global-norm clipping."""
+  lr_fn = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=tcfg.lr, warmup_steps=tcfg.warmup_steps,
+      decay_steps=max(tcfg.num_steps, tcfg.warmup_steps + 1),
+      end_value=tcfg.lr * tcfg.lr_end_fraction)
+  tx = optax.chain(optax.clip_by_global_norm(tcfg.grad_clip),
+                   optax.adamw(lr_fn, weight_decay=tcfg.weight_decay))
+  return tx, lr_fn
+
+
+def init_state(rng, *, model, tx, patch_size: int) -> TrainState:
+  x = jnp.zeros((1, patch_size, patch_size, 3), jnp.float32)
+  params = model.init({'params': rng}, x, x, jnp.zeros((1,)), jnp.ones((1,)))['params']
+  return TrainState.create(apply_fn=model.apply, params=params, tx=tx, ema_params=params)
+
+
+def diffusion_loss(params, batch, rng, *, model, dcfg):
+  """Denoising loss of the upscaler on one batch.
+
+  x = encode_target(hr, lr_up); t ~ U(0, 1); z = alpha_t x + sigma_t eps; the
+  network's output is read as x_hat and scored with weighted_x_loss.
+  A batch may carry 'target' (a teacher's x for distillation) with its own
+  'z' and 'logsnr'; otherwise the noise is drawn here.
+  """
+  lr_up, scale = batch['lr_up'], batch['scale']
+  rng_t, rng_eps, rng_drop = jax.random.split(rng, 3)
+  if 'target' in batch:
+    x_target, z, logsnr = batch['target'], batch['z'], batch['logsnr']
+  else:
+    x_target = diffusion.encode_target(batch['hr'], lr_up, residual=dcfg.residual,
+                                       residual_scale=dcfg.residual_scale)
+    t = diffusion.low_discrepancy_times(rng_t, x_target.shape[0])
+    logsnr = diffusion.logsnr_schedule_cosine(t, logsnr_min=dcfg.logsnr_min,
+                                              logsnr_max=dcfg.logsnr_max)
+    eps = jax.random.normal(rng_eps, x_target.shape)
+    z = diffusion.diffuse(x=x_target, eps=eps, logsnr=logsnr)
+  out = model.apply({'params': params}, z, lr_up, logsnr, scale, train=True,
+                    rngs={'dropout': rng_drop})
+  x_pred, _ = diffusion.x_eps_from_output(out, z=z, logsnr=logsnr, prediction=dcfg.prediction)
+  return diffusion.weighted_x_loss(x_pred=x_pred, x_target=x_target, logsnr=logsnr,
+                                   weighting=dcfg.loss_weighting)
+
+
+def train_step(state: TrainState, batch, rng, *, loss_fn: Callable, lr_fn, ema_decay: float):
+  """One optimizer step: gradients of loss_fn, AdamW update, EMA update.
+
+  EMA: ema <- d ema + (1 - d) params with d = min(ema_decay, (1 + step) / (10 + step)),
+  so early averages are not dominated by the random initialisation.
+  """
+  loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, rng)
+  new_state = state.apply_gradients(grads=grads)
+  step = state.step.astype(jnp.float32)
+  decay = jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
+  ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p,
+                     state.ema_params, new_state.params)
+  new_state = new_state.replace(ema_params=ema)
+  metrics = {'train/loss': loss, 'train/grad_norm': optax.tree.norm(grads),
+             'train/lr': lr_fn(state.step)}
+  return new_state, metrics
+
+
+class Compiled(NamedTuple):
+  """Everything the loop needs that depends only on the config and the mesh."""
+  mesh: Any
+  state_shardings: Any
+  abstract_state: Any
+  init_fn: Callable
+  step_fn: Callable
+
+
+def compile_training(config, loss_fn=None) -> Compiled:
+  """Mesh, shardings and the jitted init and train-step functions.
+
+  `loss_fn(params, batch, rng)` defaults to the diffusion loss of the config.
+  """
+  mesh = sharding.make_mesh(config.mesh)
+  sharding.check_batch_size(config.train.batch_size, mesh)
+  model = sampler.build_model(config, COMPUTE_DTYPES[config.train.compute_dtype])
+  tx, lr_fn = make_optimizer(config.train)
+  if loss_fn is None:
+    loss_fn = functools.partial(diffusion_loss, model=model, dcfg=config.diffusion)
+  init = functools.partial(init_state, model=model, tx=tx, patch_size=config.data.patch_size)
+  abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
+  shardings = sharding.tree_shardings(mesh, abstract)
+  init_fn = jax.jit(init, out_shardings=shardings)
+  step_fn = jax.jit(
+      functools.partial(train_step, loss_fn=loss_fn, lr_fn=lr_fn, ema_decay=config.train.ema_decay),
+      in_shardings=(shardings, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
+      out_shardings=(shardings, sharding.replicated(mesh)),
+      donate_argnums=(0,))
+  return Compiled(mesh, shardings, abstract, init_fn, step_fn)
+
+
+class _Preemption:
+  """Turns SIGTERM into a request to checkpoint and stop, agreed by all processes."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def should_stop(self) -> bool:
+    if jax.process_count() == 1:
+      return self.requested
+    from jax.experimental import multihost_utils
+    flags = multihost_utils.process_allgather(np.array([self.requested]))
+    return bool(np.any(flags))
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+class Preempted(Exception):
+  """Raised after a preemption checkpoint has been written."""
+
+  def __init__(self, step):
+    super().__init__(f'preempted (SIGTERM): saved a checkpoint at step {step}; '
+                     'run the same command again to resume')
+    self.step = step
+
+
+def _check_finite(metrics, step, last_saved):
+  loss = float(metrics['train/loss'])
+  if not (math.isfinite(loss) and math.isfinite(float(metrics['train/grad_norm']))):
+    kept = f'the last good checkpoint (step {last_saved}) is kept' if last_saved is not None \
+        else 'no checkpoint was written'
+    raise TrainingError(f'train/loss became {loss} at step {step}; stopping, {kept}')
+  return loss
+
+
+def train_and_evaluate(config, workdir: str) -> int:
+  """Trains (or resumes training) in `workdir`; returns the final step."""
+  validate_config(config)
+  compiled = compile_training(config)
+  main = sharding.is_main_process()
+  ckpt = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  rng = jax.random.PRNGKey(config.seed)
+  init_rng, train_rng, sample_rng = jax.random.split(rng, 3)
+
+  start = ckpt.latest_step()
+  if start is None:
+    state, start = compiled.init_fn(init_rng), 0
+    logging.info('model %s: %s parameters', config.model.variant,
+                 f'{sum(x.size for x in jax.tree.leaves(state.params)):,}')
+  else:
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          compiled.abstract_state, compiled.state_shardings)
+    state, position = ckpt.restore(start, target)
+    if position.get('global_batch_size') != config.train.batch_size:
+      logging.warning('resuming with batch size %d (checkpoint used %s)',
+                      config.train.batch_size, position.get('global_batch_size'))
+    logging.info('resuming from step %d in %s', start, workdir)
+  if start >= config.train.num_steps:
+    logging.info('already at step %d of %d: nothing to do', start, config.train.num_steps)
+    ckpt.close()
+    return start
+
+  source = input_pipeline.make_source(config.data.source, config.data)
+  eval_source = (input_pipeline.make_source(config.data.eval_source, config.data)
+                 if config.data.eval_source else source)
+  eval_batch = input_pipeline.make_eval_batch(eval_source, config.data,
+                                              config.train.num_samples, config.seed)
+  sample_fn = sampler.make_sample_fn(config, config.diffusion.sample_steps)
+  writer = metrics_log.MetricsWriter(workdir, enabled=main)
+  progress = metrics_log.Progress(start=start, total=config.train.num_steps,
+                                  batch_size=config.train.batch_size, enabled=main)
+  iterator = input_pipeline.TrainIterator(
+      source, config.data, global_batch_size=config.train.batch_size, seed=config.seed,
+      start_step=start, process_index=jax.process_index(), process_count=jax.process_count())
+  preemption = _Preemption()
+  last_saved = start if start > 0 else None
+
+  def save(step):
+    nonlocal last_saved
+    ckpt.save(step, state, config, {'step': step, 'seed': config.seed,
+                                    'global_batch_size': config.train.batch_size,
+                                    'source': config.data.source})
+    last_saved = step
+
+  def write_samples(step):
+    batch = {k: jnp.asarray(v) for k, v in eval_batch.items()}
+    out = np.asarray(sample_fn(state.ema_params, batch['lr_up'], batch['scale'], sample_rng))
+    row = {'sample/psnr': sampler.psnr(out, eval_batch['hr']),
+           'sample/psnr_bicubic': sampler.psnr(eval_batch['lr_up'], eval_batch['hr'])}
+    if main:
+      visualize.write_sample_grid(workdir, step, sampler.to_uint8(eval_batch['lr_up']),
+                                  sampler.to_uint8(out), sampler.to_uint8(eval_batch['hr']))
+      writer.write(step, row)
+    return row
+
+  tcfg = config.train
+  step = start
+  try:
+    for step in range(start + 1, tcfg.num_steps + 1):
+      batch = sharding.global_batch(next(iterator), compiled.mesh)
+      state, metrics = compiled.step_fn(state, batch, jax.random.fold_in(train_rng, step))
+      # Checked every step, so a divergence is reported at the step it happened.
+      metrics = jax.device_get(metrics)
+      loss = _check_finite(metrics, step, last_saved)
+      last = step == tcfg.num_steps
+      if step % tcfg.log_every == 0 or last or step == start + 1:
+        metrics.update(progress.update(step, loss))
+        metrics['data/skipped'] = source.num_skipped
+        writer.write(step, metrics)
+      if step % tcfg.checkpoint_every == 0 or last:
+        save(step)
+      if (tcfg.sample_every and step % tcfg.sample_every == 0) or last:
+        row = write_samples(step)
+        logging.info('step %d: sample PSNR %.2f dB (bicubic %.2f dB)', step,
+                     row['sample/psnr'], row['sample/psnr_bicubic'])
+      if not last and preemption.should_stop():
+        save(step)
+        ckpt.wait()
+        raise Preempted(step)
+  finally:
+    preemption.restore()
+    iterator.close()
+    progress.close()
+    writer.close()
+    ckpt.close()
+  if main:
+    metrics_log.plot_loss(workdir)
+  return step

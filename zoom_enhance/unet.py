@@ -1,0 +1,239 @@
+"""SR3-style conditional U-Net: noisy target + upsampled LR in, prediction out.
+
+The network sees the noisy diffusion variable z concatenated with the LR image
+upsampled (bicubic) to the output size, plus two conditioning scalars per
+example: the noise level (continuous logSNR) and the upscale factor (LIIF's
+"cell size"), so a single model serves any factor in [1, max_scale].
+
+Shaped for phones as well as for training:
+  * a strided "patch" convolution in and a transposed one out keep most of the
+    work at a fraction of the output resolution;
+  * normalisation is a GroupNorm written with rank-4 tensors only (per-channel
+    spatial means, then a constant group-averaging matmul), since rank-5
+    reshapes are not supported by the TFLite GPU delegate;
+  * up-sampling inside the U-Net is a transposed convolution, never a
+    pixel-shuffle through rank-6 reshapes;
+  * the scale embedding is a piecewise-linear "hat" basis (SUB/ABS/RELU), not
+    sinusoids, because the scale stays an input of the exported graph while the
+    noise level becomes a constant there.
+"""
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """Architecture hyper-parameters of one model size."""
+  # Side of the strided input convolution (and of the transposed output one).
+  patch: int
+  # Channels at each U-Net level; the level count is len(channels).
+  channels: tuple[int, ...]
+  # Residual blocks per level on the way down (the way up has one more).
+  num_res_blocks: int
+  # Self-attention at the lowest resolution.
+  attention: bool
+  # Attention heads (when attention is on).
+  num_heads: int
+  # Normalisation groups (channels must be divisible); 0 disables normalisation.
+  norm_groups: int
+  # Width of the conditioning (noise level + scale) embedding.
+  emb_dim: int
+  # Dropout rate inside residual blocks while training.
+  dropout: float
+  # Largest upscale factor the scale embedding covers.
+  max_scale: float = 4.0
+
+
+VARIANTS = {
+    # Tests and 2-core CPUs: works at 1/2 resolution, ~0.3M parameters.
+    'tiny': Variant(patch=2, channels=(16, 32, 48), num_res_blocks=1,
+                    attention=False, num_heads=1, norm_groups=8, emb_dim=64,
+                    dropout=0.0),
+    # A larger CPU/phone model, ~1.5M parameters.
+    'small': Variant(patch=2, channels=(32, 64, 96), num_res_blocks=2,
+                     attention=False, num_heads=1, norm_groups=8, emb_dim=128,
+                     dropout=0.0),
+    # GPU/TPU training, ~25M parameters, SR3-like.
+    'base': Variant(patch=1, channels=(64, 128, 256, 256), num_res_blocks=2,
+                    attention=True, num_heads=4, norm_groups=32, emb_dim=256,
+                    dropout=0.1),
+}
+
+
+def get_variant(name: str) -> Variant:
+  if name not in VARIANTS:
+    raise ValueError(f'unknown model variant {name!r}; choose one of {sorted(VARIANTS)}')
+  return VARIANTS[name]
+
+
+def size_multiple(variant: Variant) -> int:
+  """Image sides must be multiples of this (patch, then one halving per level)."""
+  return variant.patch * 2 ** (len(variant.channels) - 1)
+
+
+def noise_level_embedding(logsnr, dim: int):
+  """Sinusoidal embedding of the noise level.
+
+  t(logsnr) = arctan(exp(-logsnr / 2)) / (pi / 2) maps logSNR to (0, 1) (the
+  time of the cosine schedule without its range clipping); then
+  emb = [sin(1000 t w_k), cos(1000 t w_k)], w_k = 10000^(-k / (dim/2 - 1)).
+  """
+  t = jnp.arctan(jnp.exp(-0.5 * jnp.clip(logsnr, -20.0, 20.0))) / (0.5 * jnp.pi)
+  half = dim // 2
+  freqs = jnp.exp(-math.log(10000.0) * jnp.arange(half, dtype=jnp.float32) / max(half - 1, 1))
+  args = 1000.0 * t[:, None] * freqs[None, :]
+  return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
+
+
+def scale_embedding(scale, num: int, max_scale: float):
+  """Hat-basis embedding of the upscale factor s in [1, max_scale].
+
+  With centres c_k evenly spaced over [1, max_scale] and spacing w,
+  f_k(s) = relu(1 - |clip(s) - c_k| / w): a partition of unity, exact at the
+  centres and linear between them, made of ops every delegate supports.
+  """
+  centres = np.linspace(1.0, max_scale, num, dtype=np.float32)
+  width = float(centres[1] - centres[0])
+  s = jnp.clip(scale, 1.0, max_scale)[:, None]
+  return nn.relu(1.0 - jnp.abs(s - centres[None, :]) / width)
+
+
+class GroupNorm(nn.Module):
+  """GroupNorm over NHWC built from rank-4 ops only.
+
+  mu_g = mean over (H, W, channels of group g); var_g likewise of (x - mu_g)^2;
+  y = (x - mu_g) / sqrt(var_g + eps) * gamma + beta. The average over a group's
+  channels is a matmul with a constant block matrix, so nothing is reshaped to
+  rank 5.
+  """
+  groups: int
+  eps: float = 1e-5
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    if c % self.groups:
+      raise ValueError(f'{c} channels are not divisible into {self.groups} groups')
+    size = c // self.groups
+    group_of = np.arange(c) // size
+    avg = (group_of[:, None] == group_of[None, :]).astype(np.float32) / size
+    avg = jnp.asarray(avg, jnp.float32)
+    xf = x.astype(jnp.float32)
+    mean = jnp.mean(xf, axis=(1, 2), keepdims=True) @ avg
+    centred = xf - mean
+    var = jnp.mean(centred * centred, axis=(1, 2), keepdims=True) @ avg
+    y = centred * jax.lax.rsqrt(var + self.eps)
+    gamma = self.param('scale', nn.initializers.ones, (c,), jnp.float32)
+    beta = self.param('bias', nn.initializers.zeros, (c,), jnp.float32)
+    return (y * gamma + beta).astype(self.dtype)
+
+
+class Norm(nn.Module):
+  """GroupNorm, or the identity when the variant has no normalisation."""
+  groups: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    if self.groups == 0:
+      return x
+    return GroupNorm(min(self.groups, x.shape[-1]), dtype=self.dtype)(x)
+
+
+class ResBlock(nn.Module):
+  """Norm-SiLU-conv, FiLM by the conditioning embedding, norm-SiLU-conv, plus skip."""
+  features: int
+  groups: int
+  dropout: float
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, emb, train: bool):
+    h = nn.silu(Norm(self.groups, self.dtype)(x))
+    h = nn.Conv(self.features, (3, 3), dtype=self.dtype)(h)
+    film = nn.Dense(2 * self.features, dtype=self.dtype)(nn.silu(emb))
+    gain, shift = jnp.split(film[:, None, None, :], 2, axis=-1)
+    h = Norm(self.groups, self.dtype)(h) * (1.0 + gain) + shift
+    h = nn.silu(h)
+    h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    h = nn.Conv(self.features, (3, 3), dtype=self.dtype,
+                kernel_init=nn.initializers.zeros)(h)
+    if x.shape[-1] != self.features:
+      x = nn.Conv(self.features, (1, 1), dtype=self.dtype)(x)
+    return x + h
+
+
+class Attention(nn.Module):
+  """Multi-head self-attention over all positions (lowest resolution only)."""
+  num_heads: int
+  groups: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    b, h, w, c = x.shape
+    y = Norm(self.groups, self.dtype)(x).reshape(b, h * w, c)
+    y = nn.MultiHeadDotProductAttention(
+        num_heads=self.num_heads, dtype=self.dtype,
+        out_kernel_init=nn.initializers.zeros)(y, y)
+    return x + y.reshape(b, h, w, c)
+
+
+class UNet(nn.Module):
+  """The upscaler's denoiser: (z, lr_up, logsnr, scale) -> prediction."""
+  variant: Variant
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, z, lr_up, logsnr, scale, train: bool = False):
+    v = self.variant
+    mult = size_multiple(v)
+    if z.shape[1] % mult or z.shape[2] % mult:
+      raise ValueError(f'image sides {z.shape[1:3]} must be multiples of {mult}')
+    emb = jnp.concatenate([
+        noise_level_embedding(logsnr, v.emb_dim),
+        scale_embedding(scale, 8, v.max_scale)], axis=-1).astype(self.dtype)
+    emb = nn.Dense(v.emb_dim, dtype=self.dtype)(emb)
+    emb = nn.Dense(v.emb_dim, dtype=self.dtype)(nn.silu(emb))
+
+    x_in = jnp.concatenate([z, lr_up], axis=-1).astype(self.dtype)
+    h = nn.Conv(v.channels[0], (v.patch, v.patch), strides=(v.patch, v.patch),
+                padding='VALID', dtype=self.dtype)(x_in)
+    block = lambda f: ResBlock(f, v.norm_groups, v.dropout, self.dtype)  # noqa: E731
+    skips = [h]
+    for level, ch in enumerate(v.channels):
+      for _ in range(v.num_res_blocks):
+        h = block(ch)(h, emb, train)
+        skips.append(h)
+      if level < len(v.channels) - 1:
+        h = nn.Conv(ch, (3, 3), strides=(2, 2), dtype=self.dtype)(h)
+        skips.append(h)
+
+    h = block(v.channels[-1])(h, emb, train)
+    if v.attention:
+      h = Attention(v.num_heads, v.norm_groups, self.dtype)(h)
+    h = block(v.channels[-1])(h, emb, train)
+
+    for level in reversed(range(len(v.channels))):
+      ch = v.channels[level]
+      for _ in range(v.num_res_blocks + 1):
+        h = block(ch)(jnp.concatenate([h, skips.pop()], axis=-1), emb, train)
+      if level > 0:
+        h = nn.ConvTranspose(ch, (2, 2), strides=(2, 2), dtype=self.dtype)(h)
+    assert not skips
+
+    h = nn.silu(Norm(v.norm_groups, self.dtype)(h))
+    out = nn.ConvTranspose(3, (v.patch, v.patch), strides=(v.patch, v.patch),
+                           dtype=self.dtype, kernel_init=nn.initializers.zeros)(h)
+    # A full-resolution path so the output can depend on exact input pixels.
+    out = out + nn.Conv(3, (3, 3), dtype=self.dtype,
+                        kernel_init=nn.initializers.zeros)(x_in)
+    return out.astype(jnp.float32)
