@@ -13,10 +13,10 @@ import os
 import ml_collections
 
 
-def _tiny():
-  """configs/tiny.py, loaded by path: config files are not a package."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'tiny.py')
-  spec = importlib.util.spec_from_file_location('zoom_enhance_tiny_config', path)
+def _load(name):
+  """A sibling config file, loaded by path: config files are not a package."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'zoom_enhance_{name}_config', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -25,7 +25,7 @@ def _tiny():
 def get_config(arg=None):
   """The base config: the tiny one's fields with GPU/TPU-sized values."""
   del arg
-  c = _tiny().get_config()
+  c = _load('tiny').get_config()
   # DIV2K's 800 2K training photos (downloaded by tensorflow-datasets on first use).
   c.data.source = 'div2k'
   # Larger crops give the U-Net context at its lowest (1/8) resolution.

@@ -88,7 +88,7 @@ def get_config(arg=None):
   # Checkpoints to keep.
   c.train.keep_checkpoints = 3
   # Steps between sample grids (0: only at the end).
-  c.train.sample_every = 0
+  c.train.sample_every = 100
   # Images in each sample grid.
   c.train.num_samples = 4
 

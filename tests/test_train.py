@@ -176,3 +176,17 @@ def test_sample_command_writes_the_requested_size(reference_run, tmp_path):
            devices=1)
   assert r.returncode != 0 and 'Traceback' not in r.stderr and 'not_an_image.jpg' in r.stderr
   assert not (tmp_path / 'x.png').exists()
+
+
+def test_a_half_written_checkpoint_is_never_the_latest(reference_run, tmp_path):
+  import shutil
+  workdir, _ = reference_run
+  copy = tmp_path / 'w'
+  shutil.copytree(workdir, copy)
+  # What a crash in the middle of saving step 50 leaves behind: Orbax's temporary directory.
+  partial = copy / 'checkpoints' / '50.orbax-checkpoint-tmp-1234567890'
+  (partial / 'state').mkdir(parents=True)
+  (partial / 'state' / 'garbage').write_bytes(b'\0' * 100)
+  assert checkpoint.Checkpointer(str(copy), keep=3).latest_step() == 40
+  _, _, step = checkpoint.restore_params(str(copy))
+  assert step == 40

@@ -12,7 +12,7 @@ from zoom_enhance import unet
 
 def measure(config, *, steps: int, warmup: int = 2) -> dict:
   """Times `steps` jitted train steps on a synthetic sharded batch (compile excluded)."""
-  compiled = train.compile_training(config)
+  compiled = train.compile_training(config, train.Task(config))
   state = compiled.init_fn(jax.random.PRNGKey(0))
   p = config.data.patch_size
   b = config.train.batch_size // jax.process_count()

@@ -27,6 +27,14 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), 'checkpoints')
 
 
+def _reader(workdir: str) -> ocp.CheckpointManager:
+  """A read-only manager that knows how each item was written."""
+  handlers = {'state': ocp.StandardCheckpointHandler(), 'config': ocp.JsonCheckpointHandler(),
+              'data': ocp.JsonCheckpointHandler()}
+  return ocp.CheckpointManager(checkpoint_dir(workdir), item_handlers=handlers,
+                               options=ocp.CheckpointManagerOptions(read_only=True))
+
+
 class Checkpointer:
   """Saves and restores (state, config, data position) under a workdir."""
 
@@ -72,7 +80,7 @@ def restore_config(workdir: str, step=None) -> ml_collections.ConfigDict:
   """The config saved with a checkpoint (the latest by default)."""
   step = _resolve_step(workdir, step)
   path = os.path.join(checkpoint_dir(workdir), str(step), 'config')
-  with ocp.CheckpointManager(checkpoint_dir(workdir)) as manager:
+  with _reader(workdir) as manager:
     restored = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
   if restored.config is None:
     raise CheckpointError(f'{path}: no config saved with this checkpoint')
@@ -87,8 +95,7 @@ def restore_params(workdir: str, step=None, *, ema: bool = True):
   """
   step = _resolve_step(workdir, step)
   config = restore_config(workdir, step)
-  handlers = {'state': ocp.StandardCheckpointHandler()}
-  with ocp.CheckpointManager(checkpoint_dir(workdir), item_handlers=handlers) as manager:
+  with _reader(workdir) as manager:
     metadata = manager.item_metadata(step)['state']
     # Onto this process's first device, whatever mesh the checkpoint was saved from.
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -102,7 +109,7 @@ def _resolve_step(workdir: str, step):
   directory = checkpoint_dir(workdir)
   if not os.path.isdir(directory):
     raise CheckpointError(f'{workdir}: no checkpoints (train a model there first)')
-  with ocp.CheckpointManager(directory) as manager:
+  with _reader(workdir) as manager:
     steps = list(manager.all_steps())
   if not steps:
     raise CheckpointError(f'{workdir}: no complete checkpoint under {directory}')

@@ -1,6 +1,7 @@
 """The `zoom-enhance` command: parses arguments and calls library functions.
 
   zoom-enhance train --config configs/tiny.py --workdir W [--config.train.num_steps=30 ...]
+  zoom-enhance distill --config configs/distill_tiny.py --workdir W2 --config.distill.teacher_workdir=W
   zoom-enhance sample --workdir W -i photo.jpg -o out.png --scale 4
   zoom-enhance bench-train [--variants tiny,base]
 
@@ -75,19 +76,30 @@ class UsageError(ValueError):
   """Wrong command-line arguments."""
 
 
-def cmd_train(argv):
-  fv = _parse_train_flags(argv, 'zoom-enhance train')
+def _run_training(argv, prog, run):
+  """Shared by train and distill: flags, distributed start-up, preemption exit code."""
+  fv = _parse_train_flags(argv, prog)
   from zoom_enhance import sharding
   sharding.initialize_distributed(fv.coordinator_address, fv.num_processes, fv.process_id)
   from zoom_enhance import train
   os.makedirs(fv.workdir, exist_ok=True)
   try:
-    step = train.train_and_evaluate(fv.config, fv.workdir)
+    step = run(fv.config, fv.workdir)
   except train.Preempted as e:
     logging.warning('%s', e)
     return EXIT_PREEMPTED
   logging.info('done: step %d, workdir %s', step, fv.workdir)
   return 0
+
+
+def cmd_train(argv):
+  from zoom_enhance import train
+  return _run_training(argv, 'zoom-enhance train', train.train_and_evaluate)
+
+
+def cmd_distill(argv):
+  from zoom_enhance import distill
+  return _run_training(argv, 'zoom-enhance distill', distill.distill)
 
 
 def cmd_sample(argv):
@@ -147,7 +159,8 @@ def cmd_bench_train(argv):
   return 0
 
 
-COMMANDS = {'train': cmd_train, 'sample': cmd_sample, 'bench-train': cmd_bench_train}
+COMMANDS = {'train': cmd_train, 'distill': cmd_distill, 'sample': cmd_sample,
+            'bench-train': cmd_bench_train}
 
 
 def main(argv=None) -> int:

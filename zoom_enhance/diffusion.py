@@ -172,3 +172,16 @@ def ddim_sample(denoise: DenoiseFn, z_init, *, num_steps: int, logsnr_fn, unroll
     z = jax.lax.fori_loop(0, num_steps - 1, body, z_init)
   x_hat, _ = denoise(z, logsnr_last)
   return x_hat
+
+
+def distill_x_target(*, z_t, z_s, logsnr_t, logsnr_s):
+  """The x that makes one DDIM step from z_t land exactly on z_s.
+
+  One DDIM step with prediction x gives z_s = alpha_s x + sigma_s (z_t - alpha_t x) / sigma_t;
+  solving for x: x = (z_s - (sigma_s / sigma_t) z_t) / (alpha_s - (sigma_s / sigma_t) alpha_t)
+  (Salimans & Ho 2022, Algorithm 2, with z_s from two teacher DDIM steps).
+  """
+  alpha_t, sigma_t = alpha_sigma(_bcast(logsnr_t, z_t))
+  alpha_s, sigma_s = alpha_sigma(_bcast(logsnr_s, z_t))
+  ratio = sigma_s / sigma_t
+  return (z_s - ratio * z_t) / (alpha_s - ratio * alpha_t)

@@ -6,6 +6,7 @@ TFLite graph.
 """
 
 import functools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -46,9 +47,16 @@ def sample(params, lr_up, scale, rng, *, model, dcfg, num_steps: int, unroll: bo
 
 
 def make_sample_fn(config, num_steps: int):
-  """A jitted sample(params, lr_up, scale, rng) for this config."""
-  model = build_model(config)
-  return jax.jit(functools.partial(sample, model=model, dcfg=config.diffusion, num_steps=num_steps))
+  """A jitted sample(params, lr_up, scale, rng) for this config (cached: compiled once per shape)."""
+  return _sample_fn(config.model.variant, config.diffusion.to_json(sort_keys=True), num_steps)
+
+
+@functools.lru_cache(maxsize=32)
+def _sample_fn(variant: str, dcfg_json: str, num_steps: int):
+  import ml_collections
+  dcfg = ml_collections.ConfigDict(json.loads(dcfg_json))
+  model = unet.UNet(unet.get_variant(variant))
+  return jax.jit(functools.partial(sample, model=model, dcfg=dcfg, num_steps=num_steps))
 
 
 def to_uint8(x):

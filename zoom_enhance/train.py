@@ -37,8 +37,13 @@ class TrainingError(errors.ZoomEnhanceError):
 
 
 class TrainState(train_state.TrainState):
-  """Step, parameters, optimizer state and the EMA of the parameters."""
+  """Step, parameters, optimizer state, the EMA of the parameters, and a teacher.
+
+  `teacher_params` is None for plain training; distillation keeps the current
+  round's teacher here so that it is sharded and checkpointed with the rest.
+  """
   ema_params: Any = None
+  teacher_params: Any = None
 
 
 def validate_config(config):
@@ -82,7 +87,7 @@ def init_state(rng, *, model, tx, patch_size: int) -> TrainState:
   return TrainState.create(apply_fn=model.apply, params=params, tx=tx, ema_params=params)
 
 
-def diffusion_loss(params, batch, rng, *, model, dcfg):
+def diffusion_loss(params, batch, rng, teacher_params=None, *, model, dcfg):
   """Denoising loss of the upscaler on one batch.
 
   x = encode_target(hr, lr_up); t ~ U(0, 1); z = alpha_t x + sigma_t eps; the
@@ -90,6 +95,7 @@ def diffusion_loss(params, batch, rng, *, model, dcfg):
   A batch may carry 'target' (a teacher's x for distillation) with its own
   'z' and 'logsnr'; otherwise the noise is drawn here.
   """
+  del teacher_params  # used by distillation's loss, which calls this one
   lr_up, scale = batch['lr_up'], batch['scale']
   rng_t, rng_eps, rng_drop = jax.random.split(rng, 3)
   if 'target' in batch:
@@ -112,10 +118,11 @@ def diffusion_loss(params, batch, rng, *, model, dcfg):
 def train_step(state: TrainState, batch, rng, *, loss_fn: Callable, lr_fn, ema_decay: float):
   """One optimizer step: gradients of loss_fn, AdamW update, EMA update.
 
+  loss_fn(params, batch, rng, teacher_params) -> scalar.
   EMA: ema <- d ema + (1 - d) params with d = min(ema_decay, (1 + step) / (10 + step)),
   so early averages are not dominated by the random initialisation.
   """
-  loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, rng)
+  loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, rng, state.teacher_params)
   new_state = state.apply_gradients(grads=grads)
   step = state.step.astype(jnp.float32)
   decay = jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
@@ -127,6 +134,57 @@ def train_step(state: TrainState, batch, rng, *, loss_fn: Callable, lr_fn, ema_d
   return new_state, metrics
 
 
+class Task:
+  """What the loop optimises. Plain diffusion training; distillation subclasses it.
+
+  The loop asks a task for its loss, optimizer, first state and length, and
+  calls its hooks around each step; everything else (sharding, data,
+  checkpoints, metrics, preemption, NaN checks) is the loop's.
+  """
+
+  def __init__(self, config):
+    self.config = config
+    self.model = sampler.build_model(config, COMPUTE_DTYPES[config.train.compute_dtype])
+    self.tx, self.lr_fn = make_optimizer(config.train)
+    self.loss_fn = functools.partial(diffusion_loss, model=self.model, dcfg=config.diffusion)
+
+  @property
+  def num_steps(self) -> int:
+    return self.config.train.num_steps
+
+  def init(self, rng) -> TrainState:
+    """A fresh state (traced under jit with the state's shardings)."""
+    return init_state(rng, model=self.model, tx=self.tx, patch_size=self.config.data.patch_size)
+
+  def first_state(self, compiled, rng) -> TrainState:
+    return compiled.init_fn(rng)
+
+  def begin_step(self, step: int, state, compiled):
+    """Called before step `step` runs (1-based); may replace the state."""
+    del step, compiled
+    return state
+
+  def extend_batch(self, step: int, batch: dict) -> dict:
+    """Adds task inputs to this process's share of the batch."""
+    del step
+    return batch
+
+  def must_checkpoint(self, step: int) -> bool:
+    del step
+    return False
+
+  def end_step(self, step: int, state, workdir: str):
+    """Called after step `step` and its checkpoint (distillation evaluates here)."""
+    del step, state, workdir
+
+  def sample_steps(self, step: int) -> int:
+    del step
+    return self.config.diffusion.sample_steps
+
+  def data_position(self, step: int) -> dict:
+    return {'step': step}
+
+
 class Compiled(NamedTuple):
   """Everything the loop needs that depends only on the config and the mesh."""
   mesh: Any
@@ -136,23 +194,16 @@ class Compiled(NamedTuple):
   step_fn: Callable
 
 
-def compile_training(config, loss_fn=None) -> Compiled:
-  """Mesh, shardings and the jitted init and train-step functions.
-
-  `loss_fn(params, batch, rng)` defaults to the diffusion loss of the config.
-  """
+def compile_training(config, task: Task) -> Compiled:
+  """Mesh, shardings and the jitted init and train-step functions of a task."""
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch_size(config.train.batch_size, mesh)
-  model = sampler.build_model(config, COMPUTE_DTYPES[config.train.compute_dtype])
-  tx, lr_fn = make_optimizer(config.train)
-  if loss_fn is None:
-    loss_fn = functools.partial(diffusion_loss, model=model, dcfg=config.diffusion)
-  init = functools.partial(init_state, model=model, tx=tx, patch_size=config.data.patch_size)
-  abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
+  abstract = jax.eval_shape(task.init, jax.random.PRNGKey(0))
   shardings = sharding.tree_shardings(mesh, abstract)
-  init_fn = jax.jit(init, out_shardings=shardings)
+  init_fn = jax.jit(task.init, out_shardings=shardings)
   step_fn = jax.jit(
-      functools.partial(train_step, loss_fn=loss_fn, lr_fn=lr_fn, ema_decay=config.train.ema_decay),
+      functools.partial(train_step, loss_fn=task.loss_fn, lr_fn=task.lr_fn,
+                        ema_decay=config.train.ema_decay),
       in_shardings=(shardings, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
       out_shardings=(shardings, sharding.replicated(mesh)),
       donate_argnums=(0,))
@@ -200,17 +251,23 @@ def _check_finite(metrics, step, last_saved):
 
 
 def train_and_evaluate(config, workdir: str) -> int:
-  """Trains (or resumes training) in `workdir`; returns the final step."""
+  """Trains (or resumes training) the diffusion upscaler in `workdir`; returns the final step."""
   validate_config(config)
-  compiled = compile_training(config)
+  return run(config, workdir, Task(config))
+
+
+def run(config, workdir: str, task: Task) -> int:
+  """The training loop of any task: resume, step, log, checkpoint, sample, stop cleanly."""
+  compiled = compile_training(config, task)
   main = sharding.is_main_process()
   ckpt = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
   rng = jax.random.PRNGKey(config.seed)
   init_rng, train_rng, sample_rng = jax.random.split(rng, 3)
+  total = task.num_steps
 
   start = ckpt.latest_step()
   if start is None:
-    state, start = compiled.init_fn(init_rng), 0
+    state, start = task.first_state(compiled, init_rng), 0
     logging.info('model %s: %s parameters', config.model.variant,
                  f'{sum(x.size for x in jax.tree.leaves(state.params)):,}')
   else:
@@ -221,8 +278,8 @@ def train_and_evaluate(config, workdir: str) -> int:
       logging.warning('resuming with batch size %d (checkpoint used %s)',
                       config.train.batch_size, position.get('global_batch_size'))
     logging.info('resuming from step %d in %s', start, workdir)
-  if start >= config.train.num_steps:
-    logging.info('already at step %d of %d: nothing to do', start, config.train.num_steps)
+  if start >= total:
+    logging.info('already at step %d of %d: nothing to do', start, total)
     ckpt.close()
     return start
 
@@ -231,9 +288,9 @@ def train_and_evaluate(config, workdir: str) -> int:
                  if config.data.eval_source else source)
   eval_batch = input_pipeline.make_eval_batch(eval_source, config.data,
                                               config.train.num_samples, config.seed)
-  sample_fn = sampler.make_sample_fn(config, config.diffusion.sample_steps)
+  sample_fns = {}
   writer = metrics_log.MetricsWriter(workdir, enabled=main)
-  progress = metrics_log.Progress(start=start, total=config.train.num_steps,
+  progress = metrics_log.Progress(start=start, total=total,
                                   batch_size=config.train.batch_size, enabled=main)
   iterator = input_pipeline.TrainIterator(
       source, config.data, global_batch_size=config.train.batch_size, seed=config.seed,
@@ -243,42 +300,48 @@ def train_and_evaluate(config, workdir: str) -> int:
 
   def save(step):
     nonlocal last_saved
-    ckpt.save(step, state, config, {'step': step, 'seed': config.seed,
-                                    'global_batch_size': config.train.batch_size,
-                                    'source': config.data.source})
+    position = {'seed': config.seed, 'global_batch_size': config.train.batch_size,
+                'source': config.data.source, **task.data_position(step)}
+    ckpt.save(step, state, config, position)
     last_saved = step
 
   def write_samples(step):
+    n = task.sample_steps(step)
+    if n not in sample_fns:
+      sample_fns[n] = sampler.make_sample_fn(config, n)
     batch = {k: jnp.asarray(v) for k, v in eval_batch.items()}
-    out = np.asarray(sample_fn(state.ema_params, batch['lr_up'], batch['scale'], sample_rng))
+    out = np.asarray(sample_fns[n](state.ema_params, batch['lr_up'], batch['scale'], sample_rng))
     row = {'sample/psnr': sampler.psnr(out, eval_batch['hr']),
-           'sample/psnr_bicubic': sampler.psnr(eval_batch['lr_up'], eval_batch['hr'])}
+           'sample/psnr_bicubic': sampler.psnr(eval_batch['lr_up'], eval_batch['hr']),
+           'sample/steps': n}
     if main:
       visualize.write_sample_grid(workdir, step, sampler.to_uint8(eval_batch['lr_up']),
                                   sampler.to_uint8(out), sampler.to_uint8(eval_batch['hr']))
       writer.write(step, row)
-    return row
+    logging.info('step %d: sample PSNR %.2f dB with %d steps (bicubic %.2f dB)', step,
+                 row['sample/psnr'], n, row['sample/psnr_bicubic'])
 
   tcfg = config.train
   step = start
   try:
-    for step in range(start + 1, tcfg.num_steps + 1):
-      batch = sharding.global_batch(next(iterator), compiled.mesh)
+    for step in range(start + 1, total + 1):
+      state = task.begin_step(step, state, compiled)
+      local = task.extend_batch(step, next(iterator))
+      batch = sharding.global_batch(local, compiled.mesh)
       state, metrics = compiled.step_fn(state, batch, jax.random.fold_in(train_rng, step))
       # Checked every step, so a divergence is reported at the step it happened.
       metrics = jax.device_get(metrics)
       loss = _check_finite(metrics, step, last_saved)
-      last = step == tcfg.num_steps
+      last = step == total
       if step % tcfg.log_every == 0 or last or step == start + 1:
         metrics.update(progress.update(step, loss))
         metrics['data/skipped'] = source.num_skipped
         writer.write(step, metrics)
-      if step % tcfg.checkpoint_every == 0 or last:
+      if step % tcfg.checkpoint_every == 0 or last or task.must_checkpoint(step):
         save(step)
       if (tcfg.sample_every and step % tcfg.sample_every == 0) or last:
-        row = write_samples(step)
-        logging.info('step %d: sample PSNR %.2f dB (bicubic %.2f dB)', step,
-                     row['sample/psnr'], row['sample/psnr_bicubic'])
+        write_samples(step)
+      task.end_step(step, state, workdir)
       if not last and preemption.should_stop():
         save(step)
         ckpt.wait()
