@@ -2,6 +2,7 @@
 
   zoom-enhance train --config configs/tiny.py --workdir W [--config.train.num_steps=30 ...]
   zoom-enhance distill --config configs/distill_tiny.py --workdir W2 --config.distill.teacher_workdir=W
+  zoom-enhance export --workdir W2 --out BUNDLE [--quant fp32,fp16,int8] [--tile 128] [--steps N]
   zoom-enhance sample --workdir W -i photo.jpg -o out.png --scale 4
   zoom-enhance bench-train [--variants tiny,base]
 
@@ -142,6 +143,31 @@ def cmd_sample(argv):
   return 0
 
 
+def cmd_export(argv):
+  p = argparse.ArgumentParser(prog='zoom-enhance export',
+                              description='Export a checkpoint to a LiteRT bundle (TFLite models + '
+                                          'manifest.json), checked against JAX.')
+  p.add_argument('--workdir', required=True, help='training or distillation workdir')
+  p.add_argument('--out', required=True, help='bundle directory to write')
+  p.add_argument('--quant', default='fp32,fp16,int8',
+                 help='comma-separated variants: fp32, fp16, int8 (dynamic range), int8_full')
+  p.add_argument('--tile', type=int, default=128, help='output tile side in pixels')
+  p.add_argument('--overlap', type=int, default=None, help='tile overlap (default tile/8)')
+  p.add_argument('--steps', type=int, default=None,
+                 help='sampler steps (default: the distilled student\'s, else the config\'s)')
+  p.add_argument('--photos', default='',
+                 help='folder of real photos for calibration and parity tiles '
+                      '(default: the training config\'s, else a packaged photo)')
+  args = p.parse_args(argv[1:])
+  from export_tflite import export
+  manifest = export.export(args.workdir, args.out, quants=[q for q in args.quant.split(',') if q],
+                           tile=args.tile, steps=args.steps, overlap=args.overlap,
+                           photos=args.photos)
+  logging.info('wrote %s: %d steps, tile %d, models %s', args.out, manifest['steps'], args.tile,
+               ', '.join(manifest['models']))
+  return 0
+
+
 def cmd_bench_train(argv):
   p = argparse.ArgumentParser(prog='zoom-enhance bench-train',
                               description='Training throughput (samples/s) of model variants.')
@@ -159,7 +185,7 @@ def cmd_bench_train(argv):
   return 0
 
 
-COMMANDS = {'train': cmd_train, 'distill': cmd_distill, 'sample': cmd_sample,
+COMMANDS = {'train': cmd_train, 'distill': cmd_distill, 'export': cmd_export, 'sample': cmd_sample,
             'bench-train': cmd_bench_train}
 
 

@@ -11,8 +11,19 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 PREDICTIONS = ('v', 'eps', 'x')
+
+
+def array_module(x):
+  """numpy for concrete host values, jax.numpy otherwise.
+
+  Noise levels of a fixed-step sampler are known ahead of time: computing
+  them with numpy makes them constants of an exported graph instead of
+  EXP/LOG/ATAN2 ops that a GPU delegate may not run.
+  """
+  return np if isinstance(x, (float, int, np.ndarray, np.floating)) else jnp
 LOSS_WEIGHTINGS = ('snr_plus_one', 'snr_trunc')
 
 
@@ -23,9 +34,10 @@ def logsnr_schedule_cosine(t, *, logsnr_min=-20.0, logsnr_max=20.0):
   logsnr(0) = logsnr_max and logsnr(1) = logsnr_min (the cosine schedule of
   Nichol & Dhariwal, written in logSNR and clipped to a finite range).
   """
-  b = jnp.arctan(jnp.exp(-0.5 * logsnr_max))
-  a = jnp.arctan(jnp.exp(-0.5 * logsnr_min)) - b
-  return -2.0 * jnp.log(jnp.tan(a * t + b))
+  xp = array_module(t)
+  b = xp.arctan(xp.exp(-0.5 * logsnr_max))
+  a = xp.arctan(xp.exp(-0.5 * logsnr_min)) - b
+  return -2.0 * xp.log(xp.tan(a * t + b))
 
 
 def low_discrepancy_times(rng, batch: int):
@@ -40,12 +52,16 @@ def low_discrepancy_times(rng, batch: int):
 
 def alpha_sigma(logsnr):
   """alpha = sqrt(sigmoid(logsnr)), sigma = sqrt(sigmoid(-logsnr))."""
+  if array_module(logsnr) is np:
+    logsnr = np.asarray(logsnr, np.float32)
+    return np.sqrt(1.0 / (1.0 + np.exp(-logsnr))), np.sqrt(1.0 / (1.0 + np.exp(logsnr)))
   return jnp.sqrt(jax.nn.sigmoid(logsnr)), jnp.sqrt(jax.nn.sigmoid(-logsnr))
 
 
 def _bcast(logsnr, x):
   """Per-example logSNR of shape (B,) broadcast against images (B, H, W, C)."""
-  return jnp.reshape(logsnr, jnp.shape(logsnr) + (1,) * (jnp.ndim(x) - jnp.ndim(logsnr)))
+  xp = array_module(logsnr)
+  return xp.reshape(logsnr, np.shape(logsnr) + (1,) * (np.ndim(x) - np.ndim(logsnr)))
 
 
 def diffuse(*, x, eps, logsnr):
@@ -155,33 +171,23 @@ def ddim_sample(denoise: DenoiseFn, z_init, *, num_steps: int, logsnr_fn, unroll
   """
   batch = z_init.shape[0]
 
+  def levels(i):
+    """logSNR at t = i / N as a (B,) array: host constants when unrolled."""
+    if unroll:
+      return np.full((batch,), logsnr_fn(float(i) / num_steps), np.float32)
+    return jnp.full((batch,), logsnr_fn(i / num_steps), jnp.float32)
+
   def body(j, z):
     i = num_steps - j
-    logsnr_t = jnp.full((batch,), logsnr_fn(i / num_steps), jnp.float32)
-    logsnr_s = jnp.full((batch,), logsnr_fn((i - 1) / num_steps), jnp.float32)
-    x_hat, eps_hat = denoise(z, logsnr_t)
-    return ddim_step(x_pred=x_hat, eps_pred=eps_hat, logsnr_s=logsnr_s)
+    x_hat, eps_hat = denoise(z, levels(i))
+    return ddim_step(x_pred=x_hat, eps_pred=eps_hat, logsnr_s=levels(i - 1))
 
   # The last step's output is x_hat itself: at s = 0, alpha_s ~ 1, sigma_s ~ 0.
-  logsnr_last = jnp.full((batch,), logsnr_fn(1.0 / num_steps), jnp.float32)
   if unroll:
     z = z_init
     for j in range(num_steps - 1):
       z = body(j, z)
   else:
     z = jax.lax.fori_loop(0, num_steps - 1, body, z_init)
-  x_hat, _ = denoise(z, logsnr_last)
+  x_hat, _ = denoise(z, levels(1))
   return x_hat
-
-
-def distill_x_target(*, z_t, z_s, logsnr_t, logsnr_s):
-  """The x that makes one DDIM step from z_t land exactly on z_s.
-
-  One DDIM step with prediction x gives z_s = alpha_s x + sigma_s (z_t - alpha_t x) / sigma_t;
-  solving for x: x = (z_s - (sigma_s / sigma_t) z_t) / (alpha_s - (sigma_s / sigma_t) alpha_t)
-  (Salimans & Ho 2022, Algorithm 2, with z_s from two teacher DDIM steps).
-  """
-  alpha_t, sigma_t = alpha_sigma(_bcast(logsnr_t, z_t))
-  alpha_s, sigma_s = alpha_sigma(_bcast(logsnr_s, z_t))
-  ratio = sigma_s / sigma_t
-  return (z_s - ratio * z_t) / (alpha_s - ratio * alpha_t)

@@ -85,11 +85,13 @@ def noise_level_embedding(logsnr, dim: int):
   time of the cosine schedule without its range clipping); then
   emb = [sin(1000 t w_k), cos(1000 t w_k)], w_k = 10000^(-k / (dim/2 - 1)).
   """
-  t = jnp.arctan(jnp.exp(-0.5 * jnp.clip(logsnr, -20.0, 20.0))) / (0.5 * jnp.pi)
+  # numpy for host constants (a fixed-step export), so no SIN/COS reach the graph.
+  xp = np if isinstance(logsnr, np.ndarray) else jnp
+  t = xp.arctan(xp.exp(-0.5 * xp.clip(logsnr, -20.0, 20.0))) / (0.5 * np.pi)
   half = dim // 2
-  freqs = jnp.exp(-math.log(10000.0) * jnp.arange(half, dtype=jnp.float32) / max(half - 1, 1))
+  freqs = np.exp(-math.log(10000.0) * np.arange(half, dtype=np.float32) / max(half - 1, 1))
   args = 1000.0 * t[:, None] * freqs[None, :]
-  return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
+  return xp.concatenate([xp.sin(args), xp.cos(args)], axis=-1).astype(np.float32)
 
 
 def scale_embedding(scale, num: int, max_scale: float):
@@ -127,9 +129,10 @@ class GroupNorm(nn.Module):
     avg = (group_of[:, None] == group_of[None, :]).astype(np.float32) / size
     avg = jnp.asarray(avg, jnp.float32)
     xf = x.astype(jnp.float32)
-    mean = jnp.mean(xf, axis=(1, 2), keepdims=True) @ avg
+    # (B, C) @ (C, C): a plain fully-connected op once converted.
+    mean = (jnp.mean(xf, axis=(1, 2)) @ avg)[:, None, None, :]
     centred = xf - mean
-    var = jnp.mean(centred * centred, axis=(1, 2), keepdims=True) @ avg
+    var = (jnp.mean(centred * centred, axis=(1, 2)) @ avg)[:, None, None, :]
     y = centred * jax.lax.rsqrt(var + self.eps)
     gamma = self.param('scale', nn.initializers.ones, (c,), jnp.float32)
     beta = self.param('bias', nn.initializers.zeros, (c,), jnp.float32)

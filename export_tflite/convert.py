@@ -1,0 +1,136 @@
+"""JAX sampler -> TFLite: the whole few-step sampler as one fixed-shape graph, per quantization.
+
+The exported function maps (lr_up, noise, scale) -> enhanced tile:
+  lr_up  float32 (1, T, T, 3) in [-1, 1]: the LR tile upsampled (bicubic) to T x T
+  noise  float32 (1, T, T, 3), standard normal: the sampler's starting point
+  scale  float32 (1,): the upscale factor
+  output float32 (1, T, T, 3) in [-1, 1]
+The DDIM loop is unrolled; the noise levels of its fixed steps are host
+constants, so the graph holds no SIN/COS/EXP/LOG.
+"""
+
+import contextlib
+import functools
+import io
+import re
+
+import jax.numpy as jnp
+import numpy as np
+
+from zoom_enhance import degrade
+from zoom_enhance import diffusion
+from zoom_enhance import sampler
+
+# Quantization variants: how each is converted, and the PSNR (dB) its outputs
+# must keep against the JAX sampler on real tiles. 45 dB is "visually
+# identical" (an 8-bit image itself is exact to ~59 dB); 30 dB is "close".
+QUANT_MODES = {
+    'fp32': 'float32 weights and activations',
+    'fp16': 'float16 weights, float32 activations',
+    'int8': 'dynamic-range int8: int8 weights, activations quantized on the fly',
+    'int8_full': 'full-integer int8 calibrated on real photo tiles, float fallback where needed',
+}
+PARITY_DB = {'fp32': 45.0, 'fp16': 40.0, 'int8': 30.0, 'int8_full': 25.0}
+INPUT_NAMES = ('lr_up', 'noise', 'scale')
+
+
+def make_tile_fn(params, config, num_steps: int):
+  """f(lr_up, noise, scale) -> output tile: the unrolled DDIM sampler of the checkpoint."""
+  model = sampler.build_model(config)
+  dcfg = config.diffusion
+  logsnr_fn = functools.partial(diffusion.logsnr_schedule_cosine, logsnr_min=dcfg.logsnr_min,
+                                logsnr_max=dcfg.logsnr_max)
+
+  def tile_fn(lr_up, noise, scale):
+    denoise = sampler.make_denoise_fn(model, params, dcfg, lr_up, scale)
+    x = diffusion.ddim_sample(denoise, noise, num_steps=num_steps, logsnr_fn=logsnr_fn, unroll=True)
+    hr = diffusion.decode_target(x, lr_up, residual=dcfg.residual, residual_scale=dcfg.residual_scale)
+    return jnp.clip(hr, -1.0, 1.0)
+
+  return tile_fn
+
+
+def real_tiles(photos, count: int, tile: int, scales, seed: int) -> list[dict]:
+  """Model inputs cut from real photos: a crop, bicubic down by a scale and back up, noise.
+
+  `photos` are uint8 RGB arrays; crops smaller than `tile` are upscaled first.
+  """
+  rng = np.random.default_rng(seed)
+  out = []
+  for i in range(count):
+    img = photos[i % len(photos)]
+    if min(img.shape[:2]) < tile:
+      f = tile / min(img.shape[:2])
+      img = degrade.to_uint8(degrade.bicubic_resize(img, (round(img.shape[0] * f) + 1,
+                                                          round(img.shape[1] * f) + 1)))
+    y = int(rng.integers(img.shape[0] - tile + 1))
+    x = int(rng.integers(img.shape[1] - tile + 1))
+    hr = img[y:y + tile, x:x + tile]
+    scale = float(scales[i % len(scales)])
+    side = degrade.lr_size_for(tile, scale)
+    lr = degrade.to_uint8(degrade.bicubic_resize(hr, (side, side)))
+    lr_up = degrade.to_signed(degrade.bicubic_resize(lr, (tile, tile)))
+    out.append({'lr_up': lr_up[None].astype(np.float32),
+                'noise': rng.standard_normal((1, tile, tile, 3)).astype(np.float32),
+                'scale': np.array([tile / side], np.float32)})
+  return out
+
+
+def to_tflite(tile_fn, tile: int, mode: str, calibration: list[dict] | None = None) -> bytes:
+  """Converts with jax2tf and the TFLite converter; builtin ops only."""
+  import tensorflow as tf
+  from jax.experimental import jax2tf
+
+  if mode not in QUANT_MODES:
+    raise ValueError(f'unknown quantization {mode!r}; choose from {", ".join(QUANT_MODES)}')
+  signature = [tf.TensorSpec((1, tile, tile, 3), tf.float32, name='lr_up'),
+               tf.TensorSpec((1, tile, tile, 3), tf.float32, name='noise'),
+               tf.TensorSpec((1,), tf.float32, name='scale')]
+  converted = jax2tf.convert(tile_fn, with_gradient=False)
+  concrete = tf.function(converted, autograph=False, input_signature=signature).get_concrete_function()
+  converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
+  converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+  if mode == 'fp16':
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+  elif mode == 'int8':
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+  elif mode == 'int8_full':
+    if not calibration:
+      raise ValueError('int8_full needs calibration tiles from real photos')
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([t[k] for k in INPUT_NAMES] for t in calibration)
+  with contextlib.redirect_stderr(io.StringIO()):
+    return converter.convert()
+
+
+def run_tflite(model: bytes, inputs: dict, num_threads: int = 2) -> np.ndarray:
+  """One invocation through the LiteRT interpreter (XNNPACK on the CPU)."""
+  from ai_edge_litert.interpreter import Interpreter
+  interpreter = Interpreter(model_content=model, num_threads=num_threads)
+  interpreter.allocate_tensors()
+  for detail in interpreter.get_input_details():
+    name = next(n for n in INPUT_NAMES if n in detail['name'])
+    interpreter.set_tensor(detail['index'], inputs[name])
+  interpreter.invoke()
+  return interpreter.get_tensor(interpreter.get_output_details()[0]['index']).copy()
+
+
+def psnr(a, b) -> float:
+  """PSNR in dB of images in [-1, 1] (peak-to-peak 2)."""
+  mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+  return float('inf') if mse == 0 else 10.0 * np.log10(4.0 / mse)
+
+
+def gpu_incompatible_ops(model: bytes) -> list[str]:
+  """Ops the TFLite GPU delegate would leave on the CPU, from TF's model analyzer."""
+  import tensorflow as tf
+  report = io.StringIO()
+  with contextlib.redirect_stdout(report):
+    tf.lite.experimental.Analyzer.analyze(model_content=model, gpu_compatibility=True)
+  text = report.getvalue()
+  ops = set(re.findall(r'GPU COMPATIBILITY WARNING: Not supported (?:custom )?op ([A-Za-z0-9_]+)', text))
+  ops |= set(re.findall(r'Not supported op ([A-Z0-9_]+)', text))
+  if 'GPU COMPATIBILITY WARNING' in text and not ops:
+    ops = {line.strip() for line in text.splitlines() if 'GPU COMPATIBILITY WARNING' in line}
+  return sorted(ops)

@@ -1,0 +1,116 @@
+"""Export to LiteRT: every quantization variant, parity with JAX, the manifest and damaged bundles."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+from conftest import load_config
+
+from export_tflite import convert
+from export_tflite import export
+from zoom_enhance import bundle
+from zoom_enhance import train
+
+
+@pytest.fixture(scope='module')
+def trained(photo_dir, tmp_path_factory):
+  config = load_config('tiny')
+  config.data.source = f'folder:{photo_dir}'
+  config.train.num_steps = 20
+  config.train.num_samples = 2
+  config.diffusion.sample_steps = 2
+  config.mesh.data = 8
+  workdir = str(tmp_path_factory.mktemp('trained'))
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+@pytest.fixture(scope='module')
+def exported(trained, photo_dir, tmp_path_factory):
+  out = str(tmp_path_factory.mktemp('bundles') / 'B')
+  manifest = export.export(trained, out, quants=list(convert.QUANT_MODES), tile=32, steps=2,
+                           photos=str(photo_dir))
+  return out, manifest
+
+
+def test_every_variant_is_written_with_parity_above_its_threshold(exported):
+  out, manifest = exported
+  assert set(manifest['models']) == {'fp32', 'fp16', 'int8', 'int8_full'}
+  sizes = {}
+  for q, entry in manifest['models'].items():
+    path = os.path.join(out, entry['file'])
+    sizes[q] = os.path.getsize(path)
+    assert entry['bytes'] == sizes[q] and entry['sha256'] == bundle.sha256(path)
+    assert entry['parity_psnr_db'] >= convert.PARITY_DB[q]
+    assert isinstance(entry['gpu_incompatible_ops'], list)
+  assert manifest['models']['fp32']['parity_psnr_db'] > manifest['models']['int8']['parity_psnr_db']
+  assert sizes['int8'] < sizes['fp16'] < sizes['fp32']
+  assert manifest['steps'] == 2 and manifest['tile'] == {'size': 32, 'overlap': 4, 'multiple': 8}
+  assert not [n for n in os.listdir(os.path.dirname(out)) if n.startswith('.bundle-')]
+
+
+def test_exported_model_matches_jax_on_a_fresh_real_tile(exported, trained, photo_dir):
+  import jax
+  import numpy as np
+
+  from zoom_enhance import checkpoint
+  from zoom_enhance import images
+  out, manifest = exported
+  params, config, _ = checkpoint.restore_params(trained)
+  fn = jax.jit(convert.make_tile_fn(params, config, 2))
+  photos = [images.load_rgb(p) for p in images.list_images(str(photo_dir))]
+  (tile,) = convert.real_tiles(photos, 1, 32, [3.0], seed=99)
+  with open(os.path.join(out, manifest['models']['fp32']['file']), 'rb') as f:
+    lite = convert.run_tflite(f.read(), tile)
+  expected = np.asarray(fn(tile['lr_up'], tile['noise'], tile['scale']))
+  assert lite.shape == (1, 32, 32, 3)
+  assert convert.psnr(lite, expected) > 60
+  assert float(np.abs(expected - tile['lr_up']).max()) > 1e-3  # the model did something
+
+
+def test_manifest_round_trip_and_damaged_bundles(exported, tmp_path):
+  out, manifest = exported
+  assert bundle.load_manifest(out)['models'] == manifest['models']
+
+  def damaged(edit):
+    copy = tmp_path / f'copy{len(os.listdir(tmp_path))}'
+    shutil.copytree(out, copy)
+    edit(copy)
+    return str(copy)
+
+  def truncate(d):
+    path = d / 'zoom_enhance_int8.tflite'
+    path.write_bytes(path.read_bytes()[:1000])
+
+  def rewrite_manifest(change):
+    def edit(d):
+      m = json.loads((d / 'manifest.json').read_text())
+      change(m)
+      (d / 'manifest.json').write_text(json.dumps(m))
+    return edit
+
+  cases = [
+      (truncate, 'checksum mismatch'),
+      (lambda d: (d / 'zoom_enhance_fp16.tflite').unlink(), 'missing'),
+      (rewrite_manifest(lambda m: m['models']['fp32'].update(sha256='0' * 64)), 'checksum mismatch'),
+      (rewrite_manifest(lambda m: m.update(format_version=99)), 'format version 99'),
+      (lambda d: (d / 'manifest.json').write_text('{not json'), 'unreadable manifest'),
+      (lambda d: (d / 'manifest.json').unlink(), 'not a bundle'),
+  ]
+  for edit, message in cases:
+    with pytest.raises(bundle.BundleError, match=message):
+      bundle.load_manifest(damaged(edit))
+
+
+def test_export_cli_bad_quant_is_one_line(trained, tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  r = subprocess.run([sys.executable, '-m', 'zoom_enhance.cli', 'export', '--workdir', trained,
+                      '--out', str(tmp_path / 'B'), '--quant', 'fp32,int4'],
+                     capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+  assert r.returncode != 0 and 'Traceback' not in r.stderr
+  assert 'int4' in r.stderr.strip().splitlines()[-1]
+  assert not (tmp_path / 'B').exists()
