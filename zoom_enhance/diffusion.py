@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 PREDICTIONS = ('v', 'eps', 'x')
+LOSS_WEIGHTINGS = ('snr_plus_one', 'snr_trunc')
 
 
 def array_module(x):
@@ -24,7 +25,6 @@ def array_module(x):
   EXP/LOG/ATAN2 ops that a GPU delegate may not run.
   """
   return np if isinstance(x, (float, int, np.ndarray, np.floating)) else jnp
-LOSS_WEIGHTINGS = ('snr_plus_one', 'snr_trunc')
 
 
 def logsnr_schedule_cosine(t, *, logsnr_min=-20.0, logsnr_max=20.0):
@@ -140,6 +140,20 @@ def ddim_step(*, x_pred, eps_pred, logsnr_s):
   """
   alpha_s, sigma_s = alpha_sigma(_bcast(logsnr_s, x_pred))
   return alpha_s * x_pred + sigma_s * eps_pred
+
+
+def distill_x_target(*, z_t, z_s, logsnr_t, logsnr_s):
+  """The x whose one DDIM step from z_t lands on z_s (Salimans & Ho 2022, eq. 8).
+
+  A DDIM step from t to s with prediction x is
+    z_s = alpha_s x + sigma_s (z_t - alpha_t x) / sigma_t,
+  so x = (z_s - (sigma_s / sigma_t) z_t) / (alpha_s - (sigma_s / sigma_t) alpha_t).
+  With z_s made by two teacher DDIM steps, this is the student's target.
+  """
+  alpha_t, sigma_t = alpha_sigma(_bcast(logsnr_t, z_t))
+  alpha_s, sigma_s = alpha_sigma(_bcast(logsnr_s, z_t))
+  ratio = sigma_s / sigma_t
+  return (z_s - ratio * z_t) / (alpha_s - ratio * alpha_t)
 
 
 def encode_target(hr, lr_up, *, residual, residual_scale):
