@@ -12,7 +12,6 @@ constants, so the graph holds no SIN/COS/EXP/LOG.
 import contextlib
 import functools
 import io
-import re
 
 import jax.numpy as jnp
 import numpy as np
@@ -123,14 +122,6 @@ def psnr(a, b) -> float:
 
 
 def gpu_incompatible_ops(model: bytes) -> list[str]:
-  """Ops the TFLite GPU delegate would leave on the CPU, from TF's model analyzer."""
-  import tensorflow as tf
-  report = io.StringIO()
-  with contextlib.redirect_stdout(report):
-    tf.lite.experimental.Analyzer.analyze(model_content=model, gpu_compatibility=True)
-  text = report.getvalue()
-  ops = set(re.findall(r'GPU COMPATIBILITY WARNING: Not supported (?:custom )?op ([A-Za-z0-9_]+)', text))
-  ops |= set(re.findall(r'Not supported op ([A-Z0-9_]+)', text))
-  if 'GPU COMPATIBILITY WARNING' in text and not ops:
-    ops = {line.strip() for line in text.splitlines() if 'GPU COMPATIBILITY WARNING' in line}
-  return sorted(ops)
+  """Ops the TFLite GPU delegate would leave on the CPU (gpu_check.py says why not TF's analyzer)."""
+  from export_tflite import gpu_check
+  return gpu_check.incompatible_ops(model)

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from export_tflite import convert
+from export_tflite import npu as npu_lib
 from zoom_enhance import bundle
 from zoom_enhance import checkpoint
 from zoom_enhance import errors
@@ -57,8 +58,13 @@ def default_steps(workdir: str, config) -> int:
 
 
 def export(workdir: str, out: str, *, quants, tile: int, steps: int | None = None,
-           overlap: int | None = None, photos: str = '', parity_tiles: int = 4) -> dict:
-  """Writes the bundle `out` for the checkpoint in `workdir`; returns its manifest."""
+           overlap: int | None = None, photos: str = '', parity_tiles: int = 4,
+           npu: bool = False) -> dict:
+  """Writes the bundle `out` for the checkpoint in `workdir`; returns its manifest.
+
+  With `npu`, the bundle also gets NPU-compiled models (npu.py) for each
+  vendor whose SDK is installed, and the reasons the others were skipped.
+  """
   for q in quants:
     if q not in convert.QUANT_MODES:
       raise errors.ConfigError(f'--quant {q}: choose from {", ".join(convert.QUANT_MODES)}')
@@ -103,6 +109,11 @@ def export(workdir: str, out: str, *, quants, tile: int, steps: int | None = Non
                    'sha256': bundle.sha256(os.path.join(staging, file)), 'bytes': len(model),
                    'parity_psnr_db': round(parity, 3), 'parity_threshold_db': convert.PARITY_DB[q],
                    'gpu_incompatible_ops': gpu_ops}
+    npu_models, npu_skipped = {}, {}
+    if npu:
+      src = npu_lib.source_quant(models)
+      npu_models, npu_skipped = npu_lib.compile_for_npus(
+          os.path.join(staging, models[src]['file']), staging, src)
     manifest = {
         'model': {'variant': config.model.variant, 'checkpoint_step': int(ckpt_step),
                   'workdir': os.path.abspath(workdir)},
@@ -117,6 +128,8 @@ def export(workdir: str, out: str, *, quants, tile: int, steps: int | None = Non
         'output': {'shape': [1, tile, tile, 3], 'dtype': 'float32', 'range': [-1.0, 1.0],
                    'layout': 'NHWC RGB'},
         'models': models,
+        'npu_models': npu_models,
+        'npu_skipped': npu_skipped,
         'parity': {'tiles': parity_tiles, 'source': 'real photo tiles, JAX vs LiteRT interpreter'},
         'training': {'data': config.data.source, 'prediction': config.diffusion.prediction,
                      'residual': bool(config.diffusion.residual),

@@ -12,6 +12,7 @@ from conftest import load_config
 
 from export_tflite import convert
 from export_tflite import export
+from export_tflite import npu
 from zoom_enhance import bundle
 from zoom_enhance import train
 
@@ -47,6 +48,7 @@ def test_every_variant_is_written_with_parity_above_its_threshold(exported):
     assert entry['bytes'] == sizes[q] and entry['sha256'] == bundle.sha256(path)
     assert entry['parity_psnr_db'] >= convert.PARITY_DB[q]
     assert isinstance(entry['gpu_incompatible_ops'], list)
+  assert manifest['models']['fp16']['gpu_incompatible_ops'] == []  # the whole fp16 graph runs on a GPU
   assert manifest['models']['fp32']['parity_psnr_db'] > manifest['models']['int8']['parity_psnr_db']
   assert sizes['int8'] < sizes['fp16'] < sizes['fp32']
   assert manifest['steps'] == 2 and manifest['tile'] == {'size': 32, 'overlap': 4, 'multiple': 8}
@@ -114,3 +116,36 @@ def test_export_cli_bad_quant_is_one_line(trained, tmp_path):
   assert r.returncode != 0 and 'Traceback' not in r.stderr
   assert 'int4' in r.stderr.strip().splitlines()[-1]
   assert not (tmp_path / 'B').exists()
+
+
+def test_npu_targets_without_their_sdk_are_skipped_by_name(trained, photo_dir, tmp_path):
+  out = str(tmp_path / 'B')
+  manifest = export.export(trained, out, quants=['fp32'], tile=32, steps=2, photos=str(photo_dir),
+                           parity_tiles=1, npu=True)
+  assert set(manifest['npu_skipped']) | {e['vendor'] for e in manifest['npu_models'].values()} \
+      == set(npu.NPU_TARGETS)
+  for name, target in npu.NPU_TARGETS.items():
+    reason = npu.missing_sdk(target)
+    if reason:  # CI installs no vendor SDK: each is named, and the export goes on
+      assert manifest['npu_skipped'][name] == reason and target.sdk_package in reason
+  assert bundle.load_manifest(out)['npu_models'] == manifest['npu_models']
+  assert os.path.isfile(os.path.join(out, manifest['models']['fp32']['file']))
+
+
+def test_gpu_check_flags_what_the_delegate_cannot_run():
+  import tensorflow as tf
+
+  from export_tflite import gpu_check
+
+  def lite(fn):
+    spec = [tf.TensorSpec((1, 8, 8, 3), tf.float32)]
+    concrete = tf.function(fn, input_signature=spec, autograph=False).get_concrete_function()
+    return tf.lite.TFLiteConverter.from_concrete_functions([concrete]).convert()
+
+  pixel_shuffle = lambda x: tf.reshape(tf.transpose(tf.reshape(x, (1, 4, 2, 4, 2, 3)),
+                                                    (0, 1, 3, 2, 4, 5)), (1, 8, 8, 3))
+  assert 'TRANSPOSE (rank-6 tensor)' in gpu_check.incompatible_ops(lite(pixel_shuffle))
+  uniq = lambda x: x + tf.cast(tf.size(tf.unique(tf.reshape(tf.cast(x, tf.int32), [-1]))[0]), tf.float32)
+  assert 'UNIQUE' in gpu_check.incompatible_ops(lite(uniq))
+  conv = lambda x: tf.nn.relu(tf.nn.conv2d(x, tf.ones((3, 3, 3, 4)), 1, 'SAME')) - 1.0
+  assert gpu_check.incompatible_ops(lite(conv)) == []

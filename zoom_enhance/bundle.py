@@ -4,7 +4,8 @@ Standard library only, so the on-device runtime can read bundles without JAX
 or TensorFlow. The manifest says everything a runtime needs (the model
 contract): tile size and overlap, step count, scale range, tensor layout and
 value range, and for each model file its quantization, SHA-256 and the
-parity of its outputs with the JAX sampler.
+parity of its outputs with the JAX sampler; NPU-compiled models, where the
+export made any, are listed under `npu_models` with their SHA-256 too.
 """
 
 import hashlib
@@ -66,8 +67,9 @@ def load_manifest(directory: str, *, verify: bool = True) -> dict:
   models = manifest.get('models')
   if not isinstance(models, dict) or not models:
     raise BundleError(f'{path}: the manifest lists no models')
+  npu_models = manifest.setdefault('npu_models', {})
   if verify:
-    for name, entry in models.items():
+    for name, entry in list(models.items()) + list(npu_models.items()):
       file = os.path.join(directory, entry['file'])
       if not os.path.isfile(file):
         raise BundleError(f'{file}: missing (model {name!r} of the bundle)')

@@ -2,7 +2,7 @@
 
   zoom-enhance train --config configs/tiny.py --workdir W [--config.train.num_steps=30 ...]
   zoom-enhance distill --config configs/distill_tiny.py --workdir W2 --config.distill.teacher_workdir=W
-  zoom-enhance export --workdir W2 --out BUNDLE [--quant fp32,fp16,int8] [--tile 128] [--steps N]
+  zoom-enhance export --workdir W2 --out BUNDLE [--quant fp32,fp16,int8] [--tile 128] [--steps N] [--npu]
   zoom-enhance sample --workdir W -i photo.jpg -o out.png --scale 4
   zoom-enhance bench-train [--variants tiny,base]
 
@@ -158,11 +158,14 @@ def cmd_export(argv):
   p.add_argument('--photos', default='',
                  help='folder of real photos for calibration and parity tiles '
                       '(default: the training config\'s, else a packaged photo)')
+  p.add_argument('--npu', action='store_true',
+                 help='also compile for phone NPUs (Google Tensor, Qualcomm, MediaTek) with LiteRT\'s '
+                      'AOT compiler, for each vendor whose SDK package is installed')
   args = p.parse_args(argv[1:])
   from export_tflite import export
   manifest = export.export(args.workdir, args.out, quants=[q for q in args.quant.split(',') if q],
                            tile=args.tile, steps=args.steps, overlap=args.overlap,
-                           photos=args.photos)
+                           photos=args.photos, npu=args.npu)
   logging.info('wrote %s: %d steps, tile %d, models %s', args.out, manifest['steps'], args.tile,
                ', '.join(manifest['models']))
   return 0
