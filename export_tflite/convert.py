@@ -12,6 +12,7 @@ constants, so the graph holds no SIN/COS/EXP/LOG.
 import contextlib
 import functools
 import io
+import time
 
 import jax.numpy as jnp
 import numpy as np
@@ -103,16 +104,37 @@ def to_tflite(tile_fn, tile: int, mode: str, calibration: list[dict] | None = No
     return converter.convert()
 
 
+class LiteModel:
+  """A converted model in the LiteRT interpreter (XNNPACK on the CPU), fed by input name."""
+
+  def __init__(self, model: bytes, num_threads: int = 2):
+    from ai_edge_litert.interpreter import Interpreter
+    self.interpreter = Interpreter(model_content=model, num_threads=num_threads)
+    self.interpreter.allocate_tensors()
+    self._inputs = {next(n for n in INPUT_NAMES if n in d['name']): d['index']
+                    for d in self.interpreter.get_input_details()}
+    self._output = self.interpreter.get_output_details()[0]['index']
+
+  def __call__(self, inputs: dict) -> np.ndarray:
+    for name, index in self._inputs.items():
+      self.interpreter.set_tensor(index, inputs[name])
+    self.interpreter.invoke()
+    return self.interpreter.get_tensor(self._output).copy()
+
+  def latency(self, inputs: dict, repeats: int = 5) -> float:
+    """Median seconds of one invocation, after a warm-up one."""
+    self(inputs)
+    times = []
+    for _ in range(repeats):
+      t0 = time.perf_counter()
+      self(inputs)
+      times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
 def run_tflite(model: bytes, inputs: dict, num_threads: int = 2) -> np.ndarray:
   """One invocation through the LiteRT interpreter (XNNPACK on the CPU)."""
-  from ai_edge_litert.interpreter import Interpreter
-  interpreter = Interpreter(model_content=model, num_threads=num_threads)
-  interpreter.allocate_tensors()
-  for detail in interpreter.get_input_details():
-    name = next(n for n in INPUT_NAMES if n in detail['name'])
-    interpreter.set_tensor(detail['index'], inputs[name])
-  interpreter.invoke()
-  return interpreter.get_tensor(interpreter.get_output_details()[0]['index']).copy()
+  return LiteModel(model, num_threads)(inputs)
 
 
 def psnr(a, b) -> float:
