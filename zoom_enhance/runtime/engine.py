@@ -219,19 +219,17 @@ class _CompiledBackend:
 class _InterpreterBackend:
   """The classic interpreter: with an external delegate, or where CompiledModel is missing."""
 
-  def __init__(self, interp_mod, path: str, threads: int, delegate_path: str | None = None):
+  def __init__(self, interp_mod, path: str, threads: int, delegate=None):
     with _native_log() as log:
       failure = None
       try:
-        delegates = [interp_mod.load_delegate(delegate_path)] if delegate_path else None
         self._it = interp_mod.Interpreter(model_path=path, num_threads=threads,
-                                          experimental_delegates=delegates)
+                                          experimental_delegates=[delegate] if delegate else None)
         # Counted before allocate_tensors, which adds the default XNNPACK
         # delegate's own partition.
         self.delegated = sum(op['op_name'] == 'DELEGATE' for op in self._it._get_ops_details())
         self._it.allocate_tensors()
-      except (OSError, ValueError, RuntimeError, AttributeError) as e:
-        # AttributeError: a library without tflite_plugin_create_delegate.
+      except (ValueError, RuntimeError) as e:
         failure = str(e) or type(e).__name__
         self._it = None
     if failure is not None:
@@ -392,8 +390,20 @@ def _open_delegate(manifest, bundle_dir, accelerator, quant, delegate, threads, 
   key = keys[0]
   path = os.path.join(bundle_dir, manifest['models'][key]['file'])
   t0 = time.perf_counter()
+  interp_mod = _interpreter_module()
+  with _native_log() as log:
+    try:
+      loaded = interp_mod.load_delegate(delegate)
+      failure = None
+    except (OSError, ValueError, AttributeError, RuntimeError) as e:
+      # OSError: not a shared library; AttributeError: no tflite_plugin_create_delegate;
+      # ValueError: the delegate refused to start (e.g. no device).
+      loaded, failure = None, str(e) or type(e).__name__
+  if failure is not None:
+    raise AcceleratorError(f'--delegate {delegate}: cannot load it as a TFLite delegate '
+                           f'({_short(failure, log.text)})')
   try:
-    backend = _InterpreterBackend(_interpreter_module(), path, threads, delegate_path=delegate)
+    backend = _InterpreterBackend(interp_mod, path, threads, delegate=loaded)
     _check_shapes(backend, manifest, path)
     _warm_up(backend, tile)
   except _Unavailable as e:

@@ -50,10 +50,15 @@ class Photo:
 
 
 @contextlib.contextmanager
-def _pillow_pixel_limit(max_pixels: int):
-  """Lets our own limit decide: Pillow refuses above 2 x MAX_IMAGE_PIXELS by itself."""
+def _own_pixel_limit():
+  """Lets `_check_pixels` decide, with its message and the caller's limit.
+
+  Pillow's own check (a warning, then an error above 2 x MAX_IMAGE_PIXELS)
+  would fire first with another limit; ours runs on the header's size right
+  after open(), before any pixel is decoded.
+  """
   old = Image.MAX_IMAGE_PIXELS
-  Image.MAX_IMAGE_PIXELS = max(old or 0, max_pixels // 2 + 1)
+  Image.MAX_IMAGE_PIXELS = None
   try:
     with warnings.catch_warnings():
       warnings.simplefilter('ignore', Image.DecompressionBombWarning)
@@ -82,7 +87,7 @@ def open_photo(source, *, max_pixels: int = MAX_PIXELS) -> Photo:
       raise images.decode_error(where, e) from e
   where = os.fspath(source)
   try:
-    with _pillow_pixel_limit(max_pixels), Image.open(where) as im:
+    with _own_pixel_limit(), Image.open(where) as im:
       _check_pixels(where, im.size, max_pixels)
       # load() decodes every byte now, so a truncated file is an error here
       # rather than a grey band in the result.

@@ -23,8 +23,6 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from zoom_enhance import degrade
-
 # Side of the square blocks the starting noise is drawn in. A constant of the
 # runtime, not of a bundle: changing it changes every output for a given seed.
 BLOCK = 64
@@ -37,17 +35,18 @@ TileFn = Callable[[np.ndarray, np.ndarray, float], np.ndarray]
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-  """First pixel of each tile along an axis: stride tile - overlap, the last one flush with the end.
+  """First pixel of each tile along an axis: as few tiles as keep every overlap >= `overlap`, spread evenly.
 
-  A length up to one tile gets one tile at 0 (the caller pads to the tile).
+  Even spacing shares the spare overlap among all seams instead of leaving a
+  last tile that is almost all overlap. A length up to one tile gets one tile
+  at 0 (the caller pads to the tile).
   """
   if not 0 <= overlap < tile:
     raise ValueError(f'overlap {overlap} must be in [0, tile={tile})')
   if length <= tile:
     return [0]
-  stride = tile - overlap
-  count = math.ceil((length - tile) / stride) + 1
-  return sorted({min(i * stride, length - tile) for i in range(count)})
+  count = math.ceil((length - tile) / (tile - overlap)) + 1
+  return [round(i * (length - tile) / (count - 1)) for i in range(count)]
 
 
 def edge_weights(tile: int, overlap: int, ramp_start: bool, ramp_end: bool) -> np.ndarray:
@@ -118,7 +117,10 @@ class Upsampler:
     for c, channel in enumerate(self._channels):
       out[:, :, c] = np.asarray(channel.resize((self.out_w, y1 - y0), Image.Resampling.BICUBIC,
                                                box=box))
-    return degrade.to_signed(out)
+    # degrade.to_signed, in place: a strip is the largest float buffer here.
+    out /= 127.5
+    out -= 1.0
+    return np.clip(out, -1.0, 1.0, out=out)
 
 
 def _pad_to(a: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -184,12 +186,15 @@ def _finish(result, acc, wsum, top: int, count: int, out_h: int, out_w: int):
   if count <= 0:
     return
   x = acc[:count, :out_w] / wsum[:count, :out_w, None]
-  result[top:top + count] = np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
+  x += 1.0
+  x *= 127.5
+  np.rint(x, out=x)
+  result[top:top + count] = np.clip(x, 0, 255, out=x)
 
 
 def _shift(a: np.ndarray, n: int) -> np.ndarray:
-  """Moves rows up by n and zeroes the freed rows at the bottom."""
-  out = np.zeros_like(a)
-  if n < a.shape[0]:
-    out[:a.shape[0] - n] = a[n:]
-  return out
+  """Moves rows up by n in place and zeroes the freed rows at the bottom."""
+  n = min(n, a.shape[0])
+  a[:a.shape[0] - n] = a[n:]
+  a[a.shape[0] - n:] = 0
+  return a
