@@ -40,9 +40,11 @@ def plan_jobs(inputs, output: str, ext: str = 'png') -> tuple[list[Job], list[st
   if ext not in photo_lib.SAVE_FORMATS:
     raise errors.ConfigError(f'--ext {ext}: choose one of {", ".join(photo_lib.SAVE_FORMATS)}')
   problems, sources = [], []
+  out_dir = os.path.abspath(output) + os.sep
   for item in inputs:
     if os.path.isdir(item):
-      found = images.list_images(item)
+      # Not the results of an earlier run when the output folder is inside the input folder.
+      found = [p for p in images.list_images(item) if not os.path.abspath(p).startswith(out_dir)]
       if not found:
         problems.append(f'{item}: no images in this folder')
       sources += [(path, os.path.splitext(os.path.relpath(path, item))[0]) for path in found]
