@@ -132,6 +132,17 @@ def test_tiles_blend_without_seams(out_hw):
   assert np.abs(got.astype(int) - want).max() <= 1
 
 
+@pytest.mark.parametrize('lr_hw, out_hw', [((37, 53), (100, 133)), ((37, 53), (148, 212)),
+                                           ((40, 30), (13, 11)), ((300, 20), (1200, 80))])
+def test_strips_of_the_upsampling_equal_the_whole_image_resize(lr_hw, out_hw):
+  lr = np.random.default_rng(1).integers(0, 256, (*lr_hw, 3), dtype=np.uint8)
+  whole = degrade.to_signed(degrade.bicubic_resize(lr, out_hw))
+  up = tiling.Upsampler(lr, out_hw)
+  for y0 in range(0, out_hw[0], 9):
+    for y1 in {min(out_hw[0], y0 + 5), min(out_hw[0], y0 + 32), out_hw[0]}:
+      assert np.abs(up.rows(y0, y1) - whole[y0:y1]).max() < 1e-5
+
+
 def test_tile_grid_and_weights():
   assert tiling.tile_starts(32, 32, 4) == [0] and tiling.tile_starts(20, 32, 4) == [0]
   assert tiling.tile_starts(100, 32, 4) == [0, 23, 45, 68]

@@ -82,8 +82,10 @@ class Enhancer:
       # Checked on LiteRT 2.3: the models have static shapes. CompiledModel's
       # strict resize refuses them; the non-strict one fails in XNNPACK; the
       # classic interpreter's resize_tensor_input runs under XNNPACK but is
-      # wrong (GroupNorm means are SUMs times a constant 1/(T*T) baked in at
-      # export) and fails without it (TRANSPOSE_CONV's fixed output shape).
+      # wrong (51 dB from JAX at 64 px: a GroupNorm mean is a SUM over the
+      # feature map then a FULLY_CONNECTED whose weights hold 1/(H*W*group
+      # size) of the export tile) and fails without it (TRANSPOSE_CONV has a
+      # constant output shape).
       raise errors.ConfigError(
           f'--tile {tile}: the models of {self.bundle_dir} are compiled for {self.tile}x{self.tile} '
           f'tiles and LiteRT cannot resize them correctly; use --tile {self.tile} or export a '

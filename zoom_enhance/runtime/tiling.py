@@ -98,25 +98,36 @@ class NoiseField:
 
 
 class Upsampler:
-  """Rows of the bicubic upsampling of an LR image to (out_h, out_w), in [-1, 1], a strip at a time."""
+  """Rows of the bicubic upsampling of an LR image to (out_h, out_w), in [-1, 1], a strip at a time.
+
+  Only the LR rows a strip needs become float32, so a 12 MP input costs a
+  few rows of floats, not 144 MB.
+  """
+
+  # Reach of Pillow's bicubic filter in source pixels, per unit of
+  # max(1, source/output) (it widens when shrinking).
+  _SUPPORT = 2.0
 
   def __init__(self, lr_uint8: np.ndarray, out_hw):
+    self.lr = lr_uint8
     self.h, self.w = lr_uint8.shape[:2]
     self.out_h, self.out_w = out_hw
-    # Float 'F' images per channel: no 8-bit rounding between LR and model.
-    self._channels = [Image.fromarray(np.ascontiguousarray(lr_uint8[:, :, c], dtype=np.float32))
-                      for c in range(lr_uint8.shape[2])]
 
   def rows(self, y0: int, y1: int) -> np.ndarray:
     """(y1 - y0, out_w, 3) float32: output rows [y0, y1) of the whole-image bicubic resize."""
     sy = self.h / self.out_h
-    # Pillow clips the filter support to the image, not to the box, so these
-    # rows equal the same rows of a whole-image resize.
-    box = (0.0, y0 * sy, float(self.w), min(float(self.h), y1 * sy))
-    out = np.empty((y1 - y0, self.out_w, len(self._channels)), np.float32)
-    for c, channel in enumerate(self._channels):
-      out[:, :, c] = np.asarray(channel.resize((self.out_w, y1 - y0), Image.Resampling.BICUBIC,
-                                               box=box))
+    top, bottom = y0 * sy, min(float(self.h), y1 * sy)
+    # Source rows with a margin wider than the filter: Pillow clips the filter
+    # to the image it is given, so these rows must reach past every tap that
+    # the whole-image resize would use (the image's own edges excepted).
+    reach = self._SUPPORT * max(1.0, sy) + 2
+    r0, r1 = max(0, math.floor(top - reach)), min(self.h, math.ceil(bottom + reach))
+    box = (0.0, top - r0, float(self.w), bottom - r0)
+    out = np.empty((y1 - y0, self.out_w, self.lr.shape[2]), np.float32)
+    for c in range(self.lr.shape[2]):
+      # Mode 'F': no 8-bit rounding between the LR image and the model.
+      band = Image.fromarray(np.ascontiguousarray(self.lr[r0:r1, :, c], dtype=np.float32))
+      out[:, :, c] = np.asarray(band.resize((self.out_w, y1 - y0), Image.Resampling.BICUBIC, box=box))
     # degrade.to_signed, in place: a strip is the largest float buffer here.
     out /= 127.5
     out -= 1.0
