@@ -4,6 +4,7 @@
   zoom-enhance distill --config configs/distill_tiny.py --workdir W2 --config.distill.teacher_workdir=W
   zoom-enhance export --workdir W2 --out BUNDLE [--quant fp32,fp16,int8] [--tile 128] [--steps N] [--npu]
   zoom-enhance sample --workdir W -i photo.jpg -o out.png --scale 4
+  zoom-enhance enhance photo.jpg [--crop X,Y,W,H] [--scale S | --size WxH] -o out.png [--bundle B]
   zoom-enhance bench-train [--variants tiny,base]
 
 Bad input ends with one line on stderr and a non-zero exit, not a traceback.
@@ -143,6 +144,72 @@ def cmd_sample(argv):
   return 0
 
 
+def cmd_enhance(argv):
+  p = argparse.ArgumentParser(
+      prog='zoom-enhance enhance',
+      description='Crop, zoom and enhance photos on this device with a LiteRT bundle '
+                  '(numpy, Pillow and LiteRT only).')
+  p.add_argument('inputs', nargs='+', metavar='INPUT', help='image files or folders')
+  p.add_argument('-o', '--output', required=True,
+                 help='output file (one input) or folder (same stems, extension from --ext)')
+  p.add_argument('--bundle', default=None, help='bundle directory (default: the embedded one)')
+  p.add_argument('--crop', default=None,
+                 help='X,Y,W,H in pixels of the upright photo, or fractions (0.25,0.1,0.5,0.5)')
+  g = p.add_mutually_exclusive_group()
+  g.add_argument('-s', '--scale', type=float, default=None,
+                 help='factor, any positive number such as 1.6; 1 enhances without zoom '
+                      '(default: the bundle\'s largest)')
+  g.add_argument('--size', default=None, help='output size WxH, e.g. 2048x1152')
+  p.add_argument('--accelerator', default='auto', choices=('auto', 'npu', 'gpu', 'cpu'),
+                 help='auto tries NPU, then GPU, then CPU; naming one makes it required')
+  p.add_argument('--delegate', default=None, metavar='PATH',
+                 help='external delegate library (.so) for the classic interpreter, e.g. a GPU or '
+                      'Edge TPU delegate')
+  p.add_argument('--quant', default=None, help='model variant: fp32, fp16, int8, ... (default: per '
+                                               'accelerator)')
+  p.add_argument('--tile', type=int, default=None,
+                 help='tile side; must match the bundle (its models have fixed shapes)')
+  p.add_argument('--steps', type=int, default=None, help='sampler steps; must match the bundle')
+  p.add_argument('--strength', type=float, default=1.0,
+                 help='0 = plain bicubic enlargement, 1 = the model (default)')
+  p.add_argument('--quality', type=int, default=95, help='JPEG and WebP quality (default 95)')
+  p.add_argument('--ext', default='png', help='output extension for folder outputs: png, jpg, webp')
+  p.add_argument('--seed', type=int, default=0, help='seed of the starting noise')
+  p.add_argument('--threads', type=int, default=None, help='CPU threads (default: cores, at most 4)')
+  p.add_argument('--max-pixels', type=int, default=None,
+                 help='refuse input images above this many pixels (default 120 million)')
+  p.add_argument('-v', '--verbose', action='count', default=0,
+                 help='what ran and how long (-vv: LiteRT\'s own log too)')
+  args = p.parse_args(argv[1:])
+  logging.getLogger('zoom_enhance.runtime').setLevel(
+      (logging.WARNING, logging.INFO)[args.verbose] if args.verbose < 2 else logging.DEBUG)
+
+  from zoom_enhance.runtime import batch
+  from zoom_enhance.runtime import engine
+  from zoom_enhance.runtime import geometry
+  from zoom_enhance.runtime import photo
+  if args.verbose < 2:
+    engine.quiet_native_exit()
+  try:
+    crop = geometry.parse_crop(args.crop) if args.crop else None
+    size = geometry.parse_size(args.size) if args.size else None
+  except geometry.GeometryError as e:
+    raise UsageError(str(e)) from None
+  if args.scale is not None and not args.scale > 0:
+    raise UsageError(f'--scale {args.scale:g}: must be positive')
+  if not 0.0 <= args.strength <= 1.0:
+    raise UsageError(f'--strength {args.strength:g}: must be in [0, 1]')
+  if not 1 <= args.quality <= 100:
+    raise UsageError(f'--quality {args.quality}: must be in [1, 100]')
+  return batch.enhance_files(
+      args.inputs, args.output, ext=args.ext, quality=args.quality,
+      enhancer_options=dict(bundle=args.bundle, accelerator=args.accelerator, quant=args.quant,
+                            delegate=args.delegate, threads=args.threads, tile=args.tile,
+                            steps=args.steps),
+      crop=crop, scale=args.scale, size=size, strength=args.strength, seed=args.seed,
+      max_pixels=args.max_pixels or photo.MAX_PIXELS)
+
+
 def cmd_export(argv):
   p = argparse.ArgumentParser(prog='zoom-enhance export',
                               description='Export a checkpoint to a LiteRT bundle (TFLite models + '
@@ -189,7 +256,7 @@ def cmd_bench_train(argv):
 
 
 COMMANDS = {'train': cmd_train, 'distill': cmd_distill, 'export': cmd_export, 'sample': cmd_sample,
-            'bench-train': cmd_bench_train}
+            'enhance': cmd_enhance, 'bench-train': cmd_bench_train}
 
 
 def main(argv=None) -> int:

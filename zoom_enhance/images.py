@@ -76,6 +76,17 @@ def _to_rgb_array(im: Image.Image) -> np.ndarray:
   return np.ascontiguousarray(rgb)
 
 
+# What Pillow raises for missing, corrupt or truncated files: its decoders
+# signal bad data with a zoo of exception types.
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError,
+                 ZeroDivisionError)
+
+
+def decode_error(path, err: Exception) -> ImageError:
+  """The ImageError ('PATH: reason') for one of DECODE_ERRORS."""
+  return ImageError(path, _reason(err))
+
+
 def load_rgb(path) -> np.ndarray:
   """Decodes a whole image file to (H, W, 3) uint8 in display orientation.
 
@@ -89,10 +100,8 @@ def load_rgb(path) -> np.ndarray:
       # than as a grey band in a training crop.
       im.load()
       return _to_rgb_array(ImageOps.exif_transpose(im))
-  except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError,
-          ZeroDivisionError) as e:
-    # Pillow's decoders signal corrupt data with a zoo of exception types.
-    raise ImageError(path, _reason(e)) from e
+  except DECODE_ERRORS as e:
+    raise decode_error(path, e) from e
 
 
 def scan_folder(folder) -> tuple[list[str], list[str]]:
@@ -140,13 +149,21 @@ def save_image(path, img, *, quality: int = 95) -> None:
     im = im.convert('RGB')
   buf = io.BytesIO()
   im.save(buf, format=fmt, **({'quality': quality} if fmt in ('JPEG', 'WEBP') else {}))
+  write_atomic(path, buf.getvalue())
+
+
+def write_atomic(path, data: bytes) -> None:
+  """Writes bytes to a temporary file in the same folder, then renames it over `path`.
+
+  Readers never see a half-written file, and a failed write leaves none.
+  """
   folder, name = os.path.split(os.path.abspath(path))
   # A hidden name without an image extension, so a folder scan never lists it;
   # open(..., 'xb') keeps the user's umask (mkstemp would make it 0600).
   tmp = os.path.join(folder, f'.{name}.{uuid.uuid4().hex[:8]}.tmp')
   try:
     with open(tmp, 'xb') as f:
-      f.write(buf.getvalue())
+      f.write(data)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):

@@ -1,0 +1,174 @@
+"""Photo files for the runtime: orientation, ICC and EXIF, alpha, odd modes, bombs, atomic writes."""
+
+import io
+import os
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+from PIL import ExifTags
+from PIL import Image
+from PIL import ImageCms
+
+from zoom_enhance import images
+from zoom_enhance.runtime import photo
+
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')).tobytes()
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+  return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def write_png_raw(path, width, height, bit_depth, color_type, rows) -> None:
+  """A PNG written by hand (Pillow cannot write 48-bit RGB): rows are bytes without filter byte."""
+  z = zlib.compressobj(9)
+  idat = b''.join(z.compress(b'\x00' + row) for row in rows) + z.flush()
+  ihdr = struct.pack('>IIBBBBB', width, height, bit_depth, color_type, 0, 0, 0)
+  with open(path, 'wb') as f:
+    f.write(b'\x89PNG\r\n\x1a\n' + _png_chunk(b'IHDR', ihdr) + _png_chunk(b'IDAT', idat)
+            + _png_chunk(b'IEND', b''))
+
+
+def landscape(w=48, h=32) -> np.ndarray:
+  """A picture with a red top-left corner, so orientation mistakes show."""
+  img = np.full((h, w, 3), 40, np.uint8)
+  img[:, :, 1] = np.linspace(0, 255, w, dtype=np.uint8)[None, :]
+  img[:h // 3, :w // 3] = (255, 0, 0)
+  return img
+
+
+def exif_with(orientation: int, size) -> Image.Exif:
+  exif = Image.Exif()
+  exif[ExifTags.Base.Orientation] = orientation
+  exif[ExifTags.Base.Make] = 'ZoomTest'
+  sub = exif.get_ifd(ExifTags.IFD.Exif)
+  sub[ExifTags.Base.ExifImageWidth], sub[ExifTags.Base.ExifImageHeight] = size
+  return exif
+
+
+def test_exif_orientation_is_applied_and_reset_with_icc_carried(tmp_path):
+  stored = landscape()
+  path = tmp_path / 'rotated.jpg'
+  Image.fromarray(stored).save(path, quality=95, exif=exif_with(6, (48, 32)).tobytes(), icc_profile=SRGB)
+  p = photo.open_photo(path)
+  # Orientation 6: the camera was turned; upright is the stored image rotated 90 degrees clockwise.
+  assert p.size == (32, 48)
+  assert p.rgb[0, -1, 0] > 200 and p.rgb[0, -1, 2] < 60  # the red corner is now top-right
+  assert p.icc_profile == SRGB and not p.gray and p.alpha is None
+
+  out = photo.to_image(p.rgb, None, gray=False)
+  out.info.update(icc_profile=p.icc_profile, exif=photo.output_exif(p.exif, (64, 96)))
+  for ext in ('png', 'jpg', 'webp'):
+    dst = tmp_path / f'out.{ext}'
+    photo.save_photo(dst, out, quality=90)
+    with Image.open(dst) as im:
+      assert im.size == (32, 48)
+      assert im.info.get('icc_profile') == SRGB, ext
+      exif = im.getexif()
+      assert exif[ExifTags.Base.Orientation] == 1, ext
+      assert exif[ExifTags.Base.Make] == 'ZoomTest', ext
+      sub = exif.get_ifd(ExifTags.IFD.Exif)
+      assert (sub[ExifTags.Base.ExifImageWidth], sub[ExifTags.Base.ExifImageHeight]) == (64, 96), ext
+  # The source's own Exif object is not modified.
+  assert p.exif[ExifTags.Base.Orientation] == 6
+
+
+def test_alpha_is_kept_and_jpeg_composites_onto_white(tmp_path):
+  rgba = np.zeros((20, 30, 4), np.uint8)
+  rgba[..., :3] = landscape(30, 20)
+  rgba[..., 3] = np.linspace(0, 255, 30, dtype=np.uint8)[None, :]
+  Image.fromarray(rgba, 'RGBA').save(tmp_path / 'a.png')
+  p = photo.open_photo(tmp_path / 'a.png')
+  np.testing.assert_array_equal(p.alpha, rgba[..., 3])
+  np.testing.assert_array_equal(p.rgb, rgba[..., :3])
+
+  im = photo.to_image(p.rgb, p.alpha, gray=False)
+  assert im.mode == 'RGBA'
+  photo.save_photo(tmp_path / 'o.png', im)
+  photo.save_photo(tmp_path / 'o.webp', im)
+  photo.save_photo(tmp_path / 'o.jpg', im, quality=100)
+  np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / 'o.png')), rgba)
+  with Image.open(tmp_path / 'o.webp') as w:
+    assert w.mode == 'RGBA'
+    assert np.abs(np.asarray(w)[..., 3].astype(int) - rgba[..., 3]).max() <= 2
+  with Image.open(tmp_path / 'o.jpg') as j:
+    assert j.mode == 'RGB'
+    assert np.asarray(j)[:, 0].min() > 245  # alpha 0 column is white
+
+  # Palette with a transparent index and grayscale with alpha.
+  pal = Image.fromarray(rgba[..., :3]).convert('P', palette=Image.Palette.ADAPTIVE, colors=8)
+  pal.info['transparency'] = 0
+  pal.save(tmp_path / 'p.png', transparency=0)
+  pp = photo.open_photo(tmp_path / 'p.png')
+  assert pp.alpha is not None and (pp.alpha == 0).any() and (pp.alpha == 255).any()
+  Image.fromarray(rgba[..., :2].copy(), 'LA').save(tmp_path / 'la.png')
+  la = photo.open_photo(tmp_path / 'la.png')
+  assert la.gray and la.alpha is not None
+  assert photo.to_image(la.rgb, la.alpha, gray=True).mode == 'LA'
+
+
+def test_grayscale_16_bit_cmyk_and_bilevel_inputs(tmp_path):
+  ramp16 = (np.arange(40 * 50).reshape(40, 50) * 30).astype(np.uint16)
+  Image.fromarray(ramp16).save(tmp_path / 'g16.png')
+  g = photo.open_photo(tmp_path / 'g16.png')
+  assert g.gray and g.rgb.dtype == np.uint8
+  np.testing.assert_array_equal(g.rgb[..., 0], np.clip(np.rint(ramp16 / 257.0), 0, 255).astype(np.uint8))
+  assert photo.to_image(g.rgb, None, gray=True).mode == 'L'
+
+  rgb16 = np.zeros((6, 7, 3), np.uint16)
+  rgb16[..., 0], rgb16[..., 1], rgb16[..., 2] = 65535, 32768, 257 * 10
+  write_png_raw(tmp_path / 'rgb48.png', 7, 6, 16, 2, [r.astype('>u2').tobytes() for r in rgb16])
+  c = photo.open_photo(tmp_path / 'rgb48.png')
+  assert not c.gray
+  assert np.abs(c.rgb.astype(int) - [255, 128, 10]).max() <= 1
+
+  cmyk = Image.new('CMYK', (9, 5), (0, 255, 255, 0))  # pure red ink
+  cmyk.save(tmp_path / 'cmyk.jpg', quality=100)
+  k = photo.open_photo(tmp_path / 'cmyk.jpg')
+  assert k.rgb.shape == (5, 9, 3) and k.icc_profile is None
+  assert k.rgb[..., 0].min() > 200 and k.rgb[..., 1:].max() < 60
+
+  Image.fromarray(np.eye(8, dtype=bool)).save(tmp_path / 'bw.png')
+  b = photo.open_photo(tmp_path / 'bw.png')
+  assert b.gray and b.rgb[0, 0, 0] == 255 and b.rgb[0, 1, 0] == 0
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path):
+  side = 20_000  # 400 MP of 1-bit pixels in a file of about 50 KB
+  row = bytes(side // 8)
+  write_png_raw(tmp_path / 'bomb.png', side, side, 1, 0, (row for _ in range(side)))
+  assert os.path.getsize(tmp_path / 'bomb.png') < 200_000
+  t0 = time.perf_counter()
+  with pytest.raises(images.ImageError, match=r'bomb\.png: 20000x20000 is 400\.0 MP, over the 120 MP limit'):
+    photo.open_photo(tmp_path / 'bomb.png')
+  assert time.perf_counter() - t0 < 2.0
+  # A caller's own lower limit applies the same way.
+  Image.fromarray(landscape()).save(tmp_path / 'small.png')
+  with pytest.raises(images.ImageError, match='over the 0.001 MP limit'):
+    photo.open_photo(tmp_path / 'small.png', max_pixels=1000)
+
+
+def test_bad_files_are_one_line_errors(tmp_path):
+  (tmp_path / 'text.jpg').write_text('not an image at all\n')
+  buf = io.BytesIO()
+  Image.fromarray(landscape(200, 150)).save(buf, format='JPEG', quality=95)
+  (tmp_path / 'cut.jpg').write_bytes(buf.getvalue()[:len(buf.getvalue()) // 2])
+  for name, reason in (('text.jpg', 'not an image file'), ('cut.jpg', 'truncated'),
+                       ('missing.png', 'no such file')):
+    with pytest.raises(images.ImageError, match=reason) as e:
+      photo.open_photo(tmp_path / name)
+    assert str(e.value).startswith(str(tmp_path / name)) and '\n' not in str(e.value)
+
+
+def test_save_is_atomic_and_checks_the_extension(tmp_path):
+  im = Image.fromarray(landscape())
+  with pytest.raises(images.ImageError, match='unknown output extension'):
+    photo.save_photo(tmp_path / 'out.gif', im)
+  (tmp_path / 'a_file').write_text('x')
+  with pytest.raises(OSError):
+    photo.save_photo(tmp_path / 'a_file' / 'out.png', im)
+  photo.save_photo(tmp_path / 'ok.png', im)
+  assert sorted(os.listdir(tmp_path)) == ['a_file', 'ok.png']

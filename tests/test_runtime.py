@@ -1,0 +1,479 @@
+"""The on-device runtime on a real bundle: LiteRT engines, seamless tiles, crops, sizes, photos, the CLI."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import tracemalloc
+
+import numpy as np
+import pytest
+from conftest import ROOT
+from conftest import load_config
+from PIL import ExifTags
+from PIL import Image
+from PIL import ImageCms
+
+import zoom_enhance
+from zoom_enhance import bundle
+from zoom_enhance import degrade
+from zoom_enhance.runtime import engine
+from zoom_enhance.runtime import geometry
+from zoom_enhance.runtime import pipeline
+from zoom_enhance.runtime import tiling
+
+TILE = 32
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')).tobytes()
+
+
+@pytest.fixture(scope='module')
+def trained(photo_dir, tmp_path_factory):
+  from zoom_enhance import train
+  config = load_config('tiny')
+  config.data.source = f'folder:{photo_dir}'
+  config.train.num_steps = 6
+  config.train.num_samples = 2
+  config.diffusion.sample_steps = 2
+  config.mesh.data = 8
+  workdir = str(tmp_path_factory.mktemp('trained'))
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+@pytest.fixture(scope='module')
+def bundle_dir(trained, photo_dir, tmp_path_factory):
+  from export_tflite import export
+  out = str(tmp_path_factory.mktemp('bundles') / 'B')
+  export.export(trained, out, quants=['fp32', 'int8'], tile=TILE, steps=2, photos=str(photo_dir))
+  return out
+
+
+@pytest.fixture(scope='module')
+def enhancer(bundle_dir):
+  with pipeline.Enhancer(bundle_dir, accelerator='cpu', threads=2) as e:
+    yield e
+
+
+@pytest.fixture(scope='module')
+def photo_path(photo_dir):
+  return str(photo_dir / 'chelsea.jpg')
+
+
+def cli(*args, cwd=None):
+  """The real command in a fresh process: (exit code, stdout, stderr lines)."""
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  r = subprocess.run([sys.executable, '-m', 'zoom_enhance.cli', 'enhance', *map(str, args)],
+                     capture_output=True, text=True, env=env, cwd=cwd or ROOT, timeout=300)
+  return r.returncode, r.stdout, [ln for ln in r.stderr.splitlines() if ln.strip()]
+
+
+# The runtime path.
+
+def test_runtime_imports_no_jax_flax_or_tensorflow(bundle_dir, photo_path, tmp_path):
+  code = textwrap.dedent(f'''
+      import json, sys
+      import zoom_enhance
+      light = 'zoom_enhance.runtime' not in sys.modules
+      from zoom_enhance import cli
+      rc = cli.main(['zoom-enhance', 'enhance', {photo_path!r}, '--crop', '10,10,40,30', '--scale', '2',
+                     '-o', {str(tmp_path / 'cli.png')!r}, '--bundle', {bundle_dir!r}])
+      img = zoom_enhance.enhance({photo_path!r}, crop=(0, 0, 30, 30), scale=1.5, bundle={bundle_dir!r})
+      heavy = sorted({{m.split('.')[0] for m in sys.modules}} & {{'jax', 'jaxlib', 'flax', 'tensorflow',
+                                                                 'keras', 'tf_keras', 'orbax'}})
+      print(json.dumps({{'rc': rc, 'heavy': heavy, 'light': light, 'size': img.size,
+                         'litert': 'ai_edge_litert' in sys.modules,
+                         'ran': img.info['zoom_enhance'].accelerator}}))
+  ''')
+  r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
+                     env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=tmp_path)
+  assert r.returncode == 0, r.stderr[-2000:]
+  got = json.loads(r.stdout.strip().splitlines()[-1])
+  assert got == {'rc': 0, 'heavy': [], 'light': True, 'size': [45, 45], 'litert': True,
+                 'ran': got['ran']} and got['ran'] in ('npu', 'gpu', 'cpu')
+  assert Image.open(tmp_path / 'cli.png').size == (80, 60)
+
+
+def test_one_tile_matches_the_jax_sampler_with_the_same_noise(trained, enhancer):
+  import jax
+
+  from export_tflite import convert
+  from zoom_enhance import checkpoint
+  params, config, _ = checkpoint.restore_params(trained)
+  reference = jax.jit(convert.make_tile_fn(params, config, 2))
+  rng = np.random.default_rng(3)
+  lr = rng.integers(0, 256, (10, 9, 3), dtype=np.uint8)
+  out_hw, scale, seed = (29, 27), 3.0, 11  # odd sizes below one tile: mirror-padded to 32
+  got = tiling.enhance_tiled(enhancer.engine.run, lr, out_hw, tile=TILE, overlap=4, scale=scale, seed=seed)
+
+  lr_up = degrade.to_signed(degrade.bicubic_resize(lr, out_hw))
+  lr_up = np.pad(lr_up, ((0, TILE - 29), (0, TILE - 27), (0, 0)), mode='symmetric')
+  noise = tiling.NoiseField(seed).region(0, 0, TILE, TILE)
+  want = np.asarray(reference(lr_up[None], noise[None], np.array([scale], np.float32)))[0, :29, :27]
+  want = np.clip(np.rint((want + 1) * 127.5), 0, 255)
+  assert got.shape == (29, 27, 3)
+  assert np.abs(got.astype(int) - want).max() <= 1
+  # The model did something: the result is not the bicubic enlargement.
+  bicubic = degrade.to_uint8((lr_up[:29, :27] + 1) * 127.5)
+  assert np.abs(got.astype(int) - bicubic).mean() > 2
+
+
+@pytest.mark.parametrize('out_hw', [(32, 32), (33, 61), (100, 77), (5, 140), (64, 64)])
+def test_tiles_blend_without_seams(out_hw):
+  """A pointwise model must come out of the tiler exactly as from the whole image at once."""
+  rng = np.random.default_rng(sum(out_hw))
+  lr = rng.integers(0, 256, (max(1, out_hw[0] // 3), max(1, out_hw[1] // 3), 3), dtype=np.uint8)
+  pointwise = lambda lr_up, noise, scale: np.clip(lr_up + 0.1 * noise * scale[0] / 3, -1, 1)
+  got = tiling.enhance_tiled(pointwise, lr, out_hw, tile=TILE, overlap=6, scale=3.0, seed=7)
+  lr_up = degrade.to_signed(degrade.bicubic_resize(lr, out_hw))
+  noise = tiling.NoiseField(7).region(0, 0, *out_hw)
+  want = np.clip(np.rint((np.clip(lr_up + 0.1 * noise, -1, 1) + 1) * 127.5), 0, 255)
+  assert np.abs(got.astype(int) - want).max() <= 1
+
+
+@pytest.mark.parametrize('lr_hw, out_hw', [((37, 53), (100, 133)), ((37, 53), (148, 212)),
+                                           ((40, 30), (13, 11)), ((300, 20), (1200, 80))])
+def test_strips_of_the_upsampling_equal_the_whole_image_resize(lr_hw, out_hw):
+  lr = np.random.default_rng(1).integers(0, 256, (*lr_hw, 3), dtype=np.uint8)
+  whole = degrade.to_signed(degrade.bicubic_resize(lr, out_hw))
+  up = tiling.Upsampler(lr, out_hw)
+  for y0 in range(0, out_hw[0], 9):
+    for y1 in {min(out_hw[0], y0 + 5), min(out_hw[0], y0 + 32), out_hw[0]}:
+      assert np.abs(up.rows(y0, y1) - whole[y0:y1]).max() < 1e-5
+
+
+def test_tile_grid_and_weights():
+  assert tiling.tile_starts(32, 32, 4) == [0] and tiling.tile_starts(20, 32, 4) == [0]
+  assert tiling.tile_starts(100, 32, 4) == [0, 23, 45, 68]
+  assert tiling.tile_starts(60, 32, 4) == [0, 28]
+  for length in range(33, 300, 7):
+    starts = tiling.tile_starts(length, 32, 4)
+    assert starts[0] == 0 and starts[-1] == length - 32
+    assert all(b - a <= 28 for a, b in zip(starts, starts[1:]))  # every seam has >= 4 px of overlap
+  w = tiling.edge_weights(32, 4, True, False)
+  assert 0 < w[0] < 0.05 and np.all(np.diff(w[:4]) > 0) and np.all(w[4:] == 1)
+
+
+def test_large_outputs_stay_within_a_strip_of_float32():
+  """12 MP out: the float32 working set is a strip of tiles, not the image (which would be 144 MB)."""
+  lr = np.random.default_rng(0).integers(0, 256, (750, 1000, 3), dtype=np.uint8)
+  pointwise = lambda lr_up, noise, scale: lr_up
+  tracemalloc.start()
+  try:
+    out = tiling.enhance_tiled(pointwise, lr, (3000, 4000), tile=128, overlap=16, scale=4.0)
+    _, peak = tracemalloc.get_traced_memory()
+  finally:
+    tracemalloc.stop()
+  assert out.shape == (3000, 4000, 3) and out.dtype == np.uint8
+  result = out.nbytes  # 36 MB of uint8, the one full-size buffer
+  float32_image = out.size * 4  # 144 MB
+  # Measured: 70 MB (result, strip accumulators and conditioning, a strip of noise blocks).
+  assert peak < result + float32_image / 3, f'peak {peak / 1e6:.0f} MB'
+
+
+# Crops, sizes and factors.
+
+def test_crop_and_size_arithmetic():
+  assert geometry.parse_crop('100,80,320,180') == (100, 80, 320, 180)
+  assert geometry.parse_crop('0.25, 0.1, 0.5, 0.5') == (0.25, 0.1, 0.5, 0.5)
+  assert geometry.resolve_crop((0.25, 0.1, 0.5, 0.5), (451, 300)) == geometry.Box(113, 30, 225, 150)
+  assert geometry.resolve_crop(None, (7, 5)) == geometry.Box(0, 0, 7, 5)
+  # Adjacent normalized crops share an edge, whatever the rounding.
+  left, right = (geometry.resolve_crop(c, (101, 11)) for c in ((0.0, 0, 1 / 3, 1.0), (1 / 3, 0, 2 / 3, 1.0)))
+  assert left.x + left.w == right.x and right.x + right.w == 101
+  assert geometry.output_size((1280, 720), size=(2048, 1152)) == (2048, 1152)
+  assert geometry.output_size((1280, 720), scale=1.6) == (2048, 1152)
+  assert geometry.output_size((101, 37), scale=1.6) == (162, 59)
+  assert geometry.output_size((3, 1), scale=0.1) == (1, 1)
+  assert geometry.parse_size('2048x1152') == (2048, 1152)
+  for bad, match in ((lambda: geometry.resolve_crop((10, 10, 0, 5), (50, 50)), 'zero area'),
+                     (lambda: geometry.resolve_crop((40, 10, 20, 5), (50, 50)), 'extends past the 50x50'),
+                     (lambda: geometry.resolve_crop((-1, 0, 5, 5), (50, 50)), 'extends past'),
+                     (lambda: geometry.resolve_crop((0.5, 0.0, 0.6, 1.0), (50, 50)), 'not inside'),
+                     (lambda: geometry.resolve_crop((0.0, 0.0, 0.001, 0.5), (50, 50)), 'zero area'),
+                     (lambda: geometry.parse_crop('1,2,3'), 'X,Y,W,H'),
+                     (lambda: geometry.parse_size('2048'), 'WxH'),
+                     (lambda: geometry.output_size((5, 5), scale=-2), 'positive')):
+    with pytest.raises(geometry.GeometryError, match=match):
+      bad()
+  # Inside the bundle's range the model renders the output itself; outside, Lanczos finishes.
+  p = geometry.plan((320, 180), (512, 288), (1.0, 4.0))
+  assert p.model_wh == (512, 288) and p.model_scale == pytest.approx(1.6) and not p.resample
+  p = geometry.plan((320, 180), (2048, 1152), (1.0, 4.0))
+  assert p.model_wh == (1280, 720) and p.model_scale == 4.0 and p.resample
+  p = geometry.plan((320, 180), (160, 90), (1.0, 4.0))
+  assert p.model_wh == (320, 180) and p.model_scale == 1.0 and p.resample
+
+
+def test_enhance_sizes_crops_and_strength(enhancer, photo_path):
+  src = Image.open(photo_path)
+  w, h = src.size
+  # Non-integer scale on an odd crop.
+  out = enhancer.enhance(photo_path, crop=(11, 7, 41, 23), scale=1.6)
+  r = out.info['zoom_enhance']
+  assert out.size == (66, 37) and r.crop == (11, 7, 41, 23) and not r.resampled
+  assert r.model_scale == pytest.approx(0.5 * (66 / 41 + 37 / 23))
+  # Normalized crop, exact size, scale 1 (enhance without zoom), above the range.
+  out = enhancer.enhance(src, crop='0.5,0.5,0.1,0.1', size='50x30')
+  assert out.size == (50, 30) and out.info['zoom_enhance'].crop[:2] == (round(w / 2), round(h / 2))
+  same = enhancer.enhance(photo_path, crop=(0, 0, 40, 24), scale=1)
+  assert same.size == (40, 24) and same.info['zoom_enhance'].model_size == (40, 24)
+  big = enhancer.enhance(photo_path, crop=(0, 0, 10, 6), scale=6)
+  r = big.info['zoom_enhance']
+  assert big.size == (60, 36) and r.resampled and r.model_size == (40, 24) and r.model_scale == 4.0
+  # Strength 0 is exactly the bicubic enlargement; 0.5 lies halfway to the model.
+  crop = np.asarray(src.convert('RGB'))[7:30, 11:52]
+  bicubic = degrade.to_uint8(degrade.bicubic_resize(crop, (46, 82)))
+  zero = np.asarray(enhancer.enhance(photo_path, crop=(11, 7, 41, 23), scale=2, strength=0))
+  full = np.asarray(enhancer.enhance(photo_path, crop=(11, 7, 41, 23), scale=2, strength=1))
+  half = np.asarray(enhancer.enhance(photo_path, crop=(11, 7, 41, 23), scale=2, strength=0.5))
+  assert np.abs(zero.astype(int) - bicubic).max() <= 1
+  assert np.abs(half.astype(int) - (zero.astype(int) + full) / 2).max() <= 1.5
+  assert np.abs(full.astype(int) - zero).mean() > 2
+  # Deterministic in the seed.
+  again = np.asarray(enhancer.enhance(photo_path, crop=(11, 7, 41, 23), scale=2, strength=1))
+  other = np.asarray(enhancer.enhance(photo_path, crop=(11, 7, 41, 23), scale=2, seed=1))
+  assert np.array_equal(full, again) and not np.array_equal(full, other)
+
+
+def test_photo_metadata_orientation_and_alpha_end_to_end(bundle_dir, photo_path, tmp_path):
+  upright = np.asarray(Image.open(photo_path).convert('RGB'))[:60, :90]
+  # Stored rotated, with orientation 8 telling viewers to turn it back upright.
+  stored = np.ascontiguousarray(np.rot90(upright, k=-1))
+  exif = Image.Exif()
+  exif[ExifTags.Base.Orientation] = 8
+  exif[ExifTags.Base.Make] = 'ZoomTest'
+  Image.fromarray(stored).save(tmp_path / 'in.jpg', quality=98, exif=exif.tobytes(), icc_profile=SRGB)
+  decoded_upright = np.asarray(Image.open(tmp_path / 'in.jpg').transpose(Image.Transpose.ROTATE_90))
+  rc, _, err = cli(tmp_path / 'in.jpg', '--crop', '10,5,40,30', '--scale', '2', '--strength', '0',
+                   '-o', tmp_path / 'out.png', '--bundle', bundle_dir)
+  assert rc == 0 and err == []
+  with Image.open(tmp_path / 'out.png') as im:
+    assert im.size == (80, 60) and im.info['icc_profile'] == SRGB
+    assert im.getexif()[ExifTags.Base.Orientation] == 1
+    assert im.getexif()[ExifTags.Base.Make] == 'ZoomTest'
+    got = np.asarray(im).astype(int)
+  want = degrade.to_uint8(degrade.bicubic_resize(decoded_upright[5:35, 10:50], (60, 80)))
+  assert np.abs(got - want).max() <= 1  # upright, cropped where asked, and exactly bicubic at strength 0
+
+  rgba = np.zeros((24, 30, 4), np.uint8)
+  rgba[..., :3] = upright[:24, :30]
+  rgba[..., 3] = np.linspace(0, 255, 30, dtype=np.uint8)[None, :]
+  rgba[8:16, 10:20, 3] = 0
+  Image.fromarray(rgba, 'RGBA').save(tmp_path / 'alpha.png')
+  rc, _, err = cli(tmp_path / 'alpha.png', '--scale', '2.5', '-o', tmp_path / 'alpha_out.png',
+                   '--bundle', bundle_dir)
+  assert rc == 0 and err == []
+  with Image.open(tmp_path / 'alpha_out.png') as im:
+    assert im.mode == 'RGBA' and im.size == (75, 60)
+    want = Image.fromarray(rgba[..., 3]).resize((75, 60), Image.Resampling.LANCZOS)
+    np.testing.assert_array_equal(np.asarray(im)[..., 3], np.asarray(want))
+
+  gray = Image.fromarray(upright[:20, :20]).convert('L')
+  gray.save(tmp_path / 'gray.png')
+  out = zoom_enhance.enhance(str(tmp_path / 'gray.png'), scale=2, bundle=bundle_dir)
+  assert out.mode == 'L' and out.size == (40, 40)
+
+
+# The accelerator chain.
+
+def test_auto_falls_back_to_the_cpu_and_reports_it(bundle_dir, photo_path, tmp_path):
+  out = zoom_enhance.enhance(photo_path, crop=(0, 0, 16, 16), scale=2, bundle=bundle_dir)
+  r = out.info['zoom_enhance']
+  tried = [f.split(':')[0] for f in r.fallbacks]
+  if r.accelerator == 'cpu':  # no NPU or GPU on this machine: both were tried first and said why
+    assert tried == ['npu', 'gpu'] and all(len(f) > 6 for f in r.fallbacks)
+    assert 'XNNPACK' in r.detail
+  assert r.variant == 'fp32' and r.tiles == 1
+  rc, _, err = cli(photo_path, '--crop', '0,0,16,16', '-o', tmp_path / 'v.png', '--bundle', bundle_dir,
+                   '--verbose')
+  assert rc == 0 and any(f'accelerator: {r.accelerator}' in line for line in err)
+
+
+@pytest.mark.parametrize('accelerator', ['gpu', 'npu'])
+def test_a_named_accelerator_is_required_not_a_silent_fallback(accelerator, bundle_dir, photo_path,
+                                                               tmp_path):
+  out = tmp_path / 'out.png'
+  rc, _, err = cli(photo_path, '--crop', '0,0,16,16', '-o', out, '--bundle', bundle_dir,
+                   '--accelerator', accelerator, '-v')
+  if rc == 0:  # a machine that has one
+    assert any(f'accelerator: {accelerator}' in line for line in err)
+    return
+  assert rc == 1 and not out.exists()
+  assert len(err) == 1 and err[0].startswith(f'zoom-enhance enhance: error: --accelerator {accelerator}: '
+                                             'not available here (')
+
+
+def test_a_bundle_npu_model_is_tried_first_then_the_chain_goes_on(bundle_dir, photo_path, tmp_path):
+  npu_bundle = tmp_path / 'npu_bundle'
+  shutil.copytree(bundle_dir, npu_bundle)
+  manifest = bundle.load_manifest(str(npu_bundle))
+  shutil.copy(npu_bundle / 'zoom_enhance_int8.tflite', npu_bundle / 'zoom_enhance_int8_npu.tflite')
+  manifest['models']['int8_npu'] = dict(manifest['models']['int8'], file='zoom_enhance_int8_npu.tflite',
+                                        accelerator='npu', npu_target='Test SoC')
+  bundle.write_manifest(str(npu_bundle), manifest)
+  with pipeline.Enhancer(npu_bundle, threads=2) as e:
+    if e.engine.accelerator == 'cpu':
+      assert e.engine.fallbacks[0].startswith('npu:')
+    assert e.engine.variant in ('int8_npu', 'fp32')
+    assert e.engine.variant != 'int8_npu' or e.engine.accelerator == 'npu'
+  assert engine._candidates(manifest, 'npu', None) == ['int8_npu', 'int8']
+  assert engine._candidates(manifest, 'cpu', None) == ['fp32']
+  assert engine._candidates(manifest, 'cpu', 'int8_npu') == []
+
+
+def test_without_compiled_model_the_classic_interpreter_runs_the_same_model(enhancer, bundle_dir,
+                                                                            photo_path, tmp_path):
+  """An install with the interpreter only (older ai-edge-litert, tflite_runtime) still enhances."""
+  want = enhancer.enhance(photo_path, crop=(5, 5, 40, 40), scale=1.5)
+  code = textwrap.dedent(f'''
+      import json, sys
+      sys.modules['ai_edge_litert.compiled_model'] = None  # import fails, as where it is missing
+      import numpy as np
+      import zoom_enhance
+      img = zoom_enhance.enhance({photo_path!r}, crop=(5, 5, 40, 40), scale=1.5, bundle={bundle_dir!r},
+                                 threads=2)
+      np.save({str(tmp_path / 'out.npy')!r}, np.asarray(img))
+      r = img.info['zoom_enhance']
+      print(json.dumps({{'acc': r.accelerator, 'detail': r.detail, 'fallbacks': r.fallbacks}}))
+  ''')
+  r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
+                     env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=tmp_path)
+  assert r.returncode == 0, r.stderr[-2000:]
+  got = json.loads(r.stdout.strip().splitlines()[-1])
+  assert got['acc'] == 'cpu' and got['detail'] == 'LiteRT interpreter, 2 threads'
+  assert [f.split(':')[0] for f in got['fallbacks']] == ['npu', 'gpu']
+  assert all('CompiledModel API' in f for f in got['fallbacks'])
+  assert np.abs(np.load(tmp_path / 'out.npy').astype(int) - np.asarray(want)).max() <= 1
+
+
+def test_quant_tile_and_steps_options(enhancer, bundle_dir, photo_path, tmp_path):
+  fp32 = np.asarray(enhancer.enhance(photo_path, crop=(0, 0, 30, 30), scale=2)).astype(float)
+  with pipeline.Enhancer(bundle_dir, accelerator='cpu', quant='int8', tile=TILE, steps=2) as e:
+    out = e.enhance(photo_path, crop=(0, 0, 30, 30), scale=2)
+  assert out.info['zoom_enhance'].variant == 'int8'
+  mse = np.mean((np.asarray(out).astype(float) - fp32) ** 2)
+  assert mse == 0 or 10 * np.log10(255 ** 2 / mse) > 25  # int8 weights stay close to fp32
+  cases = (('--quant', 'fp16', "no 'fp16' model in this bundle"),
+           ('--tile', '64', 'compiled for 32x32 tiles and LiteRT cannot resize them'),
+           ('--steps', '4', 'run 2 sampler steps, fixed at export'))
+  for flag, value, message in cases:
+    rc, _, err = cli(photo_path, '-o', tmp_path / 'x.png', '--bundle', bundle_dir, flag, value)
+    assert rc == 1 and len(err) == 1 and message in err[0], err
+  assert not (tmp_path / 'x.png').exists()
+
+
+def test_external_delegates_through_the_classic_interpreter(bundle_dir, photo_path, tmp_path):
+  cc = shutil.which('cc') or shutil.which('gcc')
+  if not cc:
+    pytest.skip('no C compiler to build a test delegate')
+  # A real external delegate library that declines every op, as a GPU or
+  # Edge TPU delegate does with a model it cannot run.
+  src = tmp_path / 'noop.c'
+  src.write_text(textwrap.dedent('''
+      #include <stdint.h>
+      #include <stdlib.h>
+      typedef struct D { void* data; int (*Prepare)(void*, struct D*); void* c1; void* c2; void* f;
+                         int64_t flags; void* opaque; } D;
+      static int prepare(void* context, D* d) { (void)context; (void)d; return 0; }
+      D* tflite_plugin_create_delegate(char** k, char** v, size_t n, void (*report)(const char*)) {
+        D* d = calloc(1, sizeof *d); d->Prepare = prepare; return d; }
+      void tflite_plugin_destroy_delegate(D* d) { free(d); }
+  '''))
+  lib = tmp_path / 'libnoop_delegate.so'
+  subprocess.run([cc, '-shared', '-fPIC', '-o', str(lib), str(src)], check=True)
+  out = tmp_path / 'out.png'
+  for delegate, message in ((lib, 'the delegate took none of model fp32\'s ops'),
+                            (src, 'cannot load it as a TFLite delegate'),
+                            (tmp_path / 'nope.so', 'no such file')):
+    rc, _, err = cli(photo_path, '--crop', '0,0,16,16', '-o', out, '--bundle', bundle_dir,
+                     '--delegate', delegate)
+    assert rc == 1 and len(err) == 1 and message in err[0] and str(delegate) in err[0], err
+  assert not out.exists()
+
+
+# The command line: acceptance and bad input.
+
+def test_acceptance_crop_to_2048x1152_and_a_folder_at_4x(bundle_dir, photo_dir, tmp_path):
+  out = tmp_path / 'out.png'
+  rc, _, err = cli(photo_dir / 'astronaut.jpg', '--crop', '100,80,320,180', '--size', '2048x1152', '-o', out,
+                   '--bundle', bundle_dir)
+  assert rc == 0 and err == []
+  with Image.open(out) as im:
+    assert im.format == 'PNG' and im.size == (2048, 1152)
+
+  lr_dir = tmp_path / 'LR'
+  (lr_dir / 'sub').mkdir(parents=True)
+  sizes = {}
+  for i, name in enumerate(('coffee.jpg', 'rocket.png', 'sub/chelsea.jpg')):
+    with Image.open(photo_dir / os.path.basename(name)) as im:
+      small = im.convert('RGB').resize((40 + 7 * i, 30 + 3 * i))
+    small.save(lr_dir / name)
+    sizes[os.path.splitext(name)[0]] = small.size
+  rc, _, err = cli(lr_dir, '-o', tmp_path / 'SR', '--scale', '4', '--bundle', bundle_dir)
+  assert rc == 0 and err == []
+  for stem, (w, h) in sizes.items():
+    with Image.open(tmp_path / 'SR' / f'{stem}.png') as im:
+      assert im.size == (4 * w, 4 * h)
+  rc, _, err = cli(lr_dir / 'coffee.jpg', lr_dir / 'rocket.png', '-o', tmp_path / 'WEBP', '--ext', 'webp',
+                   '--scale', '1.5', '--bundle', bundle_dir)
+  assert rc == 0 and sorted(os.listdir(tmp_path / 'WEBP')) == ['coffee.webp', 'rocket.webp']
+
+
+def test_each_bad_input_is_one_line_naming_the_file_and_leaves_no_file(bundle_dir, photo_dir, tmp_path):
+  good = photo_dir / 'chelsea.jpg'
+  (tmp_path / 'text.jpg').write_text('hello, not a photo\n')
+  data = good.read_bytes()
+  (tmp_path / 'cut.jpg').write_bytes(data[:len(data) // 3])
+  from test_photo_io import write_png_raw
+  write_png_raw(tmp_path / 'bomb.png', 20_000, 20_000, 1, 0, (bytes(2500) for _ in range(20_000)))
+  broken = tmp_path / 'broken_bundle'
+  shutil.copytree(bundle_dir, broken)
+  with open(broken / 'zoom_enhance_fp32.tflite', 'r+b') as f:
+    f.truncate(5000)
+  (tmp_path / 'a_file').write_text('x')
+  out = tmp_path / 'out' / 'result.png'
+  out.parent.mkdir()
+  cases = [
+      ((tmp_path / 'text.jpg',), 'text.jpg: not an image file'),
+      ((tmp_path / 'cut.jpg',), 'cut.jpg: truncated image file'),
+      ((tmp_path / 'missing.jpg',), 'missing.jpg: no such file'),
+      ((good, '--crop', '10,10,0,20'), 'chelsea.jpg: crop 10,10,0,20 has zero area'),
+      ((good, '--crop', '400,250,100,100'),
+       'chelsea.jpg: crop 400,250,100,100 extends past the 451x300 image'),
+      ((tmp_path / 'bomb.png',), 'bomb.png: 20000x20000 is 400.0 MP, over the 120 MP limit'),
+      ((good, '--bundle', tmp_path / 'nowhere'), 'nowhere: no such bundle directory'),
+      ((good, '--bundle', broken), 'zoom_enhance_fp32.tflite: checksum mismatch'),
+  ]
+  for args, message in cases:
+    extra = () if '--bundle' in args else ('--bundle', bundle_dir)
+    rc, _, err = cli(*args, '-o', out, *extra)
+    assert rc == 1 and len(err) == 1, (args, err)
+    assert err[0].startswith('zoom-enhance enhance: error: ') and message in err[0], (args, err)
+    assert os.listdir(out.parent) == [], args
+  unwritable = tmp_path / 'a_file' / 'result.png'  # its folder is a file
+  rc, _, err = cli(good, '--crop', '0,0,16,16', '-o', unwritable, '--bundle', bundle_dir)
+  assert rc == 1 and len(err) == 1 and f'{unwritable}: cannot write' in err[0], err
+  assert os.listdir(tmp_path / 'out') == []
+
+
+def test_a_batch_goes_on_past_bad_files(bundle_dir, photo_dir, tmp_path):
+  batch = tmp_path / 'in'
+  batch.mkdir()
+  with Image.open(photo_dir / 'coffee.jpg') as im:
+    im.resize((40, 30)).save(batch / 'a.jpg')
+    im.resize((20, 30)).save(batch / 'c.png')
+  (batch / 'b.jpg').write_bytes(b'\xff\xd8\xff\xe0 junk')
+  rc, _, err = cli(batch, tmp_path / 'gone.png', '-o', tmp_path / 'out', '--scale', '2',
+                   '--bundle', bundle_dir)
+  assert rc == 1 and len(err) == 2
+  assert any('b.jpg: ' in line for line in err) and any('gone.png: no such file' in line for line in err)
+  assert sorted(os.listdir(tmp_path / 'out')) == ['a.png', 'c.png']
+
+
+def test_without_a_bundle_the_error_asks_for_one(tmp_path, photo_path):
+  if os.path.isdir(pipeline.DEFAULT_BUNDLE):
+    pytest.skip('this install embeds a default bundle')
+  rc, _, err = cli(photo_path, '-o', tmp_path / 'o.png')
+  assert rc == 1 and len(err) == 1 and 'pass --bundle DIR' in err[0]

@@ -1,0 +1,136 @@
+"""`zoom-enhance enhance` over many files: inputs paired with outputs, one line per failure, progress bars.
+
+A failure (unreadable file, bad crop, unwritable output) is reported as one
+line naming the file and the rest of the batch goes on; the exit status says
+whether everything was written. Outputs are encoded in memory and renamed
+into place, so a failed file leaves nothing behind.
+"""
+
+import dataclasses
+import logging
+import os
+import sys
+
+import tqdm
+
+from zoom_enhance import errors
+from zoom_enhance import images
+from zoom_enhance.runtime import photo as photo_lib
+from zoom_enhance.runtime import pipeline
+
+logger = logging.getLogger('zoom_enhance.runtime')
+
+PROG = 'zoom-enhance enhance'
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+  source: str
+  output: str
+
+
+def plan_jobs(inputs, output: str, ext: str = 'png') -> tuple[list[Job], list[str]]:
+  """Pairs input files with output paths: (jobs, problems), one line per problem.
+
+  One input file and an output with an image extension: that file. Otherwise
+  the output is a folder and each image keeps its stem (and, from an input
+  folder, its sub-folder) with extension `ext`.
+  """
+  ext = ext.lower().lstrip('.')
+  if ext not in photo_lib.SAVE_FORMATS:
+    raise errors.ConfigError(f'--ext {ext}: choose one of {", ".join(photo_lib.SAVE_FORMATS)}')
+  problems, sources = [], []
+  out_dir = os.path.abspath(output) + os.sep
+  for item in inputs:
+    if os.path.isdir(item):
+      # Not the results of an earlier run when the output folder is inside the input folder.
+      found = [p for p in images.list_images(item) if not os.path.abspath(p).startswith(out_dir)]
+      if not found:
+        problems.append(f'{item}: no images in this folder')
+      sources += [(path, os.path.splitext(os.path.relpath(path, item))[0]) for path in found]
+    elif os.path.exists(item):
+      sources.append((item, os.path.splitext(os.path.basename(item))[0]))
+    else:
+      problems.append(f'{item}: no such file or directory')
+  to_file = os.path.splitext(output)[1] != '' and not os.path.isdir(output)
+  if to_file:
+    photo_lib.format_for(output)  # an unknown extension is an error before any work
+    if len(inputs) > 1 or any(os.path.isdir(i) for i in inputs):
+      raise errors.ConfigError(f'-o {output}: several inputs need an output folder, not a file')
+    return [Job(src, output) for src, _ in sources], problems
+  jobs, taken = [], {}
+  for src, stem in sources:
+    dst = os.path.join(output, f'{stem}.{ext}')
+    key = os.path.normcase(os.path.abspath(dst))
+    if key == os.path.normcase(os.path.abspath(src)):
+      problems.append(f'{src}: skipped, the output would overwrite the input')
+    elif key in taken:
+      problems.append(f'{src}: skipped, its output {dst} is already the output of {taken[key]}')
+    else:
+      taken[key] = src
+      jobs.append(Job(src, dst))
+  return jobs, problems
+
+
+def _fail(message: str):
+  tqdm.tqdm.write(f'{PROG}: error: {message}', file=sys.stderr)
+
+
+def _name_file(err: Exception, path: str) -> str:
+  text = str(err).splitlines()[0] if str(err) else type(err).__name__
+  return text if text.startswith(path) else f'{path}: {text}'
+
+
+def run_jobs(jobs, enhancer: pipeline.Enhancer, *, quality: int = 95, **enhance_options) -> int:
+  """Enhances and writes every job; returns how many failed."""
+  failed = 0
+  many = len(jobs) > 1
+  files = tqdm.tqdm(total=len(jobs), unit='file', disable=None if many else True, dynamic_ncols=True)
+  for job in jobs:
+    bar = None
+
+    def on_start(count, job=job):
+      nonlocal bar
+      bar = tqdm.tqdm(total=count, unit='tile', desc=os.path.basename(job.source), leave=False,
+                      disable=None, position=1 if many else 0, dynamic_ncols=True)
+
+    try:
+      image = enhancer.enhance(job.source, on_start=on_start, on_tile=lambda: bar.update(), **enhance_options)
+    except errors.USER_ERRORS as e:
+      failed += 1
+      _fail(_name_file(e, job.source))
+      continue
+    finally:
+      if bar is not None:
+        bar.close()
+      files.update()
+    try:
+      os.makedirs(os.path.dirname(os.path.abspath(job.output)), exist_ok=True)
+      photo_lib.save_photo(job.output, image, quality=quality)
+    except OSError as e:
+      failed += 1
+      _fail(f'{job.output}: cannot write ({e.strerror or e})')
+      continue
+    except errors.ZoomEnhanceError as e:
+      failed += 1
+      _fail(_name_file(e, job.output))
+      continue
+    logger.info('%s -> %s: %s', job.source, job.output, image.info['zoom_enhance'].summary())
+  files.close()
+  return failed
+
+
+def enhance_files(inputs, output: str, *, ext: str = 'png', quality: int = 95, enhancer_options=None,
+                  **enhance_options) -> int:
+  """The whole command: plan, load the bundle once, enhance each file. Returns the exit status."""
+  jobs, problems = plan_jobs(inputs, output, ext)
+  for problem in problems:
+    _fail(problem)
+  if not jobs:
+    return 1
+  with pipeline.Enhancer(**(enhancer_options or {})) as enhancer:
+    failed = run_jobs(jobs, enhancer, quality=quality, **enhance_options)
+  if failed or problems:
+    logger.info('%d of %d file(s) failed', failed + len(problems), len(jobs) + len(problems))
+    return 1
+  return 0

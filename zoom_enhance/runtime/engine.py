@@ -1,0 +1,419 @@
+"""LiteRT engines: one bundle model on one accelerator (NPU, then GPU, then CPU), and what actually ran.
+
+`open_engine` walks the accelerator chain through LiteRT's CompiledModel API
+(`ai_edge_litert.compiled_model`): each accelerator is asked for alone, never
+OR-ed with the CPU, because LiteRT 2.3 accepts NPU|CPU on a machine without
+an NPU, runs everything on the CPU and still calls the model "fully
+accelerated". An accelerator counts as available only once a warm-up tile has
+run on it. `--delegate PATH` goes through the classic interpreter's
+`load_delegate` instead (GPU or Edge TPU delegate libraries), and counts the
+graph partitions the delegate took.
+
+A bundle may hold models compiled ahead of time for an NPU: a manifest entry
+with "accelerator": "npu" (and optionally "npu_target", e.g. "Qualcomm
+SM8650"). Those are tried first on the NPU; the plain models serve the GPU
+and CPU, and the NPU through a vendor compiler plugin when there is no
+compiled model.
+"""
+
+import atexit
+import contextlib
+import dataclasses
+import logging
+import os
+import re
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from zoom_enhance import bundle
+from zoom_enhance import errors
+
+logger = logging.getLogger('zoom_enhance.runtime')
+
+ACCELERATORS = ('auto', 'npu', 'gpu', 'cpu')
+CHAIN = ('npu', 'gpu', 'cpu')
+INPUT_NAMES = ('lr_up', 'noise', 'scale')
+
+# Variants to use when none is asked for, best first, per accelerator: NPUs
+# run integer models, mobile GPUs half floats. On the CPU fp32 keeps exact
+# parity with JAX (fp16 weights are widened to float32 by XNNPACK, so no
+# faster); int8 is faster (1.4 vs 1.7 s/MP at 128-pixel tiles here) but only
+# promised within 30 dB of JAX, so it is asked for with --quant int8.
+PREFERRED_QUANTS = {
+    'npu': ('int8_full', 'int8', 'fp16', 'fp32'),
+    'gpu': ('fp16', 'fp32', 'int8', 'int8_full'),
+    'cpu': ('fp32', 'fp16', 'int8', 'int8_full'),
+}
+
+
+class AcceleratorError(errors.ZoomEnhanceError):
+  """The accelerator or delegate asked for cannot run the model here."""
+
+
+class _Unavailable(Exception):
+  """One attempt failed; the message is a short reason for the report."""
+
+
+@dataclasses.dataclass
+class _NativeLog:
+  text: str = ''
+
+
+@contextlib.contextmanager
+def _native_log():
+  """Captures what LiteRT's C++ code writes to file descriptor 2 meanwhile.
+
+  Loading a model prints INFO lines and every vendor plugin that failed to
+  load; the CLI owes the user one line per error, so this goes to the debug
+  log (`--verbose`) instead.
+  """
+  log = _NativeLog()
+  try:
+    sys.stderr.flush()
+    saved = os.dup(2)
+  except (OSError, ValueError, AttributeError):
+    saved = None
+  if saved is None:
+    yield log
+    return
+  with tempfile.TemporaryFile() as f:
+    os.dup2(f.fileno(), 2)
+    try:
+      yield log
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+      f.seek(0)
+      log.text = f.read().decode('utf-8', 'replace')
+  for line in log.text.splitlines():
+    if line.strip():
+      logger.debug('litert: %s', line.rstrip())
+
+
+_exit_quiet = False
+
+
+def quiet_native_exit():
+  """Silences fd 2 at interpreter exit, where LiteRT's destructors print INFO lines.
+
+  The first run of a CompiledModel creates an environment inside LiteRT that
+  no Python object owns, destroyed (and logged) only at exit. For the command
+  line only: by then every message of ours is out.
+  """
+  global _exit_quiet
+  if _exit_quiet:
+    return
+  _exit_quiet = True
+
+  def silence():
+    try:
+      sys.stderr.flush()
+      devnull = os.open(os.devnull, os.O_WRONLY)
+      os.dup2(devnull, 2)
+      os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+      pass
+
+  atexit.register(silence)
+
+
+# Log prefixes of LiteRT's C++ code: 'ERROR: [file.cc:12] ' and glog's 'E0000 00:00:17.5 123 file.cc:7] '.
+_LOG_PREFIX = re.compile(r'^(?:(?:INFO|WARNING|ERROR): \[[^\]]*\] ?|[IWEF]\d{4} [\d:.]+ +\d+ [^\]]*\] ?)')
+# Native log lines that say why an accelerator is missing better than the
+# exception does (for a missing NPU LiteRT raises "Some ops are not accelerated").
+_ROOT_CAUSES = {'npu': ('NPU accelerator could not be loaded',),
+                'gpu': ('GPU accelerator could not be loaded', 'No adapters found')}
+
+
+def _short(message: str, native: str = '', accelerator: str = '') -> str:
+  """One line for the report: a root cause from the native log, else the exception's last worded line."""
+  logged = [_LOG_PREFIX.sub('', ln.strip().strip('└ ')) for ln in native.splitlines()]
+  for line in logged:
+    if any(cause in line for cause in _ROOT_CAUSES.get(accelerator, ())):
+      return line.rstrip('.')[:300]
+  lines = [_LOG_PREFIX.sub('', ln.strip().strip('└ ')) for ln in message.splitlines()]
+  lines = [ln.replace('CompiledModel error: ', '') for ln in lines]
+  lines = [ln for ln in lines if ln and not ln.startswith('code=')]
+  if not lines:
+    lines = [ln for ln in logged if 'ERROR' in ln or 'Failed' in ln] or ['unknown LiteRT error']
+  return lines[-1].rstrip('.')[:300]
+
+
+def _input_slot(name: str) -> str:
+  """Which of lr_up, noise, scale a model input is (converters decorate the names)."""
+  for n in INPUT_NAMES:
+    if n in name:
+      return n
+  raise bundle.BundleError(f'model input {name!r} is none of {", ".join(INPUT_NAMES)}')
+
+
+def _compiled_model_module():
+  try:
+    from ai_edge_litert import compiled_model
+  except ImportError:
+    return None
+  return compiled_model
+
+
+def _interpreter_module():
+  """The classic interpreter: ai-edge-litert's, else tflite_runtime's."""
+  try:
+    from ai_edge_litert import interpreter
+  except ImportError:
+    try:
+      from tflite_runtime import interpreter
+    except ImportError:
+      raise AcceleratorError('no LiteRT runtime installed: pip install ai-edge-litert') from None
+  return interpreter
+
+
+class _CompiledBackend:
+  """A model compiled for one accelerator through LiteRT's CompiledModel API."""
+
+  def __init__(self, cm, path: str, accelerator: str, threads: int):
+    flag = {'npu': cm.HardwareAccelerator.NPU, 'gpu': cm.HardwareAccelerator.GPU,
+            'cpu': cm.HardwareAccelerator.CPU}[accelerator]
+    failure = None
+    with _native_log() as log:
+      env = None
+      try:
+        env = cm.Environment.create()
+        options = cm.Options(hardware_accelerators=flag, cpu_options=cm.CpuOptions(num_threads=threads))
+        model = cm.CompiledModel.from_file(path, environment=env, options=options)
+      except (RuntimeError, ValueError) as e:
+        # Kept as text: the traceback would keep the environment alive, and
+        # its destructor logs to stderr whenever it finally runs.
+        failure = str(e) or type(e).__name__
+        env = None
+    if failure is not None:
+      raise _Unavailable(_short(failure, log.text, accelerator))
+    self._env, self._model = env, model
+    signatures = model.get_signature_list()
+    key = next(iter(signatures))
+    self._names = [_input_slot(n) for n in signatures[key]['inputs']]
+    details = model.get_output_tensor_details(key)
+    self.output_shape = tuple(next(iter(details.values()))['shape'])
+    self.input_shapes = {_input_slot(k): tuple(v['shape'])
+                         for k, v in model.get_input_tensor_details(key).items()}
+    self._inputs = model.create_input_buffers(0)
+    self._outputs = model.create_output_buffers(0)
+    self._size = int(np.prod(self.output_shape))
+
+  def close(self):
+    """Frees buffers, model and environment now (inside _native_log: they log as they go)."""
+    for buf in (self._inputs or []) + (self._outputs or []):
+      # Buffers hold the environment on the C++ side until destroyed.
+      buf.destroy()
+    if self._model is not None:
+      self._model.close()
+    self._inputs = self._outputs = self._model = self._env = None
+
+  def run(self, arrays: dict) -> np.ndarray:
+    for buf, name in zip(self._inputs, self._names):
+      buf.write(np.ascontiguousarray(arrays[name], np.float32))
+    self._model.run_by_index(0, self._inputs, self._outputs)
+    return self._outputs[0].read(self._size, np.float32).reshape(self.output_shape)
+
+
+class _InterpreterBackend:
+  """The classic interpreter: with an external delegate, or where CompiledModel is missing."""
+
+  def __init__(self, interp_mod, path: str, threads: int, delegate=None):
+    with _native_log() as log:
+      failure = None
+      try:
+        self._it = interp_mod.Interpreter(model_path=path, num_threads=threads,
+                                          experimental_delegates=[delegate] if delegate else None)
+        # Counted before allocate_tensors, which adds the default XNNPACK
+        # delegate's own partition.
+        self.delegated = sum(op['op_name'] == 'DELEGATE' for op in self._it._get_ops_details())
+        self._it.allocate_tensors()
+      except (ValueError, RuntimeError) as e:
+        failure = str(e) or type(e).__name__
+        self._it = None
+    if failure is not None:
+      raise _Unavailable(_short(failure, log.text))
+    self._slots = [(d['index'], _input_slot(d['name'])) for d in self._it.get_input_details()]
+    self.input_shapes = {name: tuple(d['shape']) for d, (_, name)
+                         in zip(self._it.get_input_details(), self._slots)}
+    out = self._it.get_output_details()[0]
+    self._out_index, self.output_shape = out['index'], tuple(out['shape'])
+
+  def close(self):
+    self._it = None
+
+  def run(self, arrays: dict) -> np.ndarray:
+    for index, name in self._slots:
+      self._it.set_tensor(index, np.ascontiguousarray(arrays[name], np.float32))
+    self._it.invoke()
+    return self._it.get_tensor(self._out_index).copy()
+
+
+@dataclasses.dataclass
+class Engine:
+  """A loaded model: run(lr_up, noise, scale) -> output tile, and what runs it."""
+  backend: object
+  accelerator: str  # 'npu', 'gpu', 'cpu' or 'delegate'
+  detail: str  # e.g. 'LiteRT CompiledModel, XNNPACK, 2 threads'
+  variant: str  # the manifest's model key
+  file: str
+  tile: int
+  fallbacks: list = dataclasses.field(default_factory=list)  # 'npu: reason' per accelerator passed over
+  load_seconds: float = 0.0
+
+  def run(self, lr_up, noise, scale) -> np.ndarray:
+    return self.backend.run({'lr_up': lr_up, 'noise': noise, 'scale': scale})
+
+  def close(self):
+    if self.backend is not None:
+      with _native_log():
+        self.backend.close()
+        self.backend = None
+
+  def describe(self) -> str:
+    text = f'{self.accelerator} ({self.detail}), model {self.variant}'
+    if self.fallbacks:
+      text += '; passed over: ' + '; '.join(self.fallbacks)
+    return text
+
+
+def _candidates(manifest: dict, accelerator: str, quant: str | None) -> list[str]:
+  """Model keys to try on an accelerator, best first."""
+  models = manifest['models']
+  plain = {k: v for k, v in models.items() if v.get('accelerator', 'any') != 'npu'}
+  if quant is not None:
+    order = [quant] if quant in plain else []
+  else:
+    preferred = PREFERRED_QUANTS[accelerator]
+    order = [q for q in preferred if q in plain] + sorted(k for k in plain if k not in preferred)
+  out = []
+  if accelerator == 'npu':
+    out += [k for k, v in models.items()
+            if v.get('accelerator') == 'npu' and quant in (None, k, v.get('quantization'))]
+  # One plain model per accelerator: when the accelerator is missing every
+  # model fails alike, and loading costs time.
+  return out + order[:1]
+
+
+def _check_shapes(backend, manifest: dict, file: str):
+  tile = manifest['tile']['size']
+  want = {'lr_up': (1, tile, tile, 3), 'noise': (1, tile, tile, 3), 'scale': (1,)}
+  if backend.input_shapes != want or backend.output_shape != (1, tile, tile, 3):
+    raise bundle.BundleError(f'{file}: model shapes {backend.input_shapes} -> {backend.output_shape} '
+                             f'do not match the manifest\'s {tile}x{tile} tile')
+
+
+def _warm_up(backend, tile: int):
+  """One tile through the model: an accelerator that compiles but cannot run is found here."""
+  z = np.zeros((1, tile, tile, 3), np.float32)
+  with _native_log() as log:
+    try:
+      out = backend.run({'lr_up': z, 'noise': z, 'scale': np.ones((1,), np.float32)})
+      failure = None if np.all(np.isfinite(out)) else 'non-finite output on a blank tile'
+    except (RuntimeError, ValueError) as e:
+      failure = str(e) or type(e).__name__
+    if failure is not None:
+      backend.close()
+  if failure is not None:
+    raise _Unavailable(_short(failure, log.text))
+
+
+def default_threads() -> int:
+  """CPU threads for XNNPACK: the cores there are, at most 4 (more rarely helps a small model)."""
+  return max(1, min(4, os.cpu_count() or 1))
+
+
+def open_engine(manifest: dict, bundle_dir: str, *, accelerator: str = 'auto', quant: str | None = None,
+                delegate: str | None = None, threads: int | None = None) -> Engine:
+  """Loads the bundle's model on the first accelerator of the chain that runs it.
+
+  `accelerator` is 'auto' (NPU, then GPU, then CPU) or one of them, which is
+  then an AcceleratorError if it cannot run here, never a silent fallback.
+  """
+  if accelerator not in ACCELERATORS:
+    raise AcceleratorError(f'--accelerator {accelerator}: choose one of {", ".join(ACCELERATORS)}')
+  if quant is not None and quant not in manifest['models']:
+    raise AcceleratorError(f'{bundle_dir}: no {quant!r} model in this bundle (it has '
+                           f'{", ".join(sorted(manifest["models"]))})')
+  threads = threads or default_threads()
+  tile = int(manifest['tile']['size'])
+  if delegate:
+    return _open_delegate(manifest, bundle_dir, accelerator, quant, delegate, threads, tile)
+  cm = _compiled_model_module()
+  chain = CHAIN if accelerator == 'auto' else (accelerator,)
+  fallbacks = []
+  for acc in chain:
+    for key in _candidates(manifest, acc, quant):
+      entry = manifest['models'][key]
+      if acc == 'gpu' and entry.get('gpu_incompatible_ops'):
+        fallbacks.append(f'gpu: model {key} has ops the GPU delegate cannot run '
+                         f'({", ".join(entry["gpu_incompatible_ops"])})')
+        continue
+      path = os.path.join(bundle_dir, entry['file'])
+      t0 = time.perf_counter()
+      try:
+        if cm is not None:
+          backend = _CompiledBackend(cm, path, acc, threads)
+          detail = 'LiteRT CompiledModel' + (f', XNNPACK, {threads} threads' if acc == 'cpu' else '')
+        elif acc == 'cpu':
+          backend = _InterpreterBackend(_interpreter_module(), path, threads)
+          detail = f'LiteRT interpreter, {threads} threads'
+        else:
+          raise _Unavailable('needs ai-edge-litert\'s CompiledModel API, which is not installed')
+        _check_shapes(backend, manifest, path)
+        _warm_up(backend, tile)
+      except _Unavailable as e:
+        fallbacks.append(f'{acc}: {e}')
+        continue
+      if entry.get('npu_target'):
+        detail += f', compiled for {entry["npu_target"]}'
+      engine = Engine(backend, acc, detail, key, path, tile, fallbacks, time.perf_counter() - t0)
+      logger.info('accelerator: %s', engine.describe())
+      return engine
+  if accelerator == 'auto':
+    raise AcceleratorError('no accelerator could run the model: ' + '; '.join(fallbacks))
+  reason = fallbacks[-1].split(': ', 1)[1] if fallbacks else 'no model for it in the bundle'
+  raise AcceleratorError(f'--accelerator {accelerator}: not available here ({reason}); '
+                         'use --accelerator auto or cpu')
+
+
+def _open_delegate(manifest, bundle_dir, accelerator, quant, delegate, threads, tile) -> Engine:
+  if accelerator not in ('auto', 'cpu'):
+    raise AcceleratorError(f'--delegate and --accelerator {accelerator} both pick the hardware; give one')
+  if not os.path.isfile(delegate):
+    raise AcceleratorError(f'--delegate {delegate}: no such file')
+  keys = _candidates(manifest, 'cpu', quant)
+  if not keys:
+    raise AcceleratorError(f'--delegate: model {quant} of {bundle_dir} is compiled for an NPU; '
+                           'pick another --quant')
+  key = keys[0]
+  path = os.path.join(bundle_dir, manifest['models'][key]['file'])
+  t0 = time.perf_counter()
+  interp_mod = _interpreter_module()
+  with _native_log() as log:
+    try:
+      loaded = interp_mod.load_delegate(delegate)
+      failure = None
+    except (OSError, ValueError, AttributeError, RuntimeError) as e:
+      # OSError: not a shared library; AttributeError: no tflite_plugin_create_delegate;
+      # ValueError: the delegate refused to start (e.g. no device).
+      loaded, failure = None, str(e) or type(e).__name__
+  if failure is not None:
+    raise AcceleratorError(f'--delegate {delegate}: cannot load it as a TFLite delegate '
+                           f'({_short(failure, log.text)})')
+  try:
+    backend = _InterpreterBackend(interp_mod, path, threads, delegate=loaded)
+    _check_shapes(backend, manifest, path)
+    _warm_up(backend, tile)
+  except _Unavailable as e:
+    raise AcceleratorError(f'--delegate {delegate}: cannot run model {key} ({e})') from None
+  if backend.delegated == 0:
+    raise AcceleratorError(f'--delegate {delegate}: the delegate took none of model {key}\'s ops, '
+                           'so all of it would run on the CPU; try another --quant, or drop --delegate')
+  detail = f'{os.path.basename(delegate)}, {backend.delegated} partition(s), the rest on the CPU'
+  engine = Engine(backend, 'delegate', detail, key, path, tile, [], time.perf_counter() - t0)
+  logger.info('accelerator: %s', engine.describe())
+  return engine

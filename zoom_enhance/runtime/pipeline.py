@@ -1,0 +1,195 @@
+"""Enhance one photo with a bundle: crop, plan the factors, tile through the engine, resample, keep metadata.
+
+`Enhancer` loads a bundle once (checksums, accelerator chain) and enhances
+many photos; `enhance` is the one-call form behind `zoom_enhance.enhance`.
+Both return a PIL image whose `info` holds the ICC profile and EXIF to save
+with it and, under 'zoom_enhance', the `Report` of what ran.
+"""
+
+import dataclasses
+import os
+import time
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from zoom_enhance import bundle as bundle_lib
+from zoom_enhance import errors
+from zoom_enhance.runtime import engine as engine_lib
+from zoom_enhance.runtime import geometry
+from zoom_enhance.runtime import photo as photo_lib
+from zoom_enhance.runtime import tiling
+
+DEFAULT_BUNDLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'assets',
+                              'default_bundle')
+
+# Largest result, in pixels: 400 MP of uint8 RGB is 1.2 GB.
+MAX_OUTPUT_PIXELS = 400_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+  """What one enhancement did and what ran it."""
+  source: str
+  accelerator: str  # 'npu', 'gpu', 'cpu' or 'delegate': what actually ran
+  detail: str  # runtime, threads or delegate library
+  variant: str  # the bundle's model key: fp32, fp16, int8, ...
+  fallbacks: tuple  # 'npu: reason' for accelerators passed over
+  crop: tuple  # (x, y, w, h) in the upright image
+  model_size: tuple  # (w, h) the model rendered
+  output_size: tuple  # (w, h) of the result
+  model_scale: float  # factor the model was conditioned on
+  resampled: bool  # Lanczos took model_size to output_size (factor outside the bundle's range)
+  steps: int
+  strength: float
+  seed: int
+  tiles: int
+  seconds: float
+
+  def summary(self) -> str:
+    w, h = self.output_size
+    per_mp = self.seconds / (w * h / 1e6)
+    resample = f', Lanczos from {self.model_size[0]}x{self.model_size[1]}' if self.resampled else ''
+    return (f'{self.crop[2]}x{self.crop[3]} -> {w}x{h} (x{self.model_scale:.3g} model{resample}), '
+            f'{self.tiles} tiles on {self.accelerator} ({self.detail}), model {self.variant}, '
+            f'{self.seconds:.2f} s ({per_mp:.2f} s/MP)')
+
+
+def resolve_bundle(path=None) -> str:
+  """The bundle to use: `path`, else the one embedded in the package."""
+  if path:
+    return os.fspath(path)
+  if os.path.isfile(os.path.join(DEFAULT_BUNDLE, bundle_lib.MANIFEST)):
+    return DEFAULT_BUNDLE
+  raise bundle_lib.BundleError('no bundle: this install has no embedded default model; pass --bundle DIR '
+                               '(a bundle written by zoom-enhance export)')
+
+
+class Enhancer:
+  """A bundle loaded on an accelerator, ready for many photos. Use as a context manager or call close()."""
+
+  def __init__(self, bundle=None, *, accelerator: str = 'auto', quant: str | None = None,
+               delegate: str | None = None, threads: int | None = None, tile: int | None = None,
+               steps: int | None = None):
+    self.bundle_dir = resolve_bundle(bundle)
+    self.manifest = bundle_lib.load_manifest(self.bundle_dir)
+    self.tile = int(self.manifest['tile']['size'])
+    self.overlap = int(self.manifest['tile']['overlap'])
+    self.steps = int(self.manifest['steps'])
+    self.scale_range = tuple(float(v) for v in self.manifest['scale_range'])
+    if tile is not None and int(tile) != self.tile:
+      # Checked on LiteRT 2.3: the models have static shapes. CompiledModel's
+      # strict resize refuses them; the non-strict one fails in XNNPACK; the
+      # classic interpreter's resize_tensor_input runs under XNNPACK but is
+      # wrong (51 dB from JAX at 64 px: a GroupNorm mean is a SUM over the
+      # feature map then a FULLY_CONNECTED whose weights hold 1/(H*W*group
+      # size) of the export tile) and fails without it (TRANSPOSE_CONV has a
+      # constant output shape).
+      raise errors.ConfigError(
+          f'--tile {tile}: the models of {self.bundle_dir} are compiled for {self.tile}x{self.tile} '
+          f'tiles and LiteRT cannot resize them correctly; use --tile {self.tile} or export a '
+          f'bundle with zoom-enhance export --tile {tile}')
+    if steps is not None and int(steps) != self.steps:
+      raise errors.ConfigError(f'--steps {steps}: the models of {self.bundle_dir} run {self.steps} '
+                               'sampler steps, fixed at export; export another bundle with '
+                               f'zoom-enhance export --steps {steps}')
+    self.engine = engine_lib.open_engine(self.manifest, self.bundle_dir, accelerator=accelerator,
+                                         quant=quant, delegate=delegate, threads=threads)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+  def close(self):
+    if self.engine is not None:
+      self.engine.close()
+      self.engine = None
+
+  def default_scale(self) -> float:
+    """The largest factor the model was trained for."""
+    return self.scale_range[1]
+
+  def count_tiles(self, model_wh) -> int:
+    return tiling.count_tiles((model_wh[1], model_wh[0]), self.tile, self.overlap)
+
+  def enhance(self, image, *, crop=None, scale: float | None = None, size=None, strength: float = 1.0,
+              seed: int = 0, max_pixels: int = photo_lib.MAX_PIXELS,
+              max_output_pixels: int = MAX_OUTPUT_PIXELS,
+              on_start: Callable[[int], None] | None = None,
+              on_tile: Callable[[], None] | None = None) -> Image.Image:
+    """Enhances a path or PIL image; returns a PIL image (see the module docstring for its info).
+
+    crop: (x, y, w, h) ints in pixels, floats in [0, 1] as fractions, or a
+      string such as '100,80,320,180'; None is the whole image (upright,
+      after EXIF orientation).
+    scale / size: the factor, or the output (width, height) or 'WxH'; neither
+      gives the bundle's largest factor.
+    strength: 0 is the plain bicubic enlargement, 1 the model's output.
+    on_start(tiles), on_tile(): progress callbacks.
+    """
+    t0 = time.perf_counter()
+    if self.engine is None:
+      raise errors.ZoomEnhanceError('this Enhancer is closed')
+    if not 0.0 <= float(strength) <= 1.0:
+      raise errors.ConfigError(f'strength {strength:g}: must be in [0, 1]')
+    if isinstance(crop, str):
+      crop = geometry.parse_crop(crop)
+    if isinstance(size, str):
+      size = geometry.parse_size(size)
+    if scale is None and size is None:
+      scale = self.default_scale()
+    photo = photo_lib.open_photo(image, max_pixels=max_pixels)
+    try:
+      box = geometry.resolve_crop(crop, photo.size)
+      out_wh = geometry.output_size((box.w, box.h), scale=scale, size=size)
+    except geometry.GeometryError as e:
+      raise geometry.GeometryError(f'{photo.source}: {e}') from None
+    if out_wh[0] * out_wh[1] > max_output_pixels:
+      raise geometry.GeometryError(f'{photo.source}: the result would be {out_wh[0]}x{out_wh[1]}, over '
+                                   f'{max_output_pixels / 1e6:g} MP; choose a smaller --scale or --size')
+    plan = geometry.plan((box.w, box.h), out_wh, self.scale_range)
+    lr = photo.rgb[box.y:box.y + box.h, box.x:box.x + box.w]
+    tiles = self.count_tiles(plan.model_wh)
+    if on_start:
+      on_start(tiles)
+    rgb = tiling.enhance_tiled(self.engine.run, lr, (plan.model_wh[1], plan.model_wh[0]), tile=self.tile,
+                               overlap=self.overlap, scale=plan.model_scale, seed=seed,
+                               strength=float(strength), on_tile=on_tile)
+    if plan.resample:
+      rgb = np.asarray(Image.fromarray(rgb).resize(out_wh, Image.Resampling.LANCZOS))
+    alpha = None
+    if photo.alpha is not None:
+      # Alpha is no photo: a sharp resampler, not the model.
+      alpha_crop = Image.fromarray(photo.alpha[box.y:box.y + box.h, box.x:box.x + box.w])
+      alpha = np.asarray(alpha_crop.resize(out_wh, Image.Resampling.LANCZOS))
+    result = photo_lib.to_image(rgb, alpha, gray=photo.gray)
+    if photo.icc_profile:
+      result.info['icc_profile'] = photo.icc_profile
+    exif = photo_lib.output_exif(photo.exif, out_wh)
+    if exif:
+      result.info['exif'] = exif
+    eng = self.engine
+    result.info['zoom_enhance'] = Report(
+        source=photo.source, accelerator=eng.accelerator, detail=eng.detail, variant=eng.variant,
+        fallbacks=tuple(eng.fallbacks), crop=(box.x, box.y, box.w, box.h), model_size=plan.model_wh,
+        output_size=out_wh, model_scale=plan.model_scale, resampled=plan.resample, steps=self.steps,
+        strength=float(strength), seed=int(seed), tiles=tiles, seconds=time.perf_counter() - t0)
+    return result
+
+
+def enhance(image, *, crop=None, scale: float | None = None, size=None, bundle=None,
+            accelerator: str = 'auto', quant: str | None = None, delegate: str | None = None,
+            strength: float = 1.0, steps: int | None = None, seed: int = 0,
+            threads: int | None = None) -> Image.Image:
+  """Enhances one photo: zoom_enhance.enhance('photo.jpg', crop=(100, 80, 320, 180), size=(2048, 1152)).
+
+  Returns a PIL image; `image.info['zoom_enhance']` is the Report (accelerator,
+  variant, tiles, seconds, ...), and info's 'icc_profile' and 'exif' are kept
+  by `image.save(...)`. For many photos, reuse an `Enhancer`.
+  """
+  with Enhancer(bundle, accelerator=accelerator, quant=quant, delegate=delegate, threads=threads,
+                steps=steps) as enhancer:
+    return enhancer.enhance(image, crop=crop, scale=scale, size=size, strength=strength, seed=seed)

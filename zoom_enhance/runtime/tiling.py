@@ -1,0 +1,211 @@
+"""Seamless tiling: any output size through a fixed-size model, one strip of tiles at a time.
+
+The model contract (the bundle's manifest): a T x T tile of the LR image
+upsampled bicubic to the output size, in [-1, 1], plus T x T standard-normal
+noise and the scale, gives T x T output pixels. Tiles overlap by the
+manifest's overlap and are blended with raised-cosine weights, normalized by
+their sum, so every output pixel is a convex mix of the tiles that cover it.
+
+Two things keep the seams out. The starting noise is a function of the global
+pixel position (drawn per BLOCK x BLOCK block from (seed, block row, block
+column)), so overlapping tiles start from the same noise where they overlap.
+And the conditioning is cut from one global bicubic upsampling, computed a
+strip at a time with Pillow's box resize, which matches the whole-image
+resize to float rounding.
+
+Memory is bounded by a strip: one row of tiles keeps T output rows of float32
+accumulators; finished rows go straight to the uint8 result.
+"""
+
+import math
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+# Side of the square blocks the starting noise is drawn in. A constant of the
+# runtime, not of a bundle: changing it changes every output for a given seed.
+BLOCK = 64
+
+# Weight at the outermost pixel of a tile's overlapping edge; above zero so a
+# pixel seen by one tile only still normalizes.
+_MIN_WEIGHT = 1e-3
+
+TileFn = Callable[[np.ndarray, np.ndarray, float], np.ndarray]
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+  """First pixel of each tile along an axis: as few tiles as keep every overlap >= `overlap`, spread evenly.
+
+  Even spacing shares the spare overlap among all seams instead of leaving a
+  last tile that is almost all overlap. A length up to one tile gets one tile
+  at 0 (the caller pads to the tile).
+  """
+  if not 0 <= overlap < tile:
+    raise ValueError(f'overlap {overlap} must be in [0, tile={tile})')
+  if length <= tile:
+    return [0]
+  count = math.ceil((length - tile) / (tile - overlap)) + 1
+  return [round(i * (length - tile) / (count - 1)) for i in range(count)]
+
+
+def edge_weights(tile: int, overlap: int, ramp_start: bool, ramp_end: bool) -> np.ndarray:
+  """1-D blend weights of a tile: raised-cosine ramps over `overlap` pixels on sides with a neighbour.
+
+  Sides at the image border keep weight 1: no other tile covers them.
+  """
+  w = np.ones(tile, np.float32)
+  if overlap > 0:
+    t = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
+    ramp = np.maximum(0.5 - 0.5 * np.cos(np.pi * t), _MIN_WEIGHT).astype(np.float32)
+    if ramp_start:
+      w[:overlap] = np.minimum(w[:overlap], ramp)
+    if ramp_end:
+      w[-overlap:] = np.minimum(w[-overlap:], ramp[::-1])
+  return w
+
+
+def noise_block(seed: int, by: int, bx: int) -> np.ndarray:
+  """The (BLOCK, BLOCK, 3) standard-normal noise of block (by, bx) for this seed."""
+  rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, by, bx]))
+  return rng.standard_normal((BLOCK, BLOCK, 3), dtype=np.float32)
+
+
+class NoiseField:
+  """Starting noise as a function of global pixel position; caches the blocks of the current strip."""
+
+  def __init__(self, seed: int):
+    self.seed = seed
+    self._blocks = {}
+
+  def region(self, y: int, x: int, h: int, w: int) -> np.ndarray:
+    """Noise of pixels [y, y+h) x [x, x+w), float32 (h, w, 3)."""
+    out = np.empty((h, w, 3), np.float32)
+    for by in range(y // BLOCK, (y + h - 1) // BLOCK + 1):
+      for bx in range(x // BLOCK, (x + w - 1) // BLOCK + 1):
+        block = self._blocks.get((by, bx))
+        if block is None:
+          block = self._blocks[(by, bx)] = noise_block(self.seed, by, bx)
+        y0, x0 = max(y, by * BLOCK), max(x, bx * BLOCK)
+        y1, x1 = min(y + h, (by + 1) * BLOCK), min(x + w, (bx + 1) * BLOCK)
+        out[y0 - y:y1 - y, x0 - x:x1 - x] = block[y0 - by * BLOCK:y1 - by * BLOCK,
+                                                  x0 - bx * BLOCK:x1 - bx * BLOCK]
+    return out
+
+  def forget_above(self, y: int):
+    """Drops blocks that lie wholly above row y: strips only move down."""
+    self._blocks = {k: v for k, v in self._blocks.items() if (k[0] + 1) * BLOCK > y}
+
+
+class Upsampler:
+  """Rows of the bicubic upsampling of an LR image to (out_h, out_w), in [-1, 1], a strip at a time.
+
+  Only the LR rows a strip needs become float32, so a 12 MP input costs a
+  few rows of floats, not 144 MB.
+  """
+
+  # Reach of Pillow's bicubic filter in source pixels, per unit of
+  # max(1, source/output) (it widens when shrinking).
+  _SUPPORT = 2.0
+
+  def __init__(self, lr_uint8: np.ndarray, out_hw):
+    self.lr = lr_uint8
+    self.h, self.w = lr_uint8.shape[:2]
+    self.out_h, self.out_w = out_hw
+
+  def rows(self, y0: int, y1: int) -> np.ndarray:
+    """(y1 - y0, out_w, 3) float32: output rows [y0, y1) of the whole-image bicubic resize."""
+    sy = self.h / self.out_h
+    top, bottom = y0 * sy, min(float(self.h), y1 * sy)
+    # Source rows with a margin wider than the filter: Pillow clips the filter
+    # to the image it is given, so these rows must reach past every tap that
+    # the whole-image resize would use (the image's own edges excepted).
+    reach = self._SUPPORT * max(1.0, sy) + 2
+    r0, r1 = max(0, math.floor(top - reach)), min(self.h, math.ceil(bottom + reach))
+    box = (0.0, top - r0, float(self.w), bottom - r0)
+    out = np.empty((y1 - y0, self.out_w, self.lr.shape[2]), np.float32)
+    for c in range(self.lr.shape[2]):
+      # Mode 'F': no 8-bit rounding between the LR image and the model.
+      band = Image.fromarray(np.ascontiguousarray(self.lr[r0:r1, :, c], dtype=np.float32))
+      out[:, :, c] = np.asarray(band.resize((self.out_w, y1 - y0), Image.Resampling.BICUBIC, box=box))
+    # degrade.to_signed, in place: a strip is the largest float buffer here.
+    out /= 127.5
+    out -= 1.0
+    return np.clip(out, -1.0, 1.0, out=out)
+
+
+def _pad_to(a: np.ndarray, h: int, w: int) -> np.ndarray:
+  """Mirror-pads (rows, cols, 3) up to (h, w): a model tile larger than the image."""
+  ph, pw = h - a.shape[0], w - a.shape[1]
+  if ph <= 0 and pw <= 0:
+    return a
+  return np.pad(a, ((0, max(ph, 0)), (0, max(pw, 0)), (0, 0)), mode='symmetric')
+
+
+def count_tiles(out_hw, tile: int, overlap: int) -> int:
+  return len(tile_starts(out_hw[0], tile, overlap)) * len(tile_starts(out_hw[1], tile, overlap))
+
+
+def enhance_tiled(run_tile: TileFn, lr_uint8: np.ndarray, out_hw, *, tile: int, overlap: int,
+                  scale: float, seed: int = 0, strength: float = 1.0,
+                  on_tile: Callable[[], None] | None = None) -> np.ndarray:
+  """Enhances a uint8 (h, w, 3) image to `out_hw`, returning uint8 (out_h, out_w, 3).
+
+  run_tile(lr_up, noise, scale) takes and returns float32 (1, T, T, 3) in
+  [-1, 1]. `strength` mixes each pixel between the bicubic upsampling (0) and
+  the model (1). Images smaller than a tile are mirror-padded, run, cropped.
+  """
+  out_h, out_w = out_hw
+  ys, xs = tile_starts(out_h, tile, overlap), tile_starts(out_w, tile, overlap)
+  canvas_w = max(out_w, tile)
+  wx = [edge_weights(tile, overlap, x > 0, x + tile < out_w) for x in xs]
+  up = Upsampler(lr_uint8, out_hw)
+  noise = NoiseField(seed)
+  scale_in = np.array([scale], np.float32)
+  result = np.empty((out_h, out_w, 3), np.uint8)
+  # Accumulators for the rows of the current strip only: [top, top + tile).
+  acc = np.zeros((tile, canvas_w, 3), np.float32)
+  wsum = np.zeros((tile, canvas_w), np.float32)
+  top = 0
+  for row, y in enumerate(ys):
+    if y > top:  # rows above this strip are done
+      _finish(result, acc, wsum, top, y - top, out_h, out_w)
+      acc, wsum = _shift(acc, y - top), _shift(wsum, y - top)
+      top = y
+    rows = min(tile, out_h - y)
+    lr_strip = _pad_to(up.rows(y, y + rows), tile, canvas_w)
+    wy = edge_weights(tile, overlap, y > 0, y + tile < out_h)
+    noise.forget_above(y)
+    for col, x in enumerate(xs):
+      lr_tile = lr_strip[:, x:x + tile]
+      z = noise.region(y, x, tile, tile)
+      out = np.asarray(run_tile(lr_tile[None], z[None], scale_in), np.float32)[0]
+      if strength != 1.0:
+        out = lr_tile + np.float32(strength) * (out - lr_tile)
+      w = wy[:, None] * wx[col][None, :]
+      acc[:, x:x + tile] += out * w[:, :, None]
+      wsum[:, x:x + tile] += w
+      if on_tile:
+        on_tile()
+  _finish(result, acc, wsum, top, out_h - top, out_h, out_w)
+  return result
+
+
+def _finish(result, acc, wsum, top: int, count: int, out_h: int, out_w: int):
+  """Normalizes `count` accumulated rows starting at `top` into the uint8 result."""
+  count = min(count, out_h - top)
+  if count <= 0:
+    return
+  x = acc[:count, :out_w] / wsum[:count, :out_w, None]
+  x += 1.0
+  x *= 127.5
+  np.rint(x, out=x)
+  result[top:top + count] = np.clip(x, 0, 255, out=x)
+
+
+def _shift(a: np.ndarray, n: int) -> np.ndarray:
+  """Moves rows up by n in place and zeroes the freed rows at the bottom."""
+  n = min(n, a.shape[0])
+  a[:a.shape[0] - n] = a[n:]
+  a[a.shape[0] - n:] = 0
+  return a
