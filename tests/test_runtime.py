@@ -309,10 +309,13 @@ def test_a_bundle_npu_model_is_tried_first_then_the_chain_goes_on(bundle_dir, ph
   npu_bundle = tmp_path / 'npu_bundle'
   shutil.copytree(bundle_dir, npu_bundle)
   manifest = bundle.load_manifest(str(npu_bundle))
+  # Laid out as `export --npu` lists a compiled model (a copy stands in for the vendor's output).
   shutil.copy(npu_bundle / 'zoom_enhance_int8.tflite', npu_bundle / 'zoom_enhance_int8_npu.tflite')
-  manifest['models']['int8_npu'] = dict(manifest['models']['int8'], file='zoom_enhance_int8_npu.tflite',
-                                        accelerator='npu', npu_target='Test SoC')
+  manifest['npu_models'] = {'int8_npu': {
+      'file': 'zoom_enhance_int8_npu.tflite', 'vendor': 'test', 'soc': 'Test SoC',
+      'sha256': manifest['models']['int8']['sha256'], 'source_quantization': 'int8'}}
   bundle.write_manifest(str(npu_bundle), manifest)
+  manifest = bundle.load_manifest(str(npu_bundle))
   with pipeline.Enhancer(npu_bundle, threads=2) as e:
     if e.engine.accelerator == 'cpu':
       assert e.engine.fallbacks[0].startswith('npu:')

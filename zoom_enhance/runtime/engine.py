@@ -9,11 +9,10 @@ run on it. `--delegate PATH` goes through the classic interpreter's
 `load_delegate` instead (GPU or Edge TPU delegate libraries), and counts the
 graph partitions the delegate took.
 
-A bundle may hold models compiled ahead of time for an NPU: a manifest entry
-with "accelerator": "npu" (and optionally "npu_target", e.g. "Qualcomm
-SM8650"). Those are tried first on the NPU; the plain models serve the GPU
-and CPU, and the NPU through a vendor compiler plugin when there is no
-compiled model.
+A bundle may hold models compiled ahead of time for an NPU (`export --npu`
+lists them under "npu_models", with the SoC they were compiled for). Those
+are tried first on the NPU; the plain models serve the GPU and CPU, and the
+NPU through a vendor compiler plugin when there is no compiled model.
 """
 
 import atexit
@@ -280,9 +279,17 @@ class Engine:
     return text
 
 
+def _all_models(manifest: dict) -> dict:
+  """The bundle's models, with those `export --npu` compiled ahead of time marked for the NPU."""
+  npu = {k: dict(v, accelerator='npu', npu_target=v.get('soc', k),
+                 quantization=v.get('source_quantization'))
+         for k, v in manifest.get('npu_models', {}).items()}
+  return {**manifest['models'], **npu}
+
+
 def _candidates(manifest: dict, accelerator: str, quant: str | None) -> list[str]:
   """Model keys to try on an accelerator, best first."""
-  models = manifest['models']
+  models = _all_models(manifest)
   plain = {k: v for k, v in models.items() if v.get('accelerator', 'any') != 'npu'}
   if quant is not None:
     order = [quant] if quant in plain else []
@@ -347,7 +354,7 @@ def open_engine(manifest: dict, bundle_dir: str, *, accelerator: str = 'auto', q
   fallbacks = []
   for acc in chain:
     for key in _candidates(manifest, acc, quant):
-      entry = manifest['models'][key]
+      entry = _all_models(manifest)[key]
       if acc == 'gpu' and entry.get('gpu_incompatible_ops'):
         fallbacks.append(f'gpu: model {key} has ops the GPU delegate cannot run '
                          f'({", ".join(entry["gpu_incompatible_ops"])})')
