@@ -10,8 +10,8 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from conftest import BUNDLE_TILE
 from conftest import ROOT
-from conftest import load_config
 from PIL import ExifTags
 from PIL import Image
 from PIL import ImageCms
@@ -24,30 +24,8 @@ from zoom_enhance.runtime import geometry
 from zoom_enhance.runtime import pipeline
 from zoom_enhance.runtime import tiling
 
-TILE = 32
+TILE = BUNDLE_TILE
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')).tobytes()
-
-
-@pytest.fixture(scope='module')
-def trained(photo_dir, tmp_path_factory):
-  from zoom_enhance import train
-  config = load_config('tiny')
-  config.data.source = f'folder:{photo_dir}'
-  config.train.num_steps = 6
-  config.train.num_samples = 2
-  config.diffusion.sample_steps = 2
-  config.mesh.data = 8
-  workdir = str(tmp_path_factory.mktemp('trained'))
-  train.train_and_evaluate(config, workdir)
-  return workdir
-
-
-@pytest.fixture(scope='module')
-def bundle_dir(trained, photo_dir, tmp_path_factory):
-  from export_tflite import export
-  out = str(tmp_path_factory.mktemp('bundles') / 'B')
-  export.export(trained, out, quants=['fp32', 'int8'], tile=TILE, steps=2, photos=str(photo_dir))
-  return out
 
 
 @pytest.fixture(scope='module')

