@@ -48,7 +48,7 @@ def results(hr_dir, bundle_dir, tmp_path_factory):
   out = tmp_path_factory.mktemp('eval') / 'results.json'
   methods = 'bicubic,lanczos,zoom-enhance' + (',realesrgan-compact' if HAVE_PEERS else '')
   rc, stdout, err = cli('eval', '--hr-dir', hr_dir, '--scale', '4', '--bundle', bundle_dir, '--out', out,
-                        '--methods', methods, '--accelerator', 'cpu')
+                        '--methods', methods, '--accelerator', 'cpu', '--peer-threads', '1')
   assert rc == 0, err[-20:]
   with open(out) as f:
     return json.load(f), stdout, out
@@ -68,14 +68,16 @@ def test_eval_writes_every_method_per_image_and_on_average(results, bundle_dir):
     assert m in stdout
   assert res['methods']['zoom-enhance']['sec_per_mp'] > 0
   s = res['settings']
-  assert (s['scale'], s['degradation'], s['threads'], s['images']) == (4.0, 'bicubic', 2, 2)
+  assert (s['scale'], s['degradation'], s['images']) == (4.0, 'bicubic', 2)
+  assert (s['threads'], s['peer_threads']) == (2, 1)
   b = s['bundle']
   assert b['path'] == os.path.abspath(bundle_dir) and b['variant'] == 'fp32' and b['steps'] == 2
   assert b['accelerator'] == 'cpu'
   assert res['per_image']['coffee.png']['hr_size'] == [120, 96]  # modcrop of 122x98
   if HAVE_PEERS:
     peer = s['peers']['realesrgan-compact']
-    assert peer['blobs'] == ['data', 'output'] and 'ncnn' in peer['runtime']
+    assert peer['blobs'] == ['data', 'output'] and peer['runtime'].startswith('ncnn ')
+    assert '1 threads' in peer['runtime'] and 'note' not in peer
 
 
 def test_eval_bicubic_matches_an_independent_computation(results, hr_dir):

@@ -11,6 +11,7 @@ does not depend on the content, every tile costs the same.
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -67,7 +68,9 @@ def measure(spec: dict) -> dict:
     enhancer = pipeline.Enhancer(spec['bundle'], accelerator=spec['accelerator'], quant=spec['quant'],
                                  threads=spec['threads'])
   except engine.AcceleratorError as e:
-    return {'available': False, 'reason': str(e)}
+    # The cause alone: '--accelerator npu: not available here (CAUSE); use ...' is for `enhance`.
+    cause = re.search(r'not available here \((.*)\); use', str(e))
+    return {'available': False, 'reason': cause.group(1) if cause else str(e)}
   with enhancer, Image.open(spec['input']) as img:
     img.load()
     rss_before = _peak_rss_mb()

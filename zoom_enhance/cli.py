@@ -282,6 +282,9 @@ def cmd_eval(argv):
                       'realesrgan-x4plus (default all)')
   p.add_argument('--max-images', type=int, default=0, help='first N photos by name (default all)')
   p.add_argument('--threads', type=_positive_int, default=2, help='CPU threads of every method (default 2)')
+  p.add_argument('--peer-threads', type=_positive_int, default=None,
+                 help='CPU threads of Real-ESRGAN alone (default: --threads); ncnn\'s OpenMP threads spin '
+                      'while they wait, so on cores shared with other work one thread can be faster')
   p.add_argument('--quant', default=None, help='bundle model variant (default: per accelerator)')
   p.add_argument('--accelerator', default='auto', choices=('auto', 'npu', 'gpu', 'cpu'),
                  help='for the bundle, as in enhance (default auto)')
@@ -294,7 +297,7 @@ def cmd_eval(argv):
   eval_run.run_eval(args.hr_dir, args.out, scale=args.scale, degradation=args.degradation,
                     bundle=args.bundle, methods=args.methods, max_images=args.max_images,
                     threads=args.threads, quant=args.quant, accelerator=args.accelerator,
-                    crops_dir=args.crops_dir, num_crops=args.crops)
+                    crops_dir=args.crops_dir, num_crops=args.crops, peer_threads=args.peer_threads)
   return 0
 
 

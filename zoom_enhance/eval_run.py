@@ -109,7 +109,8 @@ def _peer_method(name, *, threads, scale) -> Method:
   return Method(name, net, info, net.close)
 
 
-def open_methods(names, *, bundle, accelerator, quant, threads, scale) -> tuple[list[Method], dict]:
+def open_methods(names, *, bundle, accelerator, quant, threads, scale,
+                 peer_threads=None) -> tuple[list[Method], dict]:
   """Loads the methods asked for: (methods, {skipped name: reason}). The bundle's errors are fatal."""
   methods, skipped = [], {}
   try:
@@ -124,7 +125,7 @@ def open_methods(names, *, bundle, accelerator, quant, threads, scale) -> tuple[
       else:
         from zoom_enhance import realesrgan_ncnn
         try:
-          methods.append(_peer_method(name, threads=threads, scale=scale))
+          methods.append(_peer_method(name, threads=peer_threads or threads, scale=scale))
         except realesrgan_ncnn.PeerMissing as e:
           skipped[name] = str(e)
           logger.warning('%s skipped: %s', name, e)
@@ -203,7 +204,8 @@ def _score(methods, pairs, scale, scorer, crops_dir, num_crops, tag):
 
 def run_eval(hr_dir: str, out: str, *, scale: float = 4.0, degradation: str = 'bicubic', bundle=None,
              methods: str | None = None, max_images: int = 0, threads: int = 2, quant: str | None = None,
-             accelerator: str = 'auto', crops_dir: str | None = None, num_crops: int = 4) -> dict:
+             accelerator: str = 'auto', crops_dir: str | None = None, num_crops: int = 4,
+             peer_threads: int | None = None) -> dict:
   """Scores the methods on the photos of `hr_dir`, prints the table, writes `out` (JSON) and crops.
 
   results.json holds 'settings', 'methods' (means), 'per_image', 'skipped'
@@ -217,6 +219,9 @@ def run_eval(hr_dir: str, out: str, *, scale: float = 4.0, degradation: str = 'b
     raise errors.ConfigError(f'--degradation {degradation}: choose one of {", ".join(evaluate.DEGRADATIONS)}')
   if threads < 1:
     raise errors.ConfigError(f'--threads {threads}: must be at least 1')
+  peer_threads = peer_threads or threads
+  if peer_threads < 1:
+    raise errors.ConfigError(f'--peer-threads {peer_threads}: must be at least 1')
   out = os.path.abspath(out)
   if os.path.isdir(out):
     raise errors.ConfigError(f'--out {out}: is a folder; give the path of a .json file')
@@ -226,7 +231,7 @@ def run_eval(hr_dir: str, out: str, *, scale: float = 4.0, degradation: str = 'b
   pairs = _pairs(photos, scale, degradation)
   del photos
   opened, skipped = open_methods(names, bundle=bundle, accelerator=accelerator, quant=quant,
-                                 threads=threads, scale=scale)
+                                 threads=threads, scale=scale, peer_threads=peer_threads)
   try:
     if not opened:
       raise errors.ConfigError('no method could run: ' + '; '.join(f'{k}: {v}' for k, v in skipped.items()))
@@ -244,7 +249,8 @@ def run_eval(hr_dir: str, out: str, *, scale: float = 4.0, degradation: str = 'b
   notes = [f'{name}: {i["note"]}' for name, i in info.items() if 'note' in i]
   settings = {
       'hr_dir': os.path.abspath(os.path.expanduser(hr_dir)), 'images': len(pairs), 'scale': scale,
-      'degradation': degradation, 'threads': threads, 'accelerator': accelerator, 'quant': quant,
+      'degradation': degradation, 'threads': threads, 'peer_threads': peer_threads,
+      'accelerator': accelerator, 'quant': quant,
       'methods': [m.name for m in opened], 'protocol': PROTOCOL,
       'bundle': info.get(BUNDLE_METHOD), 'peers': {k: v for k, v in info.items() if k in PEER_METHODS},
       'host': {'platform': platform.platform(), 'cpus': os.cpu_count(), 'python': platform.python_version()},
@@ -262,7 +268,11 @@ def run_eval(hr_dir: str, out: str, *, scale: float = 4.0, degradation: str = 'b
   if bundle_info:
     print(f'bundle {bundle_info["path"]}: model {bundle_info["variant"]}, {bundle_info["steps"]} steps, '
           f'{bundle_info["accelerator"]} ({bundle_info["detail"]})')
-  print(f'{len(pairs)} photos, {degradation} degradation, {threads} threads; wrote {out}'
+  threads_text = f'{threads} threads'
+  if peer_threads != threads:
+    threads_text += f' ({peer_threads} for Real-ESRGAN)'
+
+  print(f'{len(pairs)} photos, {degradation} degradation, {threads_text}; wrote {out}'
         + (f' and {len(crops)} crops in {crops_dir}' if crops else '')
         + f' ({results["seconds"]:.0f} s)')
   return results
