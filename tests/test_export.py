@@ -8,26 +8,11 @@ import sys
 
 import pytest
 from conftest import ROOT
-from conftest import load_config
 
 from export_tflite import convert
 from export_tflite import export
 from export_tflite import npu
 from zoom_enhance import bundle
-from zoom_enhance import train
-
-
-@pytest.fixture(scope='module')
-def trained(photo_dir, tmp_path_factory):
-  config = load_config('tiny')
-  config.data.source = f'folder:{photo_dir}'
-  config.train.num_steps = 20
-  config.train.num_samples = 2
-  config.diffusion.sample_steps = 2
-  config.mesh.data = 8
-  workdir = str(tmp_path_factory.mktemp('trained'))
-  train.train_and_evaluate(config, workdir)
-  return workdir
 
 
 @pytest.fixture(scope='module')
