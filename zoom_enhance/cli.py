@@ -46,7 +46,7 @@ def _parse_train_flags(argv, prog):
   flags.DEFINE_integer('num_processes', None, 'Processes in a multi-process run.', flag_values=fv)
   flags.DEFINE_integer('process_id', None, 'This process\'s index in a multi-process run.',
                        flag_values=fv)
-  _define_timeouts(lambda name, default, help: flags.DEFINE_integer(name, default, help, flag_values=fv))
+  _define_timeouts(lambda name, default, text: flags.DEFINE_integer(name, default, text, flag_values=fv))
   if any(a in ('-h', '--help', '--helpfull') for a in argv[1:]):
     print(f'usage: {prog} --config configs/tiny.py --workdir W [--config.SECTION.FIELD=VALUE ...]\n')
     print(fv.main_module_help() if hasattr(fv, 'main_module_help') else '')
@@ -89,8 +89,8 @@ TIMEOUTS = {
 
 
 def _define_timeouts(define):
-  for name, (default, help) in TIMEOUTS.items():
-    define(name, default, help)
+  for name, (default, text) in TIMEOUTS.items():
+    define(name, default, text)
 
 
 def _join_distributed(prog, args):
@@ -225,12 +225,12 @@ def cmd_bench_train(argv):
   p.add_argument('--batch-size', type=int, default=8, help='global batch size')
   p.add_argument('--patch-size', type=int, default=64)
   p.add_argument('--steps', type=int, default=10, help='timed steps after warm-up')
-  # Set by launch/multiprocess_local.sh to time the same step over several processes.
+  # Set by zoom_enhance.local_launch (launch/bench_multiprocess.sh) to time one step over processes.
   p.add_argument('--coordinator_address', default=None, help='host:port of process 0')
   p.add_argument('--num_processes', type=int, default=None)
   p.add_argument('--process_id', type=int, default=None)
-  _define_timeouts(lambda name, default, help: p.add_argument(f'--{name}', type=int,
-                                                             default=default, help=help))
+  _define_timeouts(lambda name, default, text: p.add_argument(f'--{name}', type=int,
+                                                             default=default, help=text))
   args = p.parse_args(argv[1:])
   if not os.path.isfile(args.config):
     raise UsageError(f'--config {args.config}: no such file')

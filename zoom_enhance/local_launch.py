@@ -174,8 +174,9 @@ def main(argv=None) -> int:
       usage='%(prog)s [-n N] [-k K] [--grace S] [--port P] -- COMMAND [FLAGS ...]',
       description='Run one zoom-enhance command (train, distill, bench-train) as N local processes '
                   'with K simulated CPU devices each, on the JAX distributed runtime.')
-  p.add_argument('-n', '--num_processes', type=int, default=2)
-  p.add_argument('-k', '--devices_per_process', type=int, default=1)
+  p.add_argument('-n', '--num_processes', type=int, default=2, help='processes to start')
+  p.add_argument('-k', '--devices_per_process', type=int, default=1,
+                 help='simulated CPU devices in each process')
   p.add_argument('--grace', type=float, default=30.0,
                  help='seconds the others get to stop after a process fails, before being killed')
   p.add_argument('--port', type=int, default=0, help='coordinator port (default: a free one)')
