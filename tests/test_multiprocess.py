@@ -31,8 +31,9 @@ from zoom_enhance import metrics_log
 
 STEPS = 12
 CHECKPOINT_EVERY = 4
-# Two runs of the same global computation on differently split devices agree this closely.
-RTOL = 1e-5
+# Two runs of the same global computation on differently split devices agree this closely
+# (measured: 1.2e-7, float32 rounding of a different reduction order).
+RTOL = 1e-6
 
 
 @pytest.fixture(scope='module')
