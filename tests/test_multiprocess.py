@@ -357,9 +357,7 @@ def _damage(workdir, step, how):
     os.truncate(biggest, os.path.getsize(biggest) // 2)
 
 
-# A failed Orbax read leaves TensorStore coroutines that are garbage-collected later.
-@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
-@pytest.mark.parametrize('how', ['flip', 'truncate', 'truncate_unchecked'])
+@pytest.mark.parametrize('how', ['flip', 'truncate'])
 def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(two_process_run, tmp_path, how,
                                                                     caplog):
   workdir = tmp_path / 'w'
@@ -371,6 +369,22 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(two_process_
   assert any(r.levelname == 'WARNING' and bad in r.getMessage() for r in caplog.records)
   with pytest.raises(checkpoint.CheckpointError, match=re.escape(bad)):
     checkpoint.restore_params(str(workdir), step=STEPS)  # asked for by name: no fallback
+
+
+def test_a_truncated_checkpoint_without_checksums_falls_back_too(two_process_run, tmp_path,
+                                                                 cache_dir):
+  workdir = tmp_path / 'w'
+  shutil.copytree(two_process_run[0], workdir)
+  _damage(str(workdir), STEPS, 'truncate_unchecked')
+  # In a process of its own: Orbax's failed read leaves TensorStore tasks that print at exit.
+  code = ('import sys; from zoom_enhance import checkpoint; '
+          f'print("restored step", checkpoint.restore_params({str(workdir)!r})[2])')
+  with Started([sys.executable, '-c', code], _env(cache_dir)) as run:
+    assert run.wait(timeout=120) == 0, run.output[-3000:]
+  assert f'restored step {STEPS - CHECKPOINT_EVERY}' in run.output
+  bad = checkpoint.step_dir(str(workdir), STEPS)
+  assert re.search(rf'checkpoint {re.escape(bad)} is unreadable \(.*error.*\); trying an older one',
+                   run.output, re.IGNORECASE), run.output[-3000:]
 
 
 def test_no_readable_checkpoint_is_an_error(two_process_run, tmp_path):
