@@ -1,22 +1,33 @@
-"""The one wrapper around Orbax: train state, config and data position per step.
+"""The one wrapper around Orbax: train state, config and data position per step, checked on restore.
 
 A checkpoint lives in WORKDIR/checkpoints/<step>/ with three items: `state`
 (the sharded TrainState), `config` (the run's ConfigDict as JSON) and `data`
 (the input pipeline's position). Orbax writes each step into a temporary
 directory and renames it when complete, so a crash never leaves a half-written
-checkpoint as the latest. `restore_params` serves sampling, distillation,
-export and evaluation alike.
+checkpoint as the latest. Orbax does not notice flipped bytes in a complete
+one, so once a save is complete its files' sizes and SHA-256 go to
+WORKDIR/checkpoint_checksums/<step>.json; restoring checks them and falls
+back to the previous checkpoint, with a warning naming the bad one, when they
+differ or Orbax cannot read it. `restore_params` serves sampling,
+distillation, export and evaluation alike.
 """
 
+import hashlib
 import json
 import logging
 import os
+import shutil
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
 from zoom_enhance import errors
+from zoom_enhance import sharding
+
+CHECKSUMS = 'checkpoint_checksums'
+# Where training moves checkpoints it could not restore (new ones reuse their step numbers).
+SET_ASIDE = 'checkpoints_unreadable'
 
 
 class CheckpointError(errors.ZoomEnhanceError):
@@ -25,6 +36,64 @@ class CheckpointError(errors.ZoomEnhanceError):
 
 def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), 'checkpoints')
+
+
+def step_dir(workdir: str, step: int) -> str:
+  return os.path.join(checkpoint_dir(workdir), str(step))
+
+
+def _checksum_path(workdir: str, step: int) -> str:
+  return os.path.join(os.path.abspath(workdir), CHECKSUMS, f'{step}.json')
+
+
+def _digests(directory: str) -> dict:
+  """{relative path: [size, sha256]} of every file under `directory`."""
+  out = {}
+  for root, _, files in os.walk(directory):
+    for name in sorted(files):
+      path = os.path.join(root, name)
+      with open(path, 'rb') as f:
+        digest = hashlib.file_digest(f, 'sha256').hexdigest()
+      out[os.path.relpath(path, directory)] = [os.path.getsize(path), digest]
+  return out
+
+
+def seal(workdir: str, step: int):
+  """Records the checksums of complete checkpoint `step` (written by one process)."""
+  path = _checksum_path(workdir, step)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(_digests(step_dir(workdir, step)), f)
+  os.replace(tmp, path)
+
+
+def verify(workdir: str, step: int):
+  """None if checkpoint `step` matches its checksums (or has none), else what is wrong."""
+  path = _checksum_path(workdir, step)
+  if not os.path.exists(path):
+    return None  # saved before its checksums were written (a crash, or older code)
+  try:
+    with open(path) as f:
+      expected = json.load(f)
+  except (OSError, ValueError) as e:
+    return f'unreadable checksum file {path}: {e}'
+  directory = step_dir(workdir, step)
+  for rel, (size, digest) in expected.items():
+    file = os.path.join(directory, rel)
+    if not os.path.isfile(file):
+      return f'{rel} is missing'
+    if os.path.getsize(file) != size:
+      return f'{rel} has {os.path.getsize(file)} bytes instead of {size}'
+    with open(file, 'rb') as f:
+      if hashlib.file_digest(f, 'sha256').hexdigest() != digest:
+        return f'{rel} does not match its checksum'
+  return None
+
+
+def _reason(e: Exception) -> str:
+  text = str(e).strip()
+  return f'{type(e).__name__}: {text.splitlines()[0][:300]}' if text else type(e).__name__
 
 
 def _reader(workdir: str) -> ocp.CheckpointManager:
@@ -36,12 +105,16 @@ def _reader(workdir: str) -> ocp.CheckpointManager:
 
 
 class Checkpointer:
-  """Saves and restores (state, config, data position) under a workdir."""
+  """Saves and restores (state, config, data position) under a workdir; every process calls it."""
 
   def __init__(self, workdir: str, *, keep: int, async_save: bool = True):
+    self.workdir = workdir
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
     self._manager = ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+    # Steps this run saved whose checksums are not written yet (only those: an
+    # older unsealed checkpoint might already be damaged).
+    self._unsealed = []
 
   def latest_step(self):
     return self._manager.latest_step()
@@ -50,7 +123,8 @@ class Checkpointer:
     return list(self._manager.all_steps())
 
   def save(self, step: int, state, config, data_position: dict):
-    """Starts saving `step` (async); the previous save is finished first."""
+    """Starts saving `step` (async); the previous save is finished (and sealed) first."""
+    self.wait()
     self._manager.save(
         int(step),
         args=ocp.args.Composite(
@@ -58,6 +132,7 @@ class Checkpointer:
             config=ocp.args.JsonSave(json.loads(config.to_json_best_effort())),
             data=ocp.args.JsonSave(data_position)),
         force=True)
+    self._unsealed.append(int(step))
 
   def restore(self, step: int, abstract_state):
     """Restores `step` into arrays laid out like `abstract_state` (shardings included)."""
@@ -68,18 +143,88 @@ class Checkpointer:
             data=ocp.args.JsonRestore()))
     return restored.state, dict(restored.data)
 
+  def restore_latest(self, abstract_state):
+    """(step, state, data position) of the newest checkpoint that restores, or None if there are none.
+
+    Checkpoints that fail their checksums (checked on process 0) or that
+    Orbax cannot read are skipped with a warning naming their directory, and
+    moved to WORKDIR/checkpoints_unreadable/ once an older one has restored.
+    Every process calls this and they agree on each verdict.
+    """
+    bad = []
+    for step in sorted(self.all_steps(), reverse=True):
+      problem = verify(self.workdir, step) if sharding.is_main_process() else None
+      if sharding.all_processes(problem is None):
+        try:
+          state, position = self.restore(step, abstract_state)
+        except Exception as e:  # Orbax and TensorStore fail in many types on damaged files.
+          problem = _reason(e)
+        if sharding.all_processes(problem is None):
+          self._set_aside(bad)
+          if bad:
+            logging.warning('resuming from step %d of %s instead', step, self.workdir)
+          return step, state, position
+      logging.warning('checkpoint %s is unreadable (%s); trying an older one',
+                      step_dir(self.workdir, step), problem or 'rejected by another process')
+      bad.append(step)
+    if bad:
+      raise CheckpointError(f'{self.workdir}: no checkpoint could be restored (unreadable: '
+                            f'{", ".join(step_dir(self.workdir, s) for s in bad)}); move '
+                            f'{checkpoint_dir(self.workdir)} away to start from scratch')
+    return None
+
+  def _set_aside(self, steps):
+    if not steps:
+      return
+    if sharding.is_main_process():
+      for step in steps:
+        dest = os.path.join(os.path.abspath(self.workdir), SET_ASIDE, str(step))
+        while os.path.exists(dest):
+          dest += '_'
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        shutil.move(step_dir(self.workdir, step), dest)
+        if os.path.exists(_checksum_path(self.workdir, step)):
+          os.remove(_checksum_path(self.workdir, step))
+        logging.warning('moved unreadable checkpoint %s to %s', step_dir(self.workdir, step), dest)
+    sharding.barrier('zoom_enhance:checkpoint_set_aside')
+    self._manager.reload()
+
   def wait(self):
+    """Finishes pending saves and records their checksums."""
     self._manager.wait_until_finished()
+    if sharding.is_main_process():
+      saved = set(self._manager.all_steps())
+      for step in self._unsealed:
+        if step in saved:
+          seal(self.workdir, step)
+      self._prune_checksums(saved)
+    self._unsealed = []
+
+  def _prune_checksums(self, saved):
+    """Removes the checksums of checkpoints Orbax has deleted (max_to_keep)."""
+    directory = os.path.join(os.path.abspath(self.workdir), CHECKSUMS)
+    for name in os.listdir(directory) if os.path.isdir(directory) else []:
+      stem = name.split('.')[0]
+      if name.endswith('.json') and stem.isdigit() and int(stem) not in saved:
+        os.remove(os.path.join(directory, name))
 
   def close(self):
-    self._manager.wait_until_finished()
+    self.wait()
     self._manager.close()
 
 
 def restore_config(workdir: str, step=None) -> ml_collections.ConfigDict:
-  """The config saved with a checkpoint (the latest by default)."""
-  step = _resolve_step(workdir, step)
-  path = os.path.join(checkpoint_dir(workdir), str(step), 'config')
+  """The config saved with a checkpoint (by default the latest that passes its checksums)."""
+  for candidate in _candidates(workdir, step):
+    try:
+      return _read_config(workdir, candidate)
+    except Exception as e:  # See restore_params.
+      _give_up_or_warn(workdir, candidate, _reason(e), explicit=step is not None)
+  raise _none_readable(workdir)
+
+
+def _read_config(workdir: str, step: int) -> ml_collections.ConfigDict:
+  path = os.path.join(step_dir(workdir, step), 'config')
   with _reader(workdir) as manager:
     restored = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
   if restored.config is None:
@@ -91,10 +236,22 @@ def restore_params(workdir: str, step=None, *, ema: bool = True):
   """(params, config, step) of a checkpoint, as host numpy arrays.
 
   `ema` picks the exponential moving average of the parameters (what sampling
-  and export use) rather than the raw training parameters.
+  and export use) rather than the raw training parameters. Without `step`,
+  the latest checkpoint that passes its checksums and reads is used; the
+  ones skipped are named in a warning.
   """
-  step = _resolve_step(workdir, step)
-  config = restore_config(workdir, step)
+  for candidate in _candidates(workdir, step):
+    try:
+      return _read_params(workdir, candidate, ema)
+    except CheckpointError:
+      raise
+    except Exception as e:  # Orbax and TensorStore fail in many types on damaged files.
+      _give_up_or_warn(workdir, candidate, _reason(e), explicit=step is not None)
+  raise _none_readable(workdir)
+
+
+def _read_params(workdir: str, step: int, ema: bool):
+  config = _read_config(workdir, step)
   with _reader(workdir) as manager:
     metadata = manager.item_metadata(step)['state']
     # Onto this process's first device, whatever mesh the checkpoint was saved from.
@@ -105,17 +262,35 @@ def restore_params(workdir: str, step=None, *, ema: bool = True):
   return jax.tree.map(jax.device_get, params), config, step
 
 
-def _resolve_step(workdir: str, step):
+def _candidates(workdir: str, step):
+  """Steps to try, newest first, skipping (with a warning) those that fail their checksums."""
   directory = checkpoint_dir(workdir)
   if not os.path.isdir(directory):
     raise CheckpointError(f'{workdir}: no checkpoints (train a model there first)')
   with _reader(workdir) as manager:
-    steps = list(manager.all_steps())
+    steps = sorted(manager.all_steps(), reverse=True)
   if not steps:
     raise CheckpointError(f'{workdir}: no complete checkpoint under {directory}')
-  if step is None:
-    return max(steps)
-  if int(step) not in steps:
-    raise CheckpointError(f'{workdir}: no checkpoint at step {step} (have {sorted(steps)})')
-  logging.info('using checkpoint %s at step %d', directory, step)
-  return int(step)
+  if step is not None:
+    if int(step) not in steps:
+      raise CheckpointError(f'{workdir}: no checkpoint at step {step} (have {sorted(steps)})')
+    logging.info('using checkpoint %s at step %d', directory, step)
+    steps = [int(step)]
+  for s in steps:
+    problem = verify(workdir, s)
+    if problem is None:
+      yield s
+    else:
+      _give_up_or_warn(workdir, s, problem, explicit=step is not None)
+
+
+def _give_up_or_warn(workdir: str, step: int, problem: str, *, explicit: bool):
+  if explicit:
+    raise CheckpointError(f'checkpoint {step_dir(workdir, step)} is unreadable ({problem})')
+  logging.warning('checkpoint %s is unreadable (%s); trying an older one',
+                  step_dir(workdir, step), problem)
+
+
+def _none_readable(workdir: str) -> CheckpointError:
+  return CheckpointError(f'{workdir}: none of the checkpoints under {checkpoint_dir(workdir)} '
+                         'could be read (see the warnings above)')

@@ -49,10 +49,12 @@ def _parse_train_flags(argv, prog):
   flags.DEFINE_integer('num_processes', None, 'Processes in a multi-process run.', flag_values=fv)
   flags.DEFINE_integer('process_id', None, 'This process\'s index in a multi-process run.',
                        flag_values=fv)
+  _define_timeouts(lambda name, default, text: flags.DEFINE_integer(name, default, text, flag_values=fv))
   if any(a in ('-h', '--help', '--helpfull') for a in argv[1:]):
     print(f'usage: {prog} --config configs/tiny.py --workdir W [--config.SECTION.FIELD=VALUE ...]\n')
     print(fv.main_module_help() if hasattr(fv, 'main_module_help') else '')
-    for name in ('config', 'workdir', 'coordinator_address', 'num_processes', 'process_id'):
+    for name in ('config', 'workdir', 'coordinator_address', 'num_processes', 'process_id',
+                 *TIMEOUTS):
       print(f'  --{name}: {fv[name].help}')
     sys.exit(0)
   try:
@@ -80,11 +82,53 @@ class UsageError(ValueError):
   """Wrong command-line arguments."""
 
 
+# Multi-process runs: seconds, with JAX's defaults.
+TIMEOUTS = {
+    'init_timeout': (300, 'Seconds to wait for all processes to join before failing.'),
+    'heartbeat_timeout': (100, 'Seconds without a heartbeat after which a process is taken for '
+                               'dead and the run stops.'),
+    'shutdown_timeout': (300, 'Seconds to wait at exit for the other processes.'),
+}
+
+
+def _define_timeouts(define):
+  for name, (default, text) in TIMEOUTS.items():
+    define(name, default, text)
+
+
+def _join_distributed(prog, args):
+  """Joins the multi-process runtime if asked; quiets the INFO logs of processes other than 0."""
+  from zoom_enhance import sharding
+
+  def on_timeout(message):
+    print(f'{prog}: error: {message}', file=sys.stderr, flush=True)
+    os._exit(EXIT_FAILED)  # from the watchdog thread: the main thread is stuck inside JAX
+  joined = sharding.initialize_distributed(
+      args.coordinator_address, args.num_processes, args.process_id,
+      init_timeout=args.init_timeout, heartbeat_timeout=args.heartbeat_timeout,
+      shutdown_timeout=args.shutdown_timeout, on_timeout=on_timeout)
+  if joined and not sharding.is_main_process():
+    logging.getLogger().setLevel(logging.WARNING)
+  return joined
+
+
+def _collective_failure(prog, e):
+  """A multi-process step failed, nearly always because another process died: one line, exit now."""
+  import jax
+  first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+  print(f'{prog}: error: process {jax.process_index()}: a step across {jax.process_count()} '
+        f'processes failed (did another process die?): {first}', file=sys.stderr, flush=True)
+  sys.stdout.flush()
+  # Not sys.exit: JAX's exit handler would wait at a shutdown barrier for the dead process.
+  os._exit(EXIT_FAILED)
+
+
 def _run_training(argv, prog, run):
   """Shared by train and distill: flags, distributed start-up, preemption exit code."""
   fv = _parse_train_flags(argv, prog)
-  from zoom_enhance import sharding
-  sharding.initialize_distributed(fv.coordinator_address, fv.num_processes, fv.process_id)
+  distributed = _join_distributed(prog, fv)
+  import jax
+
   from zoom_enhance import train
   os.makedirs(fv.workdir, exist_ok=True)
   try:
@@ -92,6 +136,10 @@ def _run_training(argv, prog, run):
   except train.Preempted as e:
     logging.warning('%s', e)
     return EXIT_PREEMPTED
+  except jax.errors.JaxRuntimeError as e:
+    if not distributed:
+      raise
+    _collective_failure(prog, e)
   logging.info('done: step %d, workdir %s', step, fv.workdir)
   return 0
 
@@ -328,15 +376,24 @@ def cmd_bench_train(argv):
                               description='Training throughput (samples/s) of model variants.')
   p.add_argument('--config', default='configs/tiny.py', help='config whose other settings are used')
   p.add_argument('--variants', default='tiny,base')
-  p.add_argument('--batch-size', type=int, default=8)
+  p.add_argument('--dtypes', default='float32,bfloat16', help='compute dtypes to time')
+  p.add_argument('--batch-size', type=int, default=8, help='global batch size')
   p.add_argument('--patch-size', type=int, default=64)
   p.add_argument('--steps', type=int, default=10, help='timed steps after warm-up')
+  # Set by zoom_enhance.local_launch (launch/bench_multiprocess.sh) to time one step over processes.
+  p.add_argument('--coordinator_address', default=None, help='host:port of process 0')
+  p.add_argument('--num_processes', type=int, default=None)
+  p.add_argument('--process_id', type=int, default=None)
+  _define_timeouts(lambda name, default, text: p.add_argument(f'--{name}', type=int,
+                                                             default=default, help=text))
   args = p.parse_args(argv[1:])
   if not os.path.isfile(args.config):
     raise UsageError(f'--config {args.config}: no such file')
+  _join_distributed('zoom-enhance bench-train', args)
   from zoom_enhance import bench_train
   bench_train.main(args.variants.split(','), batch_size=args.batch_size, patch_size=args.patch_size,
-                   steps=args.steps, base_config=lambda: _load_config_file(args.config))
+                   steps=args.steps, base_config=lambda: _load_config_file(args.config),
+                   dtypes=args.dtypes.split(','))
   return 0
 
 

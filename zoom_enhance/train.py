@@ -9,6 +9,7 @@ import functools
 import logging
 import math
 import signal
+import time
 from typing import Any
 from typing import Callable
 from typing import NamedTuple
@@ -222,11 +223,8 @@ class _Preemption:
     self.requested = True
 
   def should_stop(self) -> bool:
-    if jax.process_count() == 1:
-      return self.requested
-    from jax.experimental import multihost_utils
-    flags = multihost_utils.process_allgather(np.array([self.requested]))
-    return bool(np.any(flags))
+    # A notice may reach only some processes; all must save the same step.
+    return sharding.any_process(self.requested)
 
   def restore(self):
     signal.signal(signal.SIGTERM, self._previous)
@@ -250,6 +248,15 @@ def _check_finite(metrics, step, last_saved):
   return loss
 
 
+def _compile_step(compiled: Compiled, state, batch, rng):
+  """The train step compiled ahead of time; then waits until every process has compiled it."""
+  t0 = time.perf_counter()
+  step_fn = compiled.step_fn.lower(state, batch, rng).compile()
+  logging.info('train step compiled in %.1f s', time.perf_counter() - t0)
+  sharding.wait_for_all('zoom_enhance:train_step_compiled')
+  return step_fn
+
+
 def train_and_evaluate(config, workdir: str) -> int:
   """Trains (or resumes training) the diffusion upscaler in `workdir`; returns the final step."""
   validate_config(config)
@@ -264,16 +271,17 @@ def run(config, workdir: str, task: Task) -> int:
   rng = jax.random.PRNGKey(config.seed)
   init_rng, train_rng, sample_rng = jax.random.split(rng, 3)
   total = task.num_steps
+  sharding.wait_for_all('zoom_enhance:run')
 
-  start = ckpt.latest_step()
-  if start is None:
+  target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        compiled.abstract_state, compiled.state_shardings)
+  restored = ckpt.restore_latest(target)
+  if restored is None:
     state, start = task.first_state(compiled, init_rng), 0
     logging.info('model %s: %s parameters', config.model.variant,
                  f'{sum(x.size for x in jax.tree.leaves(state.params)):,}')
   else:
-    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          compiled.abstract_state, compiled.state_shardings)
-    state, position = ckpt.restore(start, target)
+    start, state, position = restored
     if position.get('global_batch_size') != config.train.batch_size:
       logging.warning('resuming with batch size %d (checkpoint used %s)',
                       config.train.batch_size, position.get('global_batch_size'))
@@ -323,12 +331,15 @@ def run(config, workdir: str, task: Task) -> int:
 
   tcfg = config.train
   step = start
+  step_fn = None
   try:
     for step in range(start + 1, total + 1):
       state = task.begin_step(step, state, compiled)
       local = task.extend_batch(step, next(iterator))
       batch = sharding.global_batch(local, compiled.mesh)
-      state, metrics = compiled.step_fn(state, batch, jax.random.fold_in(train_rng, step))
+      step_rng = jax.random.fold_in(train_rng, step)
+      step_fn = step_fn or _compile_step(compiled, state, batch, step_rng)
+      state, metrics = step_fn(state, batch, step_rng)
       # Checked every step, so a divergence is reported at the step it happened.
       metrics = jax.device_get(metrics)
       loss = _check_finite(metrics, step, last_saved)
