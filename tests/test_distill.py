@@ -68,16 +68,9 @@ def test_round_plan():
 
 
 @pytest.fixture(scope='module')
-def teacher(photo_dir, tmp_path_factory):
-  config = load_config('tiny')
-  config.data.source = f'folder:{photo_dir}'
-  config.train.num_steps = 12
-  config.train.num_samples = 2
-  config.diffusion.sample_steps = 2
-  config.mesh.data = 8
-  workdir = str(tmp_path_factory.mktemp('teacher'))
-  train.train_and_evaluate(config, workdir)
-  return workdir
+def teacher(trained):
+  """The session's tiny model trained a few steps (conftest.trained): the teacher to distill."""
+  return trained
 
 
 @pytest.fixture(scope='module')
