@@ -30,7 +30,14 @@ def _setup_logging(verbose: bool = False):
                       format='%(asctime)s %(levelname)s %(message)s', datefmt='%H:%M:%S')
   for noisy in ('absl', 'jax._src', 'orbax', 'tensorflow'):
     logging.getLogger(noisy).setLevel(logging.WARNING)
+  # Orbax warns three times about its own options whenever a checkpoint is opened read-only
+  # (export, distill, sample): the reader is read-only on purpose.
+  logging.getLogger('absl').addFilter(
+      lambda record: not any(s in record.getMessage() for s in _READ_ONLY_NOTICES))
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+
+_READ_ONLY_NOTICES = ('read_only=True, setting', 'Given directory is read only')
 
 
 def _parse_train_flags(argv, prog):
