@@ -27,6 +27,8 @@ def get_config(arg=None):
   # Upscale factors are drawn uniformly from [min_scale, max_scale].
   c.data.min_scale = 1.0
   c.data.max_scale = 4.0
+  # Fraction of examples at exactly max_scale instead (0: uniform only).
+  c.data.max_scale_prob = 0.0
   # Fraction of examples that get realistic degradations (blur, noise, JPEG).
   c.data.realistic_prob = 0.3
   # Largest Gaussian blur sigma (in HR pixels) applied before downscaling.
@@ -57,6 +59,8 @@ def get_config(arg=None):
   c.diffusion.prediction = 'v'
   # Loss weighting in x-space: 'snr_plus_one' (= v-MSE) or 'snr_trunc' (max(SNR, 1)).
   c.diffusion.loss_weighting = 'snr_plus_one'
+  # Training times t = u^(1/time_power), u uniform: > 1 favours high noise levels.
+  c.diffusion.time_power = 1.0
   # Diffuse the residual HR - upsample(LR) instead of the HR image itself.
   c.diffusion.residual = True
   # The residual is multiplied by this before diffusion (it is small otherwise).

@@ -47,19 +47,19 @@ def _photos(spec: str, limit: int = 16) -> list[np.ndarray]:
   return photos or [images.load_rgb(ASSET_PHOTO)]
 
 
-def default_steps(workdir: str, config) -> int:
-  """The distilled student's step count when the workdir is a distillation, else the config's."""
+def default_steps(step: int, config) -> int:
+  """The student's step count at checkpoint `step` of a distillation, else the config's."""
   if 'distill' in config:
     from zoom_enhance import distill
     plan = distill.round_plan(config.distill.start_steps, config.distill.end_steps)
-    _, _, step = checkpoint.restore_params(workdir)
     return plan[min((step - 1) // config.distill.steps_per_round, len(plan) - 1)]
   return int(config.diffusion.sample_steps)
 
 
 def export(workdir: str, out: str, *, quants, tile: int, steps: int | None = None,
            overlap: int | None = None, photos: str = '', parity_tiles: int = 4,
-           npu: bool = False) -> dict:
+           npu: bool = False, step: int | None = None, cpu_quant: str = 'fp32',
+           noise_temperature: float = 1.0) -> dict:
   """Writes the bundle `out` for the checkpoint in `workdir`; returns its manifest.
 
   With `npu`, the bundle also gets NPU-compiled models (npu.py) for each
@@ -68,13 +68,18 @@ def export(workdir: str, out: str, *, quants, tile: int, steps: int | None = Non
   for q in quants:
     if q not in convert.QUANT_MODES:
       raise errors.ConfigError(f'--quant {q}: choose from {", ".join(convert.QUANT_MODES)}')
-  params, config, ckpt_step = checkpoint.restore_params(workdir)
+  if cpu_quant not in quants:
+    raise errors.ConfigError(f'--cpu-quant {cpu_quant}: not among the exported variants '
+                             f'({", ".join(quants)})')
+  params, config, ckpt_step = checkpoint.restore_params(workdir, step)
   mult = unet.size_multiple(unet.get_variant(config.model.variant))
   if tile < mult or tile % mult:
     raise errors.ConfigError(f'--tile {tile} must be a positive multiple of {mult} for this model')
-  steps = steps or default_steps(workdir, config)
+  steps = steps or default_steps(ckpt_step, config)
   overlap = tile // 8 if overlap is None else overlap
-  tile_fn = convert.make_tile_fn(params, config, steps)
+  if not 0.0 <= noise_temperature <= 1.0:
+    raise errors.ConfigError(f'--noise-temperature {noise_temperature}: must be in [0, 1]')
+  tile_fn = convert.make_tile_fn(params, config, steps, noise_temperature)
   jax_fn = jax.jit(tile_fn)
   real = _photos(photos or config.data.get('eval_source', '') or config.data.source)
   scales = [config.data.max_scale, 0.5 * (config.data.min_scale + config.data.max_scale)]
@@ -122,6 +127,7 @@ def export(workdir: str, out: str, *, quants, tile: int, steps: int | None = Non
         'scale_range': [float(config.data.min_scale), float(config.data.max_scale)],
         'tile': {'size': tile, 'overlap': overlap, 'multiple': mult},
         'steps': steps,
+        'noise_temperature': noise_temperature,
         'inputs': {
             'lr_up': {'shape': [1, tile, tile, 3], 'dtype': 'float32', 'range': [-1.0, 1.0],
                       'layout': 'NHWC RGB', 'resampler': 'bicubic (Pillow), LR to output size'},
@@ -130,6 +136,8 @@ def export(workdir: str, out: str, *, quants, tile: int, steps: int | None = Non
         'output': {'shape': [1, tile, tile, 3], 'dtype': 'float32', 'range': [-1.0, 1.0],
                    'layout': 'NHWC RGB'},
         'models': models,
+        # What the runtime runs on the CPU when no --quant is asked for.
+        'default_quant': {'cpu': cpu_quant},
         'npu_models': npu_models,
         'npu_skipped': npu_skipped,
         'parity': {'tiles': parity_tiles, 'source': 'real photo tiles, JAX vs LiteRT interpreter'},

@@ -282,6 +282,14 @@ def cmd_export(argv):
   p.add_argument('--photos', default='',
                  help='folder of real photos for calibration and parity tiles '
                       '(default: the training config\'s, else a packaged photo)')
+  p.add_argument('--step', type=int, default=None,
+                 help='checkpoint step to export (default: the latest); with a distillation, a '
+                      'round\'s last step exports that round\'s student')
+  p.add_argument('--noise-temperature', type=float, default=1.0,
+                 help='scale of the sampler\'s starting noise, baked into the models: 1 samples, '
+                      'lower trades generated texture for fidelity (default 1)')
+  p.add_argument('--cpu-quant', default='fp32',
+                 help='variant the runtime runs on the CPU when none is asked for (default fp32)')
   p.add_argument('--npu', action='store_true',
                  help='also compile for phone NPUs (Google Tensor, Qualcomm, MediaTek) with LiteRT\'s '
                       'AOT compiler, for each vendor whose SDK package is installed')
@@ -289,7 +297,8 @@ def cmd_export(argv):
   from export_tflite import export
   manifest = export.export(args.workdir, args.out, quants=[q for q in args.quant.split(',') if q],
                            tile=args.tile, steps=args.steps, overlap=args.overlap,
-                           photos=args.photos, npu=args.npu)
+                           photos=args.photos, npu=args.npu, step=args.step,
+                           cpu_quant=args.cpu_quant, noise_temperature=args.noise_temperature)
   logging.info('wrote %s: %d steps, tile %d, models %s', args.out, manifest['steps'], args.tile,
                ', '.join(manifest['models']))
   return 0

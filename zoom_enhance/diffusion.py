@@ -50,6 +50,16 @@ def low_discrepancy_times(rng, batch: int):
   return jnp.mod(u + jnp.arange(batch, dtype=jnp.float32) / batch, 1.0)
 
 
+def skew_times(t, power: float):
+  """t' = t^(1/p): density p t'^(p-1) on [0, 1].
+
+  p = 1 keeps t uniform; p > 1 spends more of the training on high noise
+  levels (t near 1), where a few-step sampler takes its largest steps and the
+  first step's x-prediction decides most of the result.
+  """
+  return t if power == 1.0 else t ** (1.0 / power)
+
+
 def alpha_sigma(logsnr):
   """alpha = sqrt(sigmoid(logsnr)), sigma = sqrt(sigmoid(-logsnr))."""
   if array_module(logsnr) is np:

@@ -44,6 +44,8 @@ def _check_cfg(data_cfg) -> None:
       (c.patch_size >= 1, f'data.patch_size={c.patch_size} must be >= 1'),
       (1.0 <= c.min_scale <= c.max_scale,
        f'need 1 <= data.min_scale ({c.min_scale}) <= data.max_scale ({c.max_scale})'),
+      (0.0 <= c.get('max_scale_prob', 0.0) <= 1.0,
+       f'data.max_scale_prob={c.get("max_scale_prob")} not in [0, 1]'),
       (0.0 <= c.realistic_prob <= 1.0, f'data.realistic_prob={c.realistic_prob} not in [0, 1]'),
       (c.blur_sigma_max >= 0, f'data.blur_sigma_max={c.blur_sigma_max} must be >= 0'),
       (c.noise_sigma_max >= 0, f'data.noise_sigma_max={c.noise_sigma_max} must be >= 0'),
@@ -340,6 +342,8 @@ def make_example(source: ImageSource, k: int, data_cfg, seed: int) -> dict:
   y, x = int(rng.integers(h - p + 1)), int(rng.integers(w - p + 1))
   patch = _augment(img[y:y + p, x:x + p], rng)
   scale = rng.uniform(data_cfg.min_scale, data_cfg.max_scale)
+  if data_cfg.get('max_scale_prob', 0.0) > 0 and rng.random() < data_cfg.max_scale_prob:
+    scale = data_cfg.max_scale  # the most common zoom, and the hardest one
   realistic = bool(rng.random() < data_cfg.realistic_prob)
   return _pair(patch, rng, data_cfg, scale, realistic)
 

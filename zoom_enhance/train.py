@@ -104,7 +104,8 @@ def diffusion_loss(params, batch, rng, teacher_params=None, *, model, dcfg):
   else:
     x_target = diffusion.encode_target(batch['hr'], lr_up, residual=dcfg.residual,
                                        residual_scale=dcfg.residual_scale)
-    t = diffusion.low_discrepancy_times(rng_t, x_target.shape[0])
+    t = diffusion.skew_times(diffusion.low_discrepancy_times(rng_t, x_target.shape[0]),
+                             dcfg.get('time_power', 1.0))
     logsnr = diffusion.logsnr_schedule_cosine(t, logsnr_min=dcfg.logsnr_min,
                                               logsnr_max=dcfg.logsnr_max)
     eps = jax.random.normal(rng_eps, x_target.shape)

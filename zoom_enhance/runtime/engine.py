@@ -295,6 +295,10 @@ def _candidates(manifest: dict, accelerator: str, quant: str | None) -> list[str
     order = [quant] if quant in plain else []
   else:
     preferred = PREFERRED_QUANTS[accelerator]
+    # The bundle's own choice (export --cpu-quant) goes first.
+    first = manifest.get('default_quant', {}).get(accelerator)
+    if first in plain:
+      preferred = (first,) + tuple(q for q in preferred if q != first)
     order = [q for q in preferred if q in plain] + sorted(k for k in plain if k not in preferred)
   out = []
   if accelerator == 'npu':

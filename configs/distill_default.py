@@ -1,0 +1,46 @@
+"""Progressive distillation of the default model's teacher: 8 -> 4 -> 2 -> 1 DDIM steps.
+
+  zoom-enhance distill --config configs/distill_default.py --workdir workdirs/default-distill
+
+after configs/default_model.py trained workdirs/default-teacher. Every round's
+last checkpoint is kept, so any of the 4-, 2- and 1-step students can be
+exported (`zoom-enhance export --step N`). The model and diffusion settings
+are taken from the teacher's checkpoint.
+"""
+
+import importlib.util
+import os
+
+
+def _load(name):
+  """A sibling config file, loaded by path: config files are not a package."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'zoom_enhance_{name}_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def get_config(arg=None):
+  """The default model's training config plus distill_tiny's `distill` section."""
+  del arg
+  c = _load('default_model').get_config()
+  c.distill = _load('distill_tiny').get_config().distill
+  c.distill.teacher_workdir = 'workdirs/default-teacher'
+  c.distill.start_steps = 8
+  c.distill.end_steps = 1
+  c.distill.steps_per_round = 1000
+  c.distill.eval_source = 'folder:../shared/data/dev-val'
+  c.distill.eval_scales = (4.0,)
+
+  c.diffusion.loss_weighting = 'snr_trunc'
+  c.train.lr = 3e-4
+  c.train.warmup_steps = 20
+  c.train.lr_end_fraction = 0.0
+  c.train.ema_decay = 0.995
+  c.train.log_every = 100
+  # One checkpoint per round, all kept: each round's student can be exported.
+  c.train.checkpoint_every = 1000
+  c.train.keep_checkpoints = 4
+  c.train.sample_every = 0
+  return c

@@ -1,0 +1,66 @@
+"""The embedded default model: shipped intact and small, used without --bundle, better than bicubic."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT
+from PIL import Image
+
+from zoom_enhance import bundle
+from zoom_enhance import degrade
+from zoom_enhance import evaluate
+from zoom_enhance.runtime import pipeline
+
+DEFAULT = pipeline.DEFAULT_BUNDLE
+SAMPLE = os.path.join(ROOT, 'zoom_enhance', 'assets', 'chelsea.jpg')
+
+
+def test_the_default_bundle_is_embedded_intact_and_under_10_mb():
+  manifest = bundle.load_manifest(DEFAULT)  # format version, files present, SHA-256 of each model
+  size = sum(os.path.getsize(os.path.join(DEFAULT, f)) for f in os.listdir(DEFAULT))
+  assert size < 10 * 2**20, size
+  assert manifest['default_quant']['cpu'] in manifest['models']
+  assert manifest['training']['distilled'] and manifest['steps'] <= 4
+  assert manifest['scale_range'] == [1.0, 4.0]
+  assert manifest['model']['variant'] == 'mobile'
+
+
+def test_enhance_without_bundle_runs_the_embedded_model(tmp_path):
+  """The README's main command, in a fresh process: no --bundle, x4 of the packaged photo."""
+  out = tmp_path / 'enhanced.png'
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  r = subprocess.run([sys.executable, '-m', 'zoom_enhance.cli', 'enhance', SAMPLE, '--scale', '4',
+                      '-o', str(out), '-v'], capture_output=True, text=True, env=env, cwd=tmp_path,
+                     timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  with Image.open(SAMPLE) as src, Image.open(out) as img:
+    assert img.size == (4 * src.width, 4 * src.height)
+    result = np.asarray(img.convert('RGB'))
+    bicubic = np.asarray(src.convert('RGB').resize(img.size, Image.BICUBIC))
+  # Not a resize: the model changed the picture, and more than by rounding.
+  assert np.mean(np.abs(result.astype(np.float32) - bicubic)) > 1.0
+  manifest = bundle.load_manifest(DEFAULT, verify=False)
+  assert f'model {manifest["default_quant"]["cpu"]}' in r.stdout + r.stderr
+
+
+@pytest.fixture(scope='module')
+def default_enhancer():
+  with pipeline.Enhancer(accelerator='cpu', threads=2) as e:
+    yield e
+
+
+@pytest.mark.parametrize('degradation', ['bicubic', 'realistic'])
+def test_the_default_model_beats_bicubic_on_real_photos(default_enhancer, degradation):
+  """x4 on three scikit-image photos (not in the training data): PSNR-Y above bicubic on each."""
+  from skimage import data
+  gains = []
+  for name in ('astronaut', 'coffee', 'chelsea'):
+    hr = getattr(data, name)()[:256, :256]
+    hr, lr = evaluate.make_pair(hr, 4.0, degradation, seed=evaluate.image_seed(name))
+    sr = np.asarray(default_enhancer.enhance(Image.fromarray(lr), scale=4.0).convert('RGB'))
+    bic = degrade.to_uint8(degrade.bicubic_resize(lr, hr.shape[:2]))
+    gains.append(evaluate.psnr_y(sr, hr, 4) - evaluate.psnr_y(bic, hr, 4))
+  assert min(gains) > 0.0, gains
