@@ -383,3 +383,14 @@ def test_eval_batch_is_fixed_and_spreads_scales(source, cfg):
   np.testing.assert_allclose(a['scale'], P / lr_side, rtol=1e-6)
   # Four images over a four-image source: all different.
   assert len({a['hr'][i].tobytes() for i in range(4)}) == 4
+
+
+def test_max_scale_prob_puts_that_share_at_the_largest_scale(source, cfg):
+  def share_at_max(prob):
+    c = cfg.copy_and_resolve_references()
+    c.max_scale_prob = prob
+    scales = np.array([input_pipeline.make_example(source, k, c, seed=0)['scale'] for k in range(300)])
+    assert (scales >= c.min_scale).all() and (scales <= c.max_scale).all()
+    return np.mean(np.isclose(scales, c.max_scale))
+  # Uniform scales also land on exactly max_scale now and then (the LR side is rounded).
+  assert 0.35 < share_at_max(0.5) - share_at_max(0.0) < 0.65

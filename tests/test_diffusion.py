@@ -107,3 +107,12 @@ def test_ddim_is_deterministic_and_unroll_matches_loop():
   np.testing.assert_allclose(a, c, atol=1e-5)
   d = run(z_init + 0.5)
   assert float(jnp.abs(a - d).max()) > 1e-3
+
+
+def test_skewed_times_favour_high_noise_and_keep_the_range():
+  u = np.linspace(0.0, 1.0, 10001, dtype=np.float32)
+  assert diffusion.skew_times(u, 1.0) is u
+  t = np.asarray(diffusion.skew_times(jnp.asarray(u), 2.0))
+  assert t.min() == 0.0 and t.max() == 1.0 and np.all(np.diff(t) >= 0)
+  assert abs(t.mean() - 2.0 / 3.0) < 1e-3  # E[U^(1/2)] = 2/3 (uniform: 1/2)
+  assert abs(np.mean(t > 0.5) - 0.75) < 1e-3  # P(t > 1/2) = 1 - 1/4

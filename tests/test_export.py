@@ -134,3 +134,41 @@ def test_gpu_check_flags_what_the_delegate_cannot_run():
   assert 'UNIQUE' in gpu_check.incompatible_ops(lite(uniq))
   conv = lambda x: tf.nn.relu(tf.nn.conv2d(x, tf.ones((3, 3, 3, 4)), 1, 'SAME')) - 1.0
   assert gpu_check.incompatible_ops(lite(conv)) == []
+
+
+def test_step_cpu_quant_and_noise_temperature_reach_the_bundle(trained, photo_dir, tmp_path):
+  """--step picks the checkpoint, --noise-temperature 0 is baked in, --cpu-quant is the CPU default."""
+  import numpy as np
+
+  from zoom_enhance import checkpoint
+  from zoom_enhance.runtime import pipeline
+  step = max(int(s) for s in os.listdir(checkpoint.checkpoint_dir(trained)) if s.isdigit())
+  out = str(tmp_path / 'B')
+  manifest = export.export(trained, out, quants=['fp32', 'int8'], tile=32, steps=1, photos=str(photo_dir),
+                           parity_tiles=1, step=step, cpu_quant='int8', noise_temperature=0.0)
+  assert manifest['model']['checkpoint_step'] == step
+  assert manifest['noise_temperature'] == 0.0 and manifest['default_quant'] == {'cpu': 'int8'}
+  rng = np.random.default_rng(0)
+  lr_up = rng.uniform(-1, 1, (1, 32, 32, 3)).astype(np.float32)
+  with open(os.path.join(out, manifest['models']['fp32']['file']), 'rb') as f:
+    lite = convert.LiteModel(f.read())
+  outputs = [lite({'lr_up': lr_up, 'noise': rng.standard_normal((1, 32, 32, 3)).astype(np.float32),
+                   'scale': np.array([3.0], np.float32)}) for _ in range(2)]
+  np.testing.assert_array_equal(outputs[0], outputs[1])  # the noise is multiplied by 0 in the graph
+  with pipeline.Enhancer(out, accelerator='cpu', threads=1) as enhancer:
+    assert enhancer.engine.variant == 'int8'
+
+
+@pytest.mark.parametrize('args, message', [
+    (('--step', '999999'), 'no checkpoint at step 999999'),
+    (('--cpu-quant', 'fp16'), '--cpu-quant fp16'),
+    (('--noise-temperature', '2'), '--noise-temperature 2'),
+])
+def test_export_cli_bad_step_quant_or_temperature_is_one_line(trained, tmp_path, args, message):
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  r = subprocess.run([sys.executable, '-m', 'zoom_enhance.cli', 'export', '--workdir', trained,
+                      '--out', str(tmp_path / 'B'), '--quant', 'fp32,int8', *args],
+                     capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+  lines = r.stderr.strip().splitlines()
+  assert r.returncode == 1 and 'Traceback' not in r.stderr and message in lines[-1], lines[-3:]
+  assert not (tmp_path / 'B').exists()
