@@ -61,6 +61,8 @@ def get_config(arg=None):
   c.diffusion.loss_weighting = 'snr_plus_one'
   # Training times t = u^(1/time_power), u uniform: > 1 favours high noise levels.
   c.diffusion.time_power = 1.0
+  # Fraction of examples at t = 1 exactly (the first sampler step: regression).
+  c.diffusion.max_time_prob = 0.0
   # Diffuse the residual HR - upsample(LR) instead of the HR image itself.
   c.diffusion.residual = True
   # The residual is multiplied by this before diffusion (it is small otherwise).

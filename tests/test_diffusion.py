@@ -116,3 +116,11 @@ def test_skewed_times_favour_high_noise_and_keep_the_range():
   assert t.min() == 0.0 and t.max() == 1.0 and np.all(np.diff(t) >= 0)
   assert abs(t.mean() - 2.0 / 3.0) < 1e-3  # E[U^(1/2)] = 2/3 (uniform: 1/2)
   assert abs(np.mean(t > 0.5) - 0.75) < 1e-3  # P(t > 1/2) = 1 - 1/4
+
+
+def test_max_times_put_that_share_of_the_batch_at_t_1():
+  t = jnp.linspace(0.0, 0.99, 20000)
+  assert diffusion.with_max_times(t, jax.random.PRNGKey(0), 0.0) is t
+  mixed = np.asarray(diffusion.with_max_times(t, jax.random.PRNGKey(0), 0.3))
+  moved = mixed != np.asarray(t)
+  assert np.all(mixed[moved] == 1.0) and abs(moved.mean() - 0.3) < 0.02

@@ -51,3 +51,28 @@ def test_forward_shapes_and_conditioning(name):
   assert float(jnp.abs(out - other_noise).max()) > 1e-4
   with pytest.raises(ValueError, match='multiples'):
     model.apply({'params': params}, z[:, :side - 1], z[:, :side - 1], jnp.zeros(2), jnp.ones(2))
+
+
+def test_gated_input_ignores_pure_noise_and_passes_clean_input():
+  z = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 3))
+  learned = jnp.zeros((2, 3))
+  for xp in (np, jnp):  # host constants (export) and traced values (training) alike
+    logsnr = xp.array([-20.0, 20.0], np.float32)
+    out = np.asarray(unet.gate_noisy_input(z, logsnr, learned))
+    assert np.abs(out[0]).max() < 1e-3 * np.abs(np.asarray(z[0])).max()  # t = 1: alpha ~ 5e-5
+    np.testing.assert_allclose(out[1], z[1], rtol=1e-6)  # t = 0: alpha ~ 1
+
+
+def test_mobile_model_at_t1_barely_depends_on_the_noise():
+  """With the gate, two noise draws at logsnr_min give (nearly) the same prediction."""
+  model = unet.UNet(unet.get_variant('mobile'))
+  lr_up = jax.random.uniform(jax.random.PRNGKey(1), (1, 32, 32, 3), minval=-1, maxval=1)
+  z1, z2 = (jax.random.normal(jax.random.PRNGKey(k), (1, 32, 32, 3)) for k in (2, 3))
+  logsnr, scale = jnp.array([-20.0]), jnp.array([4.0])
+  params = model.init(jax.random.PRNGKey(0), z1, lr_up, logsnr, scale)
+  # Non-zero weights everywhere, so the output depends on its inputs at all.
+  params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(4), p.shape), params)
+  out1, out2 = (model.apply(params, z, lr_up, logsnr, scale) for z in (z1, z2))
+  assert float(jnp.abs(out1 - out2).max()) < 1e-3 * float(jnp.abs(out1).max())
+  out3 = model.apply(params, z2, lr_up, jnp.array([0.0]), scale)
+  assert float(jnp.abs(out3 - out1).max()) > 1e-2  # at logsnr 0 the noise does reach the network

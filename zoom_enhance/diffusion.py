@@ -60,6 +60,19 @@ def skew_times(t, power: float):
   return t if power == 1.0 else t ** (1.0 / power)
 
 
+def with_max_times(t, rng, prob: float):
+  """t_i <- 1 with probability `prob`, else unchanged.
+
+  At t = 1 (logsnr_min) the input is pure noise and the x-loss is plain
+  regression of the target on the LR image: the first step of every sampler,
+  and the whole of a one-step one. A share of the batch there teaches it many
+  times faster than the few examples a continuous draw puts near t = 1.
+  """
+  if prob <= 0.0:
+    return t
+  return jnp.where(jax.random.uniform(rng, t.shape) < prob, 1.0, t)
+
+
 def alpha_sigma(logsnr):
   """alpha = sqrt(sigmoid(logsnr)), sigma = sqrt(sigmoid(-logsnr))."""
   if array_module(logsnr) is np:

@@ -98,7 +98,7 @@ def diffusion_loss(params, batch, rng, teacher_params=None, *, model, dcfg):
   """
   del teacher_params  # used by distillation's loss, which calls this one
   lr_up, scale = batch['lr_up'], batch['scale']
-  rng_t, rng_eps, rng_drop = jax.random.split(rng, 3)
+  rng_t, rng_eps, rng_drop, rng_max = jax.random.split(rng, 4)
   if 'target' in batch:
     x_target, z, logsnr = batch['target'], batch['z'], batch['logsnr']
   else:
@@ -106,6 +106,7 @@ def diffusion_loss(params, batch, rng, teacher_params=None, *, model, dcfg):
                                        residual_scale=dcfg.residual_scale)
     t = diffusion.skew_times(diffusion.low_discrepancy_times(rng_t, x_target.shape[0]),
                              dcfg.get('time_power', 1.0))
+    t = diffusion.with_max_times(t, rng_max, dcfg.get('max_time_prob', 0.0))
     logsnr = diffusion.logsnr_schedule_cosine(t, logsnr_min=dcfg.logsnr_min,
                                               logsnr_max=dcfg.logsnr_max)
     eps = jax.random.normal(rng_eps, x_target.shape)

@@ -49,6 +49,9 @@ class Variant:
   dropout: float
   # Largest upscale factor the scale embedding covers.
   max_scale: float = 4.0
+  # Gate the noisy input by the noise level before it meets the LR image
+  # (see gate_noisy_input); False keeps the plain SR3 concatenation.
+  gate_input: bool = False
 
 
 VARIANTS = {
@@ -65,7 +68,7 @@ VARIANTS = {
     # as one partition and it quantizes cleanly), ~0.5M parameters.
     'mobile': Variant(patch=4, channels=(48, 64), num_res_blocks=1,
                       attention=False, num_heads=1, norm_groups=0, emb_dim=64,
-                      dropout=0.0),
+                      dropout=0.0, gate_input=True),
     # GPU/TPU training, ~25M parameters, SR3-like.
     'base': Variant(patch=1, channels=(64, 128, 256, 256), num_res_blocks=2,
                     attention=True, num_heads=4, norm_groups=32, emb_dim=256,
@@ -111,6 +114,23 @@ def scale_embedding(scale, num: int, max_scale: float):
   width = float(centres[1] - centres[0])
   s = jnp.clip(scale, 1.0, max_scale)[:, None]
   return nn.relu(1.0 - jnp.abs(s - centres[None, :]) / width)
+
+
+def gate_noisy_input(z, logsnr, learned):
+  """z_in = alpha(logsnr) * (1 + learned) * z, per example and channel.
+
+  At t = 1 the noisy input carries no information (alpha ~ 0) and the model
+  is a regression of the target on the LR image; without the gate, the first
+  convolution mixes pure noise into every feature, and one set of weights
+  must both use z (low noise) and ignore it (high noise). A network trained
+  that way stayed below bicubic at t = 1; the same network trained on t = 1
+  alone was 0.9 dB above it within 800 steps. `learned` (zero at
+  initialisation) lets the model reweigh z at the levels in between.
+  """
+  # numpy for host constants (a fixed-step export): no LOGISTIC/SQRT in the graph.
+  xp = np if isinstance(logsnr, np.ndarray) else jnp
+  alpha = xp.sqrt(1.0 / (1.0 + xp.exp(-logsnr))).astype(np.float32)[:, None, None, None]
+  return z * alpha * (1.0 + learned[:, None, None, :])
 
 
 class GroupNorm(nn.Module):
@@ -213,6 +233,10 @@ class UNet(nn.Module):
     emb = nn.Dense(v.emb_dim, dtype=self.dtype)(emb)
     emb = nn.Dense(v.emb_dim, dtype=self.dtype)(nn.silu(emb))
 
+    if v.gate_input:
+      learned = nn.Dense(z.shape[-1], dtype=self.dtype, kernel_init=nn.initializers.zeros,
+                         name='input_gate')(emb)
+      z = gate_noisy_input(z, logsnr, learned)
     x_in = jnp.concatenate([z, lr_up], axis=-1).astype(self.dtype)
     h = nn.Conv(v.channels[0], (v.patch, v.patch), strides=(v.patch, v.patch),
                 padding='VALID', dtype=self.dtype)(x_in)
