@@ -7,25 +7,15 @@
 See launch/ for SLURM and Cloud TPU pod commands (every host runs the same command).
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
-
-def _load(name):
-  """A sibling config file, loaded by path: config files are not a package."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f'{name}.py')
-  spec = importlib.util.spec_from_file_location(f'zoom_enhance_{name}_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from zoom_enhance import config_files
 
 
 def get_config(arg=None):
   """The base config: the tiny one's fields with GPU/TPU-sized values."""
   del arg
-  c = _load('tiny').get_config()
+  c = config_files.sibling(__file__, 'tiny').get_config()
   # DIV2K's 800 2K training photos (downloaded by tensorflow-datasets on first use).
   c.data.source = 'div2k'
   # Larger crops give the U-Net context at its lowest (1/8) resolution.

@@ -10,23 +10,13 @@ The photo folder is the developers' copy of BSD400 (400 natural photos); point
 `--config.data.source` at any folder of photos, or a TFDS name such as 'div2k'.
 """
 
-import importlib.util
-import os
-
-
-def _load(name):
-  """A sibling config file, loaded by path: config files are not a package."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f'{name}.py')
-  spec = importlib.util.spec_from_file_location(f'zoom_enhance_{name}_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from zoom_enhance import config_files
 
 
 def get_config(arg=None):
   """The tiny config's layout with the default model's settings."""
   del arg
-  c = _load('tiny').get_config()
+  c = config_files.sibling(__file__, 'tiny').get_config()
   c.data.source = 'folder:../shared/data/bsd400'
   c.data.eval_source = 'folder:../shared/data/dev-val'
   # 96-px HR crops: 24x24 LR pixels at x4, 12x12 at the U-Net's lowest level.

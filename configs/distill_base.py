@@ -4,24 +4,14 @@
       --config.distill.teacher_workdir=W --config.distill.eval_source=folder:HELD_OUT_PHOTOS
 """
 
-import importlib.util
-import os
-
-
-def _load(name):
-  """A sibling config file, loaded by path: config files are not a package."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f'{name}.py')
-  spec = importlib.util.spec_from_file_location(f'zoom_enhance_{name}_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from zoom_enhance import config_files
 
 
 def get_config(arg=None):
   """The base training config with the distill section of distill_tiny, GPU-sized."""
   del arg
-  c = _load('base').get_config()
-  c.distill = _load('distill_tiny').get_config().distill
+  c = config_files.sibling(__file__, 'base').get_config()
+  c.distill = config_files.sibling(__file__, 'distill_tiny').get_config().distill
   # The base teacher samples with 256 steps; rounds halve it down to 4.
   c.distill.start_steps = 256
   c.distill.end_steps = 4

@@ -12,24 +12,14 @@ over its noise: the fidelity-oriented end of the sampler. The model and
 diffusion settings are taken from the teacher's checkpoint.
 """
 
-import importlib.util
-import os
-
-
-def _load(name):
-  """A sibling config file, loaded by path: config files are not a package."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f'{name}.py')
-  spec = importlib.util.spec_from_file_location(f'zoom_enhance_{name}_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from zoom_enhance import config_files
 
 
 def get_config(arg=None):
   """The default model's training config plus distill_tiny's `distill` section."""
   del arg
-  c = _load('default_model').get_config()
-  c.distill = _load('distill_tiny').get_config().distill
+  c = config_files.sibling(__file__, 'default_model').get_config()
+  c.distill = config_files.sibling(__file__, 'distill_tiny').get_config().distill
   c.distill.teacher_workdir = 'workdirs/default-teacher'
   c.distill.start_steps = 2
   c.distill.end_steps = 1

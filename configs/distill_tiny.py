@@ -6,25 +6,15 @@
 The model and diffusion settings are taken from the teacher's checkpoint.
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
-
-def _load(name):
-  """A sibling config file, loaded by path: config files are not a package."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f'{name}.py')
-  spec = importlib.util.spec_from_file_location(f'zoom_enhance_{name}_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from zoom_enhance import config_files
 
 
 def get_config(arg=None):
   """The tiny training config plus a `distill` section."""
   del arg
-  c = _load('tiny').get_config()
+  c = config_files.sibling(__file__, 'tiny').get_config()
   c.distill = ml_collections.ConfigDict()
   # Training workdir of the teacher (its EMA parameters start the student).
   c.distill.teacher_workdir = ''

@@ -78,11 +78,8 @@ def _parse_train_flags(argv, prog):
 
 
 def _load_config_file(path):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location('zoom_enhance_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  from zoom_enhance import config_files
+  return config_files.load_module(path).get_config()
 
 
 class UsageError(ValueError):
