@@ -56,6 +56,22 @@ def default_steps(step: int, config) -> int:
   return int(config.diffusion.sample_steps)
 
 
+# An output that moves less than this (a tenth of an 8-bit level in [-1, 1])
+# between two noise draws ignores its noise: a 1-step sampler of a model with
+# the gated input (unet.gate_noisy_input) starts where alpha_1 ~ 5e-5.
+NOISE_UNUSED_BELOW = 0.2 / 255
+
+
+def _noise_effect(jax_fn, checks, expected) -> float:
+  """Largest |output(noise') - output(noise)| over the check tiles, for an independent noise'."""
+  rng = np.random.default_rng(3)
+  effect = 0.0
+  for t, e in zip(checks, expected):
+    other = rng.standard_normal(t['noise'].shape).astype(np.float32)
+    effect = max(effect, float(np.abs(np.asarray(jax_fn(t['lr_up'], other, t['scale'])) - e).max()))
+  return effect
+
+
 def export(workdir: str, out: str, *, quants, tile: int, steps: int | None = None,
            overlap: int | None = None, photos: str = '', parity_tiles: int = 4,
            npu: bool = False, step: int | None = None, cpu_quant: str = 'fp32',
@@ -86,6 +102,7 @@ def export(workdir: str, out: str, *, quants, tile: int, steps: int | None = Non
   calibration = convert.real_tiles(real, 32, tile, scales, seed=1)
   checks = convert.real_tiles(real, parity_tiles, tile, scales, seed=2)
   expected = [np.asarray(jax_fn(t['lr_up'], t['noise'], t['scale'])) for t in checks]
+  noise_effect = _noise_effect(jax_fn, checks, expected)
 
   parent = os.path.dirname(os.path.abspath(out))
   os.makedirs(parent, exist_ok=True)
@@ -131,7 +148,12 @@ def export(workdir: str, out: str, *, quants, tile: int, steps: int | None = Non
         'inputs': {
             'lr_up': {'shape': [1, tile, tile, 3], 'dtype': 'float32', 'range': [-1.0, 1.0],
                       'layout': 'NHWC RGB', 'resampler': 'bicubic (Pillow), LR to output size'},
-            'noise': {'shape': [1, tile, tile, 3], 'dtype': 'float32', 'distribution': 'N(0, 1)'},
+            'noise': {'shape': [1, tile, tile, 3], 'dtype': 'float32', 'distribution': 'N(0, 1)',
+                      # Largest change of an output pixel (range [-1, 1]) between two
+                      # noise draws, measured in JAX; below NOISE_UNUSED_BELOW the
+                      # runtime feeds zeros instead of drawing noise.
+                      'effect_max_abs': float(f'{noise_effect:.3g}'),
+                      'used': bool(noise_effect >= NOISE_UNUSED_BELOW)},
             'scale': {'shape': [1], 'dtype': 'float32', 'meaning': 'output side / input side'}},
         'output': {'shape': [1, tile, tile, 3], 'dtype': 'float32', 'range': [-1.0, 1.0],
                    'layout': 'NHWC RGB'},

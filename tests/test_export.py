@@ -37,6 +37,9 @@ def test_every_variant_is_written_with_parity_above_its_threshold(exported):
   assert manifest['models']['fp32']['parity_psnr_db'] > manifest['models']['int8']['parity_psnr_db']
   assert sizes['int8'] < sizes['fp16'] < sizes['fp32']
   assert manifest['steps'] == 2 and manifest['tile'] == {'size': 32, 'overlap': 4, 'multiple': 8}
+  # Two sampler steps from an ungated model: the noise moves the output, so the runtime draws it.
+  assert manifest['inputs']['noise']['used'] is True
+  assert manifest['inputs']['noise']['effect_max_abs'] > export.NOISE_UNUSED_BELOW
   assert not [n for n in os.listdir(os.path.dirname(out)) if n.startswith('.bundle-')]
 
 
@@ -148,6 +151,9 @@ def test_step_cpu_quant_and_noise_temperature_reach_the_bundle(trained, photo_di
                            parity_tiles=1, step=step, cpu_quant='int8', noise_temperature=0.0)
   assert manifest['model']['checkpoint_step'] == step
   assert manifest['noise_temperature'] == 0.0 and manifest['default_quant'] == {'cpu': 'int8'}
+  # Measured, not assumed: at temperature 0 no noise reaches the output, and the runtime skips it.
+  assert manifest['inputs']['noise'] == {**manifest['inputs']['noise'], 'used': False,
+                                         'effect_max_abs': 0.0}
   rng = np.random.default_rng(0)
   lr_up = rng.uniform(-1, 1, (1, 32, 32, 3)).astype(np.float32)
   with open(os.path.join(out, manifest['models']['fp32']['file']), 'rb') as f:
@@ -156,7 +162,7 @@ def test_step_cpu_quant_and_noise_temperature_reach_the_bundle(trained, photo_di
                    'scale': np.array([3.0], np.float32)}) for _ in range(2)]
   np.testing.assert_array_equal(outputs[0], outputs[1])  # the noise is multiplied by 0 in the graph
   with pipeline.Enhancer(out, accelerator='cpu', threads=1) as enhancer:
-    assert enhancer.engine.variant == 'int8'
+    assert enhancer.engine.variant == 'int8' and not enhancer.noise_used
 
 
 @pytest.mark.parametrize('args, message', [

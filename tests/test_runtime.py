@@ -110,6 +110,21 @@ def test_tiles_blend_without_seams(out_hw):
   assert np.abs(got.astype(int) - want).max() <= 1
 
 
+def test_a_bundle_without_noise_gets_zeros_instead():
+  """noise_used=False (the export measured the output ignores it): every tile is fed zeros."""
+  lr = np.random.default_rng(3).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+  seen = []
+
+  def pointwise(lr_up, noise, scale):
+    seen.append(float(np.abs(noise).max()))
+    return np.clip(lr_up + 0.1 * noise, -1, 1)
+  got = tiling.enhance_tiled(pointwise, lr, (60, 72), tile=TILE, overlap=6, scale=3.0, seed=7,
+                             noise_used=False)
+  assert len(seen) > 1 and max(seen) == 0.0
+  want = degrade.to_uint8(degrade.bicubic_resize(lr, (60, 72)))
+  assert np.abs(got.astype(int) - want).max() <= 1
+
+
 @pytest.mark.parametrize('lr_hw, out_hw', [((37, 53), (100, 133)), ((37, 53), (148, 212)),
                                            ((40, 30), (13, 11)), ((300, 20), (1200, 80))])
 def test_strips_of_the_upsampling_equal_the_whole_image_resize(lr_hw, out_hw):

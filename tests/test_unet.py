@@ -76,3 +76,44 @@ def test_mobile_model_at_t1_barely_depends_on_the_noise():
   assert float(jnp.abs(out1 - out2).max()) < 1e-3 * float(jnp.abs(out1).max())
   out3 = model.apply(params, z2, lr_up, jnp.array([0.0]), scale)
   assert float(jnp.abs(out3 - out1).max()) > 1e-2  # at logsnr 0 the noise does reach the network
+
+
+def _depth_to_space_rank6(x, r):
+  """Reference pixel shuffle (rank-6 transpose) in the channel order of unet.pixel_shuffle."""
+  b, h, w, c = x.shape
+  co = c // (r * r)
+  x = x.reshape(b, h, w, r, r, co)  # (..., dx, dy, c)
+  x = x.transpose(0, 1, 4, 2, 3, 5)  # (b, h, dy, w, dx, c)
+  return x.reshape(b, h * r, w * r, co)
+
+
+@pytest.mark.parametrize('r', [2, 4])
+def test_pixel_shuffle_is_depth_to_space_with_rank4_ops_only(r):
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 5, r * r * 3))
+  np.testing.assert_array_equal(unet.pixel_shuffle(x, r), _depth_to_space_rank6(x, r))
+  jaxpr = jax.make_jaxpr(lambda x: unet.pixel_shuffle(x, r))(x)
+  assert max(v.aval.ndim for eqn in jaxpr.eqns for v in eqn.outvars) <= 4
+
+
+@pytest.mark.parametrize('r', [2, 4])
+def test_subpixel_up_computes_what_a_transposed_conv_with_kernel_equal_to_stride_does(r):
+  """Same function family: the transposed conv's kernel, rearranged, gives SubpixelUp the same output."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (1, 4, 6, 5))
+  tconv = nn.ConvTranspose(3, (r, r), strides=(r, r))
+  tp = tconv.init(jax.random.PRNGKey(1), x)['params']
+  # (ky, kx, in, out), flipped: flax's transposed conv applies the kernel reversed.
+  kernel = np.asarray(tp['kernel'])[::-1, ::-1]
+  # SubpixelUp's channel k = (dx * r + dy) * out + c.
+  w = kernel.transpose(2, 1, 0, 3).reshape(1, 1, x.shape[-1], r * r * 3)
+  sub = unet.SubpixelUp(3, r)
+  sp = {'Conv_0': {'kernel': jnp.asarray(w), 'bias': jnp.tile(tp['bias'], r * r)}}
+  np.testing.assert_allclose(sub.apply({'params': sp}, x), tconv.apply({'params': tp}, x), atol=1e-5)
+
+
+def test_mobile_model_has_no_transposed_convolution():
+  model = unet.UNet(unet.get_variant('mobile'))
+  z = jnp.zeros((1, 16, 16, 3))
+  params = model.init(jax.random.PRNGKey(0), z, z, jnp.zeros((1,)), jnp.full((1,), 4.0))['params']
+  names = jax.tree_util.tree_map_with_path(lambda p, _: jax.tree_util.keystr(p), params)
+  assert not any('ConvTranspose' in n for n in jax.tree.leaves(names))
+  assert any('SubpixelUp' in n for n in jax.tree.leaves(names))

@@ -78,6 +78,8 @@ class Enhancer:
     self.overlap = int(self.manifest['tile']['overlap'])
     self.steps = int(self.manifest['steps'])
     self.scale_range = tuple(float(v) for v in self.manifest['scale_range'])
+    # Bundles before 'used' was measured draw noise.
+    self.noise_used = bool(self.manifest.get('inputs', {}).get('noise', {}).get('used', True))
     if tile is not None and int(tile) != self.tile:
       # Checked on LiteRT 2.3: the models have static shapes. CompiledModel's
       # strict resize refuses them; the non-strict one fails in XNNPACK; the
@@ -157,7 +159,7 @@ class Enhancer:
       on_start(tiles)
     rgb = tiling.enhance_tiled(self.engine.run, lr, (plan.model_wh[1], plan.model_wh[0]), tile=self.tile,
                                overlap=self.overlap, scale=plan.model_scale, seed=seed,
-                               strength=float(strength), on_tile=on_tile)
+                               strength=float(strength), noise_used=self.noise_used, on_tile=on_tile)
     if plan.resample:
       rgb = np.asarray(Image.fromarray(rgb).resize(out_wh, Image.Resampling.LANCZOS))
     alpha = None

@@ -147,20 +147,23 @@ def count_tiles(out_hw, tile: int, overlap: int) -> int:
 
 
 def enhance_tiled(run_tile: TileFn, lr_uint8: np.ndarray, out_hw, *, tile: int, overlap: int,
-                  scale: float, seed: int = 0, strength: float = 1.0,
+                  scale: float, seed: int = 0, strength: float = 1.0, noise_used: bool = True,
                   on_tile: Callable[[], None] | None = None) -> np.ndarray:
   """Enhances a uint8 (h, w, 3) image to `out_hw`, returning uint8 (out_h, out_w, 3).
 
   run_tile(lr_up, noise, scale) takes and returns float32 (1, T, T, 3) in
   [-1, 1]. `strength` mixes each pixel between the bicubic upsampling (0) and
   the model (1). Images smaller than a tile are mirror-padded, run, cropped.
+  With `noise_used` False (a bundle whose export measured that its output
+  does not move with the noise) every tile gets zeros instead of drawn noise.
   """
   out_h, out_w = out_hw
   ys, xs = tile_starts(out_h, tile, overlap), tile_starts(out_w, tile, overlap)
   canvas_w = max(out_w, tile)
   wx = [edge_weights(tile, overlap, x > 0, x + tile < out_w) for x in xs]
   up = Upsampler(lr_uint8, out_hw)
-  noise = NoiseField(seed)
+  noise = NoiseField(seed) if noise_used else None
+  zeros = None if noise_used else np.zeros((tile, tile, 3), np.float32)
   scale_in = np.array([scale], np.float32)
   result = np.empty((out_h, out_w, 3), np.uint8)
   # Accumulators for the rows of the current strip only: [top, top + tile).
@@ -175,10 +178,11 @@ def enhance_tiled(run_tile: TileFn, lr_uint8: np.ndarray, out_hw, *, tile: int, 
     rows = min(tile, out_h - y)
     lr_strip = _pad_to(up.rows(y, y + rows), tile, canvas_w)
     wy = edge_weights(tile, overlap, y > 0, y + tile < out_h)
-    noise.forget_above(y)
+    if noise is not None:
+      noise.forget_above(y)
     for col, x in enumerate(xs):
       lr_tile = lr_strip[:, x:x + tile]
-      z = noise.region(y, x, tile, tile)
+      z = zeros if noise is None else noise.region(y, x, tile, tile)
       out = np.asarray(run_tile(lr_tile[None], z[None], scale_in), np.float32)[0]
       if strength != 1.0:
         out = lr_tile + np.float32(strength) * (out - lr_tile)
