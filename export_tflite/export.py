@@ -140,7 +140,8 @@ def export(workdir: str, out: str, *, quants, tile: int, steps: int | None = Non
           os.path.join(staging, models[src]['file']), staging, src)
     manifest = {
         'model': {'variant': config.model.variant, 'checkpoint_step': int(ckpt_step),
-                  'workdir': os.path.abspath(workdir)},
+                  # As given: an absolute path would only name the exporting machine.
+                  'workdir': os.path.normpath(workdir)},
         'scale_range': [float(config.data.min_scale), float(config.data.max_scale)],
         'tile': {'size': tile, 'overlap': overlap, 'multiple': mult},
         'steps': steps,

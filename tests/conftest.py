@@ -1,6 +1,5 @@
 """Test setup: 8 simulated CPU devices (set before JAX is imported) and shared fixtures."""
 
-import importlib.util
 import os
 import pathlib
 
@@ -15,10 +14,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def load_config(name='tiny'):
-  spec = importlib.util.spec_from_file_location(f'config_{name}', ROOT / 'configs' / f'{name}.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  from zoom_enhance import config_files
+  return config_files.load_module(str(ROOT / 'configs' / f'{name}.py'), f'config_{name}').get_config()
 
 
 @pytest.fixture(scope='session')

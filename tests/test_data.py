@@ -1,6 +1,5 @@
 """Tests of image decoding, degradations and the training input pipeline."""
 
-import importlib.util
 import logging
 import os
 import pathlib
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from zoom_enhance import config_files
 from zoom_enhance import degrade
 from zoom_enhance import images
 from zoom_enhance import input_pipeline
@@ -19,10 +19,7 @@ P = 32  # Small patches keep the whole file fast on two CPU cores.
 
 def _tiny_data_cfg(**overrides):
   path = pathlib.Path(__file__).resolve().parents[1] / 'configs' / 'tiny.py'
-  spec = importlib.util.spec_from_file_location('tiny_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  cfg = module.get_config().data
+  cfg = config_files.load_module(str(path), 'tiny_config').get_config().data
   cfg.patch_size = P
   cfg.cache_mb = 16
   cfg.num_workers = 2

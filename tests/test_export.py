@@ -178,3 +178,31 @@ def test_export_cli_bad_step_quant_or_temperature_is_one_line(trained, tmp_path,
   lines = r.stderr.strip().splitlines()
   assert r.returncode == 1 and 'Traceback' not in r.stderr and message in lines[-1], lines[-3:]
   assert not (tmp_path / 'B').exists()
+
+
+def test_mobile_model_exports_without_transposed_convs_and_matches_jax(photo_dir):
+  """The shipped variant's sub-pixel up-sampling: rank-4 ops LiteRT and its GPU delegate run, same output."""
+  import jax
+  import numpy as np
+  from ai_edge_litert.interpreter import Interpreter
+  from conftest import load_config
+
+  from zoom_enhance import unet
+  config = load_config('default_model')
+  model = unet.UNet(unet.get_variant(config.model.variant))
+  z = np.zeros((1, 32, 32, 3), np.float32)
+  params = model.init(jax.random.PRNGKey(0), z, z, np.zeros((1,), np.float32),
+                      np.full((1,), 4.0, np.float32))['params']
+  # Non-zero weights everywhere (some start at zero), so every layer reaches the output.
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+  params = tree.unflatten([p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+  tile_fn = convert.make_tile_fn(params, config, 1)
+  lite_model = convert.to_tflite(tile_fn, 32, 'fp16')
+  interp = Interpreter(model_content=lite_model)
+  ops = {op['op_name'] for op in interp._get_ops_details()}
+  assert 'TRANSPOSE_CONV' not in ops and 'TRANSPOSE' in ops
+  assert convert.gpu_incompatible_ops(lite_model) == []
+  tile = convert.real_tiles(export._photos(str(photo_dir)), 1, 32, [4.0], seed=0)[0]
+  want = np.asarray(jax.jit(tile_fn)(tile['lr_up'], tile['noise'], tile['scale']))
+  assert convert.psnr(convert.LiteModel(lite_model)(tile), want) > convert.PARITY_DB['fp16']
