@@ -5,7 +5,10 @@ README, "Reproducing the default model"):
 
   zoom-enhance train --config configs/default_model.py --workdir workdirs/default-teacher
 
-then configs/distill_default.py distills it and `zoom-enhance export` bundles it.
+(14,000 steps, 79 minutes on a 2-core CPU), then its own 1-step DDIM sampler
+is exported (`zoom-enhance export --workdir workdirs/default-teacher --steps 1`):
+it scored above the student that configs/distill_default.py distills from its
+2-step sampler, on PSNR-Y, SSIM-Y and LPIPS alike.
 The photo folder is the developers' copy of BSD400 (400 natural photos); point
 `--config.data.source` at any folder of photos, or a TFDS name such as 'div2k'.
 """
@@ -44,7 +47,7 @@ def get_config(arg=None):
   # regression of the HR residual on the LR image.
   c.diffusion.max_time_prob = 0.5
 
-  c.train.num_steps = 11000
+  c.train.num_steps = 14000
   c.train.batch_size = 16
   c.train.lr = 1e-3
   c.train.warmup_steps = 200
