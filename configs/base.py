@@ -7,15 +7,13 @@
 See launch/ for SLURM and Cloud TPU pod commands (every host runs the same command).
 """
 
-import ml_collections
-
-from zoom_enhance import config_files
+from zoom_enhance.training import config
 
 
 def get_config(arg=None):
-  """The base config: the tiny one's fields with GPU/TPU-sized values."""
+  """The schema's defaults with GPU/TPU-sized values."""
   del arg
-  c = config_files.sibling(__file__, 'tiny').get_config()
+  c = config.defaults()
   # DIV2K's 800 2K training photos (downloaded by tensorflow-datasets on first use).
   c.data.source = 'div2k'
   # Larger crops give the U-Net context at its lowest (1/8) resolution.
@@ -42,5 +40,5 @@ def get_config(arg=None):
   c.train.sample_every = 10_000
   c.train.num_samples = 8
   # Pure data parallelism; raise mesh.fsdp to shard parameters on big slices.
-  c.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1})
+  c.mesh.data, c.mesh.fsdp = -1, 1
   return c

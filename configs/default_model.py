@@ -13,13 +13,13 @@ The photo folder is the developers' copy of BSD400 (400 natural photos); point
 `--config.data.source` at any folder of photos, or a TFDS name such as 'div2k'.
 """
 
-from zoom_enhance import config_files
+from zoom_enhance.training import config
 
 
 def get_config(arg=None):
-  """The tiny config's layout with the default model's settings."""
+  """The schema's defaults with the default model's settings."""
   del arg
-  c = config_files.sibling(__file__, 'tiny').get_config()
+  c = config.defaults()
   c.data.source = 'folder:../shared/data/bsd400'
   c.data.eval_source = 'folder:../shared/data/dev-val'
   # 96-px HR crops: 24x24 LR pixels at x4, 12x12 at the U-Net's lowest level.

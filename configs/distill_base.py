@@ -4,14 +4,13 @@
       --config.distill.teacher_workdir=W --config.distill.eval_source=folder:HELD_OUT_PHOTOS
 """
 
-from zoom_enhance import config_files
+from zoom_enhance.training import config
 
 
 def get_config(arg=None):
-  """The base training config with the distill section of distill_tiny, GPU-sized."""
+  """The base training config with a GPU-sized distillation."""
   del arg
-  c = config_files.sibling(__file__, 'base').get_config()
-  c.distill = config_files.sibling(__file__, 'distill_tiny').get_config().distill
+  c = config.sibling(__file__, 'base')
   # The base teacher samples with 256 steps; rounds halve it down to 4.
   c.distill.start_steps = 256
   c.distill.end_steps = 4

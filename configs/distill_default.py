@@ -14,14 +14,13 @@ sampler and the teacher's single step. The model and
 diffusion settings are taken from the teacher's checkpoint.
 """
 
-from zoom_enhance import config_files
+from zoom_enhance.training import config
 
 
 def get_config(arg=None):
-  """The default model's training config plus distill_tiny's `distill` section."""
+  """The default model's training config with its distillation settings."""
   del arg
-  c = config_files.sibling(__file__, 'default_model').get_config()
-  c.distill = config_files.sibling(__file__, 'distill_tiny').get_config().distill
+  c = config.sibling(__file__, 'default_model')
   c.distill.teacher_workdir = 'workdirs/default-teacher'
   c.distill.start_steps = 2
   c.distill.end_steps = 1

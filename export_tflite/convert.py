@@ -12,49 +12,33 @@ constants, so the graph holds no SIN/COS/EXP/LOG.
 import contextlib
 import functools
 import io
-import time
 
-import jax.numpy as jnp
 import numpy as np
 
-from zoom_enhance import degrade
-from zoom_enhance import diffusion
-from zoom_enhance import sampler
+from zoom_enhance.imaging import resample
+from zoom_enhance.model import sampler
+from zoom_enhance.runtime.engine import INPUT_NAMES
 
 # Quantization variants: how each is converted, and the PSNR (dB) its outputs
 # must keep against the JAX sampler on real tiles. 45 dB is "visually
 # identical" (an 8-bit image itself is exact to ~59 dB); 30 dB is "close".
 QUANT_MODES = {
-    'fp32': 'float32 weights and activations',
-    'fp16': 'float16 weights, float32 activations',
-    'int8': 'dynamic-range int8: int8 weights, activations quantized on the fly',
-    'int8_full': 'full-integer int8 calibrated on real photo tiles, float fallback where needed',
+  'fp32': 'float32 weights and activations',
+  'fp16': 'float16 weights, float32 activations',
+  'int8': 'dynamic-range int8: int8 weights, activations quantized on the fly',
+  'int8_full': 'full-integer int8 calibrated on real photo tiles, float fallback where needed',
 }
 PARITY_DB = {'fp32': 45.0, 'fp16': 40.0, 'int8': 30.0, 'int8_full': 25.0}
-INPUT_NAMES = ('lr_up', 'noise', 'scale')
 
 
 def make_tile_fn(params, config, num_steps: int, noise_temperature: float = 1.0):
-  """f(lr_up, noise, scale) -> output tile: the unrolled DDIM sampler of the checkpoint.
+  """f(lr_up, noise, scale) -> output tile: the checkpoint's Sampler.sample, unrolled, at a temperature.
 
-  The sampler starts from z_1 = noise_temperature * noise: 1 draws a sample,
-  lower values move the output toward the sharpest mean-like estimate (0 is
-  the deterministic map at the centre of the noise distribution), trading
-  generated texture for fidelity, like a sampling temperature.
+  The sampler starts from z_1 = noise_temperature * noise (see Sampler.sample).
   """
-  model = sampler.build_model(config)
-  dcfg = config.diffusion
-  logsnr_fn = functools.partial(diffusion.logsnr_schedule_cosine, logsnr_min=dcfg.logsnr_min,
-                                logsnr_max=dcfg.logsnr_max)
-
-  def tile_fn(lr_up, noise, scale):
-    denoise = sampler.make_denoise_fn(model, params, dcfg, lr_up, scale)
-    x = diffusion.ddim_sample(denoise, noise_temperature * noise, num_steps=num_steps,
-                              logsnr_fn=logsnr_fn, unroll=True)
-    hr = diffusion.decode_target(x, lr_up, residual=dcfg.residual, residual_scale=dcfg.residual_scale)
-    return jnp.clip(hr, -1.0, 1.0)
-
-  return tile_fn
+  return functools.partial(
+    sampler.Sampler(config).sample, params, num_steps=num_steps, unroll=True, temperature=noise_temperature
+  )
 
 
 def real_tiles(photos, count: int, tile: int, scales, seed: int) -> list[dict]:
@@ -68,18 +52,20 @@ def real_tiles(photos, count: int, tile: int, scales, seed: int) -> list[dict]:
     img = photos[i % len(photos)]
     if min(img.shape[:2]) < tile:
       f = tile / min(img.shape[:2])
-      img = degrade.to_uint8(degrade.bicubic_resize(img, (round(img.shape[0] * f) + 1,
-                                                          round(img.shape[1] * f) + 1)))
+      img = resample.bicubic_uint8(img, (round(img.shape[0] * f) + 1, round(img.shape[1] * f) + 1))
     y = int(rng.integers(img.shape[0] - tile + 1))
     x = int(rng.integers(img.shape[1] - tile + 1))
-    hr = img[y:y + tile, x:x + tile]
+    hr = img[y : y + tile, x : x + tile]
     scale = float(scales[i % len(scales)])
-    side = degrade.lr_size_for(tile, scale)
-    lr = degrade.to_uint8(degrade.bicubic_resize(hr, (side, side)))
-    lr_up = degrade.to_signed(degrade.bicubic_resize(lr, (tile, tile)))
-    out.append({'lr_up': lr_up[None].astype(np.float32),
-                'noise': rng.standard_normal((1, tile, tile, 3)).astype(np.float32),
-                'scale': np.array([tile / side], np.float32)})
+    side = resample.lr_size_for(tile, scale)
+    lr = resample.bicubic_uint8(hr, (side, side))
+    out.append(
+      {
+        'lr_up': resample.lr_up(lr, (tile, tile))[None],
+        'noise': rng.standard_normal((1, tile, tile, 3)).astype(np.float32),
+        'scale': np.array([tile / side], np.float32),
+      }
+    )
   return out
 
 
@@ -90,9 +76,11 @@ def to_tflite(tile_fn, tile: int, mode: str, calibration: list[dict] | None = No
 
   if mode not in QUANT_MODES:
     raise ValueError(f'unknown quantization {mode!r}; choose from {", ".join(QUANT_MODES)}')
-  signature = [tf.TensorSpec((1, tile, tile, 3), tf.float32, name='lr_up'),
-               tf.TensorSpec((1, tile, tile, 3), tf.float32, name='noise'),
-               tf.TensorSpec((1,), tf.float32, name='scale')]
+  signature = [
+    tf.TensorSpec((1, tile, tile, 3), tf.float32, name='lr_up'),
+    tf.TensorSpec((1, tile, tile, 3), tf.float32, name='noise'),
+    tf.TensorSpec((1,), tf.float32, name='scale'),
+  ]
   converted = jax2tf.convert(tile_fn, with_gradient=False)
   concrete = tf.function(converted, autograph=False, input_signature=signature).get_concrete_function()
   converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
@@ -111,46 +99,8 @@ def to_tflite(tile_fn, tile: int, mode: str, calibration: list[dict] | None = No
     return converter.convert()
 
 
-class LiteModel:
-  """A converted model in the LiteRT interpreter (XNNPACK on the CPU), fed by input name."""
-
-  def __init__(self, model: bytes, num_threads: int = 2):
-    from ai_edge_litert.interpreter import Interpreter
-    self.interpreter = Interpreter(model_content=model, num_threads=num_threads)
-    self.interpreter.allocate_tensors()
-    self._inputs = {next(n for n in INPUT_NAMES if n in d['name']): d['index']
-                    for d in self.interpreter.get_input_details()}
-    self._output = self.interpreter.get_output_details()[0]['index']
-
-  def __call__(self, inputs: dict) -> np.ndarray:
-    for name, index in self._inputs.items():
-      self.interpreter.set_tensor(index, inputs[name])
-    self.interpreter.invoke()
-    return self.interpreter.get_tensor(self._output).copy()
-
-  def latency(self, inputs: dict, repeats: int = 5) -> float:
-    """Median seconds of one invocation, after a warm-up one."""
-    self(inputs)
-    times = []
-    for _ in range(repeats):
-      t0 = time.perf_counter()
-      self(inputs)
-      times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
-def run_tflite(model: bytes, inputs: dict, num_threads: int = 2) -> np.ndarray:
-  """One invocation through the LiteRT interpreter (XNNPACK on the CPU)."""
-  return LiteModel(model, num_threads)(inputs)
-
-
-def psnr(a, b) -> float:
-  """PSNR in dB of images in [-1, 1] (peak-to-peak 2)."""
-  mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-  return float('inf') if mse == 0 else 10.0 * np.log10(4.0 / mse)
-
-
 def gpu_incompatible_ops(model: bytes) -> list[str]:
   """Ops the TFLite GPU delegate would leave on the CPU (gpu_check.py says why not TF's analyzer)."""
   from export_tflite import gpu_check
+
   return gpu_check.incompatible_ops(model)

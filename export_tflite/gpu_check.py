@@ -13,18 +13,80 @@ can contain is checked in detail; anything else unknown is reported.
 
 import numpy as np
 
-_UNARY = {'ABS', 'CEIL', 'COS', 'ELU', 'EXP', 'FLOOR', 'GELU', 'LOG', 'LOGISTIC', 'NEG', 'RSQRT',
-          'SIGN', 'SIN', 'SQRT', 'SQUARE', 'TANH', 'RELU', 'RELU6', 'LEAKY_RELU', 'RELU_N1_TO_1',
-          'PRELU', 'HARD_SWISH'}
-_BINARY = {'ATAN2', 'DIV', 'EQUAL', 'FLOOR_DIV', 'FLOOR_MOD', 'GREATER', 'GREATER_EQUAL',
-           'LOGICAL_AND', 'LESS', 'LESS_EQUAL', 'MAXIMUM', 'MINIMUM', 'NOT_EQUAL', 'POW',
-           'SQUARED_DIFFERENCE', 'SUB'}
+_UNARY = {
+  'ABS',
+  'CEIL',
+  'COS',
+  'ELU',
+  'EXP',
+  'FLOOR',
+  'GELU',
+  'LOG',
+  'LOGISTIC',
+  'NEG',
+  'RSQRT',
+  'SIGN',
+  'SIN',
+  'SQRT',
+  'SQUARE',
+  'TANH',
+  'RELU',
+  'RELU6',
+  'LEAKY_RELU',
+  'RELU_N1_TO_1',
+  'PRELU',
+  'HARD_SWISH',
+}
+_BINARY = {
+  'ATAN2',
+  'DIV',
+  'EQUAL',
+  'FLOOR_DIV',
+  'FLOOR_MOD',
+  'GREATER',
+  'GREATER_EQUAL',
+  'LOGICAL_AND',
+  'LESS',
+  'LESS_EQUAL',
+  'MAXIMUM',
+  'MINIMUM',
+  'NOT_EQUAL',
+  'POW',
+  'SQUARED_DIFFERENCE',
+  'SUB',
+}
 # Supported whenever their inputs are (layout and arity are checked by the delegate at run time).
-_PLAIN = {'AVERAGE_POOL_2D', 'MAX_POOL_2D', 'BATCH_MATMUL', 'CONCATENATION', 'CONV_2D',
-          'DEPTHWISE_CONV_2D', 'TRANSPOSE_CONV', 'CUMSUM', 'DENSIFY', 'DEPTH_TO_SPACE',
-          'SPACE_TO_DEPTH', 'DYNAMIC_UPDATE_SLICE', 'EMBEDDING_LOOKUP', 'GATHER', 'LSTM', 'PACK',
-          'ONE_HOT', 'QUANTIZE', 'RESHAPE', 'SELECT', 'SELECT_V2', 'SOFTMAX', 'SPLIT', 'SPLIT_V',
-          'TILE', 'TRANSPOSE', 'RESIZE_BILINEAR', 'RESIZE_NEAREST_NEIGHBOR', 'STABLEHLO_CLAMP'}
+_PLAIN = {
+  'AVERAGE_POOL_2D',
+  'MAX_POOL_2D',
+  'BATCH_MATMUL',
+  'CONCATENATION',
+  'CONV_2D',
+  'DEPTHWISE_CONV_2D',
+  'TRANSPOSE_CONV',
+  'CUMSUM',
+  'DENSIFY',
+  'DEPTH_TO_SPACE',
+  'SPACE_TO_DEPTH',
+  'DYNAMIC_UPDATE_SLICE',
+  'EMBEDDING_LOOKUP',
+  'GATHER',
+  'LSTM',
+  'PACK',
+  'ONE_HOT',
+  'QUANTIZE',
+  'RESHAPE',
+  'SELECT',
+  'SELECT_V2',
+  'SOFTMAX',
+  'SPLIT',
+  'SPLIT_V',
+  'TILE',
+  'TRANSPOSE',
+  'RESIZE_BILINEAR',
+  'RESIZE_NEAREST_NEIGHBOR',
+  'STABLEHLO_CLAMP',
+}
 _REDUCE = {'MEAN', 'SUM', 'REDUCE_MAX', 'REDUCE_MIN', 'REDUCE_PROD'}
 _FLOAT_OR_INT32 = {'FLOAT32', 'INT32'}
 
@@ -65,8 +127,11 @@ def _problem(name, op, tensors, is_const, options) -> str | None:
   if name in ('SLICE', 'STRIDED_SLICE'):
     if len(shapes[0]) not in (3, 4):
       return f'{len(shapes[0])}-d input (3-d or 4-d only)'
-    if name == 'STRIDED_SLICE' and options is not None and (
-        options.ellipsisMask or options.newAxisMask or options.shrinkAxisMask):
+    if (
+      name == 'STRIDED_SLICE'
+      and options is not None
+      and (options.ellipsisMask or options.newAxisMask or options.shrinkAxisMask)
+    ):
       return 'ellipsis, new-axis or shrink-axis mask'
     return None
   if name in ('PAD', 'PADV2', 'MIRROR_PAD'):
@@ -77,8 +142,11 @@ def _problem(name, op, tensors, is_const, options) -> str | None:
     return 'constant input' if is_const(op.inputs[0]) else None
   if name == 'CAST':
     kinds = {_type_name(ins[0].type), _type_name(outs[0].type)}
-    return None if kinds <= _FLOAT_OR_INT32 | {'FLOAT16', 'BOOL'} and kinds != {'INT32', 'BOOL'} \
-        else f'cast {"->".join(sorted(kinds))}'
+    return (
+      None
+      if kinds <= _FLOAT_OR_INT32 | {'FLOAT16', 'BOOL'} and kinds != {'INT32', 'BOOL'}
+      else f'cast {"->".join(sorted(kinds))}'
+    )
   if name == 'DEQUANTIZE':
     return 'int16 dequantization' if _type_name(ins[0].type) == 'INT16' else None
   return 'not supported by the GPU delegate'
@@ -86,6 +154,7 @@ def _problem(name, op, tensors, is_const, options) -> str | None:
 
 def _type_name(code: int) -> str:
   from ai_edge_litert import schema_py_generated as schema
+
   return {v: k for k, v in vars(schema.TensorType).items() if not k.startswith('_')}[code]
 
 

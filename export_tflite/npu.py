@@ -14,12 +14,14 @@ import logging
 import os
 import tempfile
 
-from zoom_enhance import bundle
+from zoom_enhance import errors
+from zoom_enhance.imaging import files
 
 
 @dataclasses.dataclass(frozen=True)
 class NpuTarget:
   """One vendor of phone NPUs as LiteRT's AOT compiler names it."""
+
   # Where the SoC covers: shown in the manifest and logs.
   description: str
   # ai_edge_litert.aot.vendors.<backend> holds the backend and its Target.
@@ -31,12 +33,21 @@ class NpuTarget:
 
 
 NPU_TARGETS = {
-    'google_tensor': NpuTarget('Google Tensor G3-G6 (Pixel 8 and later)', 'google_tensor',
-                               'ai_edge_litert_sdk_google_tensor', 'ai-edge-litert-sdk-google-tensor'),
-    'qualcomm': NpuTarget('Qualcomm Snapdragon (Hexagon NPU)', 'qualcomm',
-                          'ai_edge_litert_sdk_qualcomm', 'ai-edge-litert-sdk-qualcomm'),
-    'mediatek': NpuTarget('MediaTek Dimensity (APU)', 'mediatek',
-                          'ai_edge_litert_sdk_mediatek', 'ai-edge-litert-sdk-mediatek'),
+  'google_tensor': NpuTarget(
+    'Google Tensor G3-G6 (Pixel 8 and later)',
+    'google_tensor',
+    'ai_edge_litert_sdk_google_tensor',
+    'ai-edge-litert-sdk-google-tensor',
+  ),
+  'qualcomm': NpuTarget(
+    'Qualcomm Snapdragon (Hexagon NPU)',
+    'qualcomm',
+    'ai_edge_litert_sdk_qualcomm',
+    'ai-edge-litert-sdk-qualcomm',
+  ),
+  'mediatek': NpuTarget(
+    'MediaTek Dimensity (APU)', 'mediatek', 'ai_edge_litert_sdk_mediatek', 'ai-edge-litert-sdk-mediatek'
+  ),
 }
 
 
@@ -63,19 +74,23 @@ def _compile_one(name: str, target: NpuTarget, model_path: str, out_dir: str, st
   importlib.import_module(f'ai_edge_litert.aot.vendors.{target.backend}.{target.backend}_backend')
   target_lib = importlib.import_module(f'ai_edge_litert.aot.vendors.{target.backend}.target')
   with tempfile.TemporaryDirectory() as tmp:
-    result = aot_compile.aot_compile(model_path, output_dir=tmp,
-                                     target=target_lib.Target(soc_model=target_lib.SocModel.ALL),
-                                     keep_going=True)
+    result = aot_compile.aot_compile(
+      model_path, output_dir=tmp, target=target_lib.Target(soc_model=target_lib.SocModel.ALL), keep_going=True
+    )
     entries = {}
     for backend, model in result.models_with_backend:
       file = f'{stem}_npu{backend.target_id_suffix}.tflite'
       model.save(os.path.join(out_dir, file), export_only=True)
       path = os.path.join(out_dir, file)
       entries[f'{name}{backend.target_id_suffix}'] = {
-          'file': file, 'vendor': name, 'soc': str(backend.target), 'sha256': bundle.sha256(path),
-          'bytes': os.path.getsize(path)}
+        'file': file,
+        'vendor': name,
+        'soc': str(backend.target),
+        'sha256': files.sha256(path),
+        'bytes': os.path.getsize(path),
+      }
     for backend, error in result.failed_backends:
-      logging.warning('NPU %s: compilation failed: %s', backend.target_id, str(error).splitlines()[0])
+      logging.warning('NPU %s: compilation failed: %s', backend.target_id, errors.first_line(error))
   return entries
 
 
@@ -94,7 +109,7 @@ def compile_for_npus(model_path: str, out_dir: str, quant: str, targets=tuple(NP
       try:
         compiled = _compile_one(name, target, model_path, out_dir, stem)
       except Exception as e:  # a vendor compiler's failure must not stop the other targets
-        reason = f'compiler failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}'
+        reason = f'compiler failed: {errors.first_line(e)}'
       else:
         if compiled:
           for entry in compiled.values():

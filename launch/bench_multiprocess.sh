@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for n in ${PROCESSES:-1 2}; do
-  python -m zoom_enhance.local_launch --num_processes "$n" \
+  python -m zoom_enhance.training.launcher --num_processes "$n" \
     --devices_per_process "${DEVICES_PER_PROCESS:-1}" -- \
     bench-train --variants tiny --dtypes float32 --batch-size 16 --patch-size 32 --steps 20 "$@"
 done

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One GPU host (one or several GPUs, all in one mesh). Needs the CUDA build of jaxlib:
-#   pip install -e . 'jax[cuda12]==0.10.2'
+#   pip install -e '.[train]' 'jax[cuda12]==0.10.2'
 #   WORKDIR=/data/ze-base bash launch/gpu.sh --config.data.source=div2k
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -7,6 +7,6 @@
 # command again to resume from the last complete checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec python -m zoom_enhance.local_launch --num_processes "${NUM_PROCESSES:-2}" \
+exec python -m zoom_enhance.training.launcher --num_processes "${NUM_PROCESSES:-2}" \
   --devices_per_process "${DEVICES_PER_PROCESS:-2}" -- \
   train --config "${CONFIG:-configs/tiny.py}" --workdir "${WORKDIR:-workdirs/multiprocess}" "$@"

@@ -1,25 +1,23 @@
 """Tests of image decoding, degradations and the training input pipeline."""
 
 import logging
-import os
-import pathlib
 import threading
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from zoom_enhance import config_files
-from zoom_enhance import degrade
-from zoom_enhance import images
-from zoom_enhance import input_pipeline
+from zoom_enhance.data import degrade
+from zoom_enhance.data import pipeline
+from zoom_enhance.data import sources
+from zoom_enhance.imaging import resample
+from zoom_enhance.training import config
 
 P = 32  # Small patches keep the whole file fast on two CPU cores.
 
 
 def _tiny_data_cfg(**overrides):
-  path = pathlib.Path(__file__).resolve().parents[1] / 'configs' / 'tiny.py'
-  cfg = config_files.load_module(str(path), 'tiny_config').get_config().data
+  cfg = config.defaults().data
   cfg.patch_size = P
   cfg.cache_mb = 16
   cfg.num_workers = 2
@@ -36,6 +34,7 @@ def cfg():
 def _small_photos():
   """A few of scikit-image's photos, shrunk so tests decode them quickly."""
   from skimage import data
+
   out = {}
   for name in ('astronaut', 'coffee', 'chelsea', 'rocket'):
     im = Image.fromarray(getattr(data, name)())
@@ -61,7 +60,7 @@ def mixed_dir(tmp_path_factory, photo_dir):
   for path in photo_dir.rglob('*.*'):
     (d / path.name).write_bytes(path.read_bytes())
   jpeg = (photo_dir / 'astronaut.jpg').read_bytes()
-  (d / 'truncated.jpg').write_bytes(jpeg[:len(jpeg) // 2])
+  (d / 'truncated.jpg').write_bytes(jpeg[: len(jpeg) // 2])
   (d / 'fake.jpg').write_text('not a photo\n')
   (d / 'notes.txt').write_text('shot on holiday\n')
   return d
@@ -70,7 +69,7 @@ def mixed_dir(tmp_path_factory, photo_dir):
 def _batches(source, cfg, n, **kwargs):
   kwargs.setdefault('global_batch_size', 4)
   kwargs.setdefault('seed', 0)
-  with input_pipeline.TrainIterator(source, cfg, **kwargs) as it:
+  with pipeline.TrainIterator(source, cfg, **kwargs) as it:
     return [next(it) for _ in range(n)]
 
 
@@ -80,114 +79,14 @@ def _assert_batches_equal(a, b):
     np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
-# --- images.py ---------------------------------------------------------------
-
-def test_exif_orientation_is_applied(tmp_path):
-  stored = np.zeros((20, 40, 3), np.uint8)  # 40 wide, 20 high.
-  stored[:, :20] = (255, 0, 0)  # Left half red, right half blue.
-  stored[:, 20:] = (0, 0, 255)
-  exif = Image.Exif()
-  exif[0x0112] = 6  # "Rotate 90 CW to display": the left edge becomes the top.
-  Image.fromarray(stored).save(tmp_path / 'r.jpg', exif=exif.tobytes(), quality=95)
-  img = images.load_rgb(tmp_path / 'r.jpg')
-  assert img.shape == (40, 20, 3) and img.dtype == np.uint8
-  top, bottom = img[:15].mean(axis=(0, 1)), img[-15:].mean(axis=(0, 1))
-  assert top[0] > 200 and top[2] < 50
-  assert bottom[2] > 200 and bottom[0] < 50
-
-
-def _mode_image(mode):
-  grey = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (8, 1))  # (8, 16)
-  if mode == 'I;16':
-    return Image.fromarray(grey.astype(np.uint16) * 257)
-  if mode == 'RGBA':
-    return Image.fromarray(np.dstack([grey] * 3 + [np.full_like(grey, 255)]))
-  return Image.fromarray(grey).convert(mode)
-
-
-@pytest.mark.parametrize('mode,ext', [('L', 'png'), ('P', 'png'), ('RGBA', 'png'), ('LA', 'png'),
-                                      ('I;16', 'png'), ('1', 'png'), ('CMYK', 'jpg'),
-                                      ('L', 'webp'), ('RGB', 'bmp'), ('CMYK', 'tif')])
-def test_any_mode_loads_as_rgb_uint8(tmp_path, mode, ext):
-  im = _mode_image(mode)
-  path = tmp_path / f'x.{ext}'
-  im.save(path)
-  if ext == 'png':
-    assert Image.open(path).mode == mode  # The file really holds that mode.
-  img = images.load_rgb(path)
-  assert img.shape == (8, 16, 3) and img.dtype == np.uint8
-  if mode in ('L', 'P', 'RGBA', 'LA', 'I;16') and ext == 'png':
-    np.testing.assert_array_equal(img[0, :, 0], np.arange(0, 256, 16))
-
-
-def test_transparent_pixels_become_white(tmp_path):
-  rgba = np.zeros((4, 4, 4), np.uint8)  # Black, fully transparent.
-  Image.fromarray(rgba).save(tmp_path / 't.png')
-  assert (images.load_rgb(tmp_path / 't.png') == 255).all()
-
-
-def test_unreadable_files_raise_image_error(tmp_path, photo_dir):
-  jpeg = (photo_dir / 'astronaut.jpg').read_bytes()
-  (tmp_path / 'photo.jpg').write_bytes(jpeg[:len(jpeg) // 2])
-  (tmp_path / 'fake.jpg').write_text('hello')
-  with pytest.raises(images.ImageError, match=r'photo\.jpg: truncated image file'):
-    images.load_rgb(tmp_path / 'photo.jpg')
-  with pytest.raises(ValueError, match=r'fake\.jpg: not an image file'):
-    images.load_rgb(tmp_path / 'fake.jpg')
-  with pytest.raises(images.ImageError, match='no such file'):
-    images.load_rgb(tmp_path / 'missing.png')
-
-
-def test_list_images_is_recursive_sorted_and_case_insensitive(tmp_path):
-  for rel in ('b.JPG', 'a.png', 'z/c.TIFF', 'z/d.webp', 'notes.txt', 'e.jpeg.bak'):
-    (tmp_path / rel).parent.mkdir(exist_ok=True)
-    (tmp_path / rel).write_bytes(b'')
-  got = [os.path.relpath(p, tmp_path) for p in images.list_images(tmp_path)]
-  assert got == ['a.png', 'b.JPG', os.path.join('z', 'c.TIFF'), os.path.join('z', 'd.webp')]
-
-
-def test_save_png_round_trip_is_atomic(tmp_path):
-  img = np.random.default_rng(0).integers(0, 256, (9, 7, 3), dtype=np.uint8)
-  images.save_png(tmp_path / 'out.png', img)
-  images.save_png(tmp_path / 'out.png', img[::-1])  # Overwrites in place.
-  np.testing.assert_array_equal(images.load_rgb(tmp_path / 'out.png'), img[::-1])
-  assert os.listdir(tmp_path) == ['out.png']  # No temporary file left behind.
-  images.save_image(tmp_path / 'out.jpg', img)
-  assert images.load_rgb(tmp_path / 'out.jpg').shape == img.shape
-  with pytest.raises(ValueError, match='uint8'):
-    images.save_png(tmp_path / 'f.png', img.astype(np.float32))
-
-
 # --- degrade.py --------------------------------------------------------------
-
-def test_lr_size_for():
-  assert degrade.lr_size_for(64, 4.0) == 16
-  assert degrade.lr_size_for(64, 3.0) == 21  # Effective scale 64 / 21.
-  assert degrade.lr_size_for(64, 1.0) == 64
-  assert degrade.lr_size_for(3, 100.0) == 1
-
-
-@pytest.mark.parametrize('size', [(5, 7), (40, 30), (13, 17)])
-def test_bicubic_resize_keeps_a_constant_image_constant(size):
-  out = degrade.bicubic_resize(np.full((13, 17, 3), 77, np.uint8), size)
-  assert out.shape == size + (3,) and out.dtype == np.float32
-  np.testing.assert_allclose(out, 77.0, atol=1e-3)
-
-
-def test_bicubic_resize_is_deterministic_and_float_precise():
-  img = np.random.default_rng(1).uniform(0, 255, (20, 24, 3)).astype(np.float32)
-  a, b = degrade.bicubic_resize(img, (7, 9)), degrade.bicubic_resize(img.copy(), (7, 9))
-  np.testing.assert_array_equal(a, b)
-  assert not np.allclose(a, np.rint(a))  # Not rounded to 8 bits on the way.
-  np.testing.assert_array_equal(degrade.bicubic_resize(img, (20, 24)), img)
 
 
 def test_realistic_degradation_changes_the_lr_deterministically(cfg):
   hr = np.asarray(_small_photos()['coffee'])[:P, :P]
   plain = degrade.degrade(hr, (16, 16), np.random.default_rng(0), cfg, realistic=False)
-  np.testing.assert_array_equal(plain, degrade.to_uint8(degrade.bicubic_resize(hr, (16, 16))))
-  real = [degrade.degrade(hr, (16, 16), np.random.default_rng(s), cfg, realistic=True)
-          for s in (0, 0, 1)]
+  np.testing.assert_array_equal(plain, resample.bicubic_uint8(hr, (16, 16)))
+  real = [degrade.degrade(hr, (16, 16), np.random.default_rng(s), cfg, realistic=True) for s in (0, 0, 1)]
   assert real[0].shape == (16, 16, 3) and real[0].dtype == np.uint8
   assert np.abs(real[0].astype(int) - plain).mean() > 1.0
   np.testing.assert_array_equal(real[0], real[1])
@@ -196,9 +95,10 @@ def test_realistic_degradation_changes_the_lr_deterministically(cfg):
 
 # --- sources -----------------------------------------------------------------
 
+
 def test_folder_source_skips_bad_files_and_ignores_others(mixed_dir, cfg, caplog):
-  caplog.set_level(logging.WARNING, logger='zoom_enhance.input_pipeline')
-  source = input_pipeline.make_source(f'folder:{mixed_dir}', cfg)
+  caplog.set_level(logging.WARNING, logger='zoom_enhance.data.sources')
+  source = sources.make_source(f'folder:{mixed_dir}', cfg)
   assert len(source) == 6 and source.num_ignored == 1
   assert any('notes.txt' in r.getMessage() for r in caplog.records)
   # Two epochs of batches of 4: every file is tried, twice over.
@@ -212,35 +112,34 @@ def test_folder_source_skips_bad_files_and_ignores_others(mixed_dir, cfg, caplog
 
 
 def test_unusable_folders_raise_data_error(tmp_path, cfg):
-  with pytest.raises(input_pipeline.DataError, match='no such folder'):
-    input_pipeline.make_source(f'folder:{tmp_path / "missing"}', cfg)
+  with pytest.raises(sources.DataError, match='no such folder'):
+    sources.make_source(f'folder:{tmp_path / "missing"}', cfg)
   (tmp_path / 'empty').mkdir()
-  with pytest.raises(input_pipeline.DataError, match='holds no images'):
-    input_pipeline.make_source(f'folder:{tmp_path / "empty"}', cfg)
+  with pytest.raises(sources.DataError, match='holds no images'):
+    sources.make_source(f'folder:{tmp_path / "empty"}', cfg)
   bad = tmp_path / 'bad'
   bad.mkdir()
   for name in ('a.jpg', 'b.png', 'c.webp'):
     (bad / name).write_text('not an image')
-  with pytest.raises(input_pipeline.DataError,
-                     match=r'holds no readable images \(3 files skipped as unreadable\)'):
-    input_pipeline.make_source(f'folder:{bad}', cfg)
-  with pytest.raises(input_pipeline.DataError, match="folder:"):
-    input_pipeline.make_source(str(bad), cfg)
+  with pytest.raises(sources.DataError, match=r'holds no readable images \(3 files skipped as unreadable\)'):
+    sources.make_source(f'folder:{bad}', cfg)
+  with pytest.raises(sources.DataError, match='folder:'):
+    sources.make_source(str(bad), cfg)
 
 
 def test_small_images_are_upscaled_to_the_patch(tmp_path, cfg):
   Image.fromarray(np.full((10, 20, 3), 128, np.uint8)).save(tmp_path / 'small.png')
-  source = input_pipeline.make_source(f'folder:{tmp_path}', cfg)
+  source = sources.make_source(f'folder:{tmp_path}', cfg)
   assert source.load(0).shape == (P, 2 * P, 3)
-  assert input_pipeline.make_example(source, 0, cfg, 0)['hr'].shape == (P, P, 3)
+  assert pipeline.make_example(source, 0, cfg, 0)['hr'].shape == (P, P, 3)
 
 
 def test_skimage_source(cfg):
-  source = input_pipeline.make_source('skimage', cfg)
-  assert source.name == 'skimage' and len(source) == len(input_pipeline.SKIMAGE_PHOTOS)
+  source = sources.make_source('skimage', cfg)
+  assert source.name == 'skimage' and len(source) == len(sources.SKIMAGE_PHOTOS)
   img = source.load(0)
   assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
-  assert input_pipeline.make_example(source, 3, cfg, 0)['lr_up'].shape == (P, P, 3)
+  assert pipeline.make_example(source, 3, cfg, 0)['lr_up'].shape == (P, P, 3)
 
 
 class _FakeTfds(list):
@@ -261,22 +160,22 @@ def test_tfds_source_reads_the_image_feature(monkeypatch, cfg):
     return _FakeTfds([{'lr': None, 'hr': gray}], ('lr', 'hr'))
 
   monkeypatch.setattr(tfds, 'data_source', fake_data_source)
-  source = input_pipeline.make_source('div2k/bicubic_x4', cfg)
+  source = sources.make_source('div2k/bicubic_x4', cfg)
   assert calls == [('div2k/bicubic_x4', 'train', {'file_format': 'array_record'})]
   assert len(source) == 1 and (source.load(0) == 9).all() and source.load(0).shape == (40, 50, 3)
   cfg.image_key = 'pixels'
-  with pytest.raises(input_pipeline.DataError, match="no image feature 'pixels'"):
-    input_pipeline.make_source('div2k', cfg)
+  with pytest.raises(sources.DataError, match="no image feature 'pixels'"):
+    sources.make_source('div2k', cfg)
 
 
 def test_unknown_tfds_name_raises_data_error(cfg):
   pytest.importorskip('tensorflow_datasets')
-  with pytest.raises(input_pipeline.DataError, match='no_such_dataset_zz: no such tensorflow'):
-    input_pipeline.make_source('no_such_dataset_zz', cfg)
+  with pytest.raises(sources.DataError, match='no_such_dataset_zz: no such tensorflow'):
+    sources.make_source('no_such_dataset_zz', cfg)
 
 
 def test_byte_lru_evicts_least_recently_used():
-  cache = input_pipeline._ByteLRU(300)
+  cache = sources._ByteLRU(300)
   for key in 'abc':
     cache.put(key, np.zeros(100, np.uint8))
   cache.get('a')  # Now 'b' is the least recently used.
@@ -289,9 +188,10 @@ def test_byte_lru_evicts_least_recently_used():
 
 # --- examples and batches ----------------------------------------------------
 
+
 @pytest.fixture(scope='module')
 def source(photo_dir):
-  return input_pipeline.make_source(f'folder:{photo_dir}', _tiny_data_cfg())
+  return sources.make_source(f'folder:{photo_dir}', _tiny_data_cfg())
 
 
 def test_batches_hold_valid_values_and_scales(source, cfg):
@@ -307,8 +207,8 @@ def test_batches_hold_valid_values_and_scales(source, cfg):
 
 
 def test_realistic_examples_differ_only_in_lr(source, cfg):
-  plain = input_pipeline.make_example(source, 5, _tiny_data_cfg(realistic_prob=0.0), 0)
-  real = input_pipeline.make_example(source, 5, _tiny_data_cfg(realistic_prob=1.0), 0)
+  plain = pipeline.make_example(source, 5, _tiny_data_cfg(realistic_prob=0.0), 0)
+  real = pipeline.make_example(source, 5, _tiny_data_cfg(realistic_prob=1.0), 0)
   np.testing.assert_array_equal(plain['hr'], real['hr'])
   assert plain['scale'] == real['scale']
   assert np.abs(plain['lr_up'] - real['lr_up']).mean() > 0.005
@@ -335,7 +235,7 @@ def test_processes_split_the_global_batch(source, cfg):
   for key in whole:
     np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
   with pytest.raises(ValueError, match='split evenly'):
-    input_pipeline.TrainIterator(source, cfg, global_batch_size=5, seed=0, process_count=2)
+    pipeline.TrainIterator(source, cfg, global_batch_size=5, seed=0, process_count=2)
 
 
 def test_synchronous_mode_gives_the_same_batches(source, cfg):
@@ -344,8 +244,7 @@ def test_synchronous_mode_gives_the_same_batches(source, cfg):
     _assert_batches_equal(x, y)
 
 
-class _FailingSource(input_pipeline.ImageSource):
-
+class _FailingSource(sources.ImageSource):
   def __init__(self, cfg):
     super().__init__('failing', 3, cfg)
 
@@ -354,7 +253,7 @@ class _FailingSource(input_pipeline.ImageSource):
 
 
 def test_worker_errors_reach_the_caller(cfg):
-  it = input_pipeline.TrainIterator(_FailingSource(cfg), cfg, global_batch_size=2, seed=0)
+  it = pipeline.TrainIterator(_FailingSource(cfg), cfg, global_batch_size=2, seed=0)
   with pytest.raises(RuntimeError, match='disk on fire'):
     next(it)
   with pytest.raises(RuntimeError, match='disk on fire'):
@@ -364,7 +263,7 @@ def test_worker_errors_reach_the_caller(cfg):
 
 def test_close_stops_the_background_threads(source, cfg):
   before = set(threading.enumerate())
-  with input_pipeline.TrainIterator(source, cfg, global_batch_size=4, seed=0) as it:
+  with pipeline.TrainIterator(source, cfg, global_batch_size=4, seed=0) as it:
     next(it)
     assert it.step == 1
   assert not [t for t in set(threading.enumerate()) - before if t.is_alive()]
@@ -373,8 +272,8 @@ def test_close_stops_the_background_threads(source, cfg):
 
 
 def test_eval_batch_is_fixed_and_spreads_scales(source, cfg):
-  a = input_pipeline.make_eval_batch(source, cfg, 4, seed=0)
-  _assert_batches_equal(a, input_pipeline.make_eval_batch(source, cfg, 4, seed=0))
+  a = pipeline.make_eval_batch(source, cfg, 4, seed=0)
+  _assert_batches_equal(a, pipeline.make_eval_batch(source, cfg, 4, seed=0))
   assert a['hr'].shape == (4, P, P, 3)
   lr_side = np.round(P / np.linspace(2.0, cfg.max_scale, 4))
   np.testing.assert_allclose(a['scale'], P / lr_side, rtol=1e-6)
@@ -386,8 +285,9 @@ def test_max_scale_prob_puts_that_share_at_the_largest_scale(source, cfg):
   def share_at_max(prob):
     c = cfg.copy_and_resolve_references()
     c.max_scale_prob = prob
-    scales = np.array([input_pipeline.make_example(source, k, c, seed=0)['scale'] for k in range(300)])
+    scales = np.array([pipeline.make_example(source, k, c, seed=0)['scale'] for k in range(300)])
     assert (scales >= c.min_scale).all() and (scales <= c.max_scale).all()
     return np.mean(np.isclose(scales, c.max_scale))
+
   # Uniform scales also land on exactly max_scale now and then (the LR side is rounded).
   assert 0.35 < share_at_max(0.5) - share_at_max(0.0) < 0.65

@@ -1,21 +1,20 @@
 """The embedded default model: shipped intact and small, used without --bundle, better than bicubic."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
 from PIL import Image
 
-from zoom_enhance import bundle
-from zoom_enhance import degrade
-from zoom_enhance import evaluate
+from zoom_enhance.evaluation import metrics
+from zoom_enhance.evaluation import protocol
+from zoom_enhance.imaging import files
+from zoom_enhance.imaging import resample
+from zoom_enhance.runtime import bundle
 from zoom_enhance.runtime import pipeline
 
 DEFAULT = pipeline.DEFAULT_BUNDLE
-SAMPLE = os.path.join(ROOT, 'zoom_enhance', 'assets', 'chelsea.jpg')
+SAMPLE = files.asset_path('chelsea.jpg')
 
 
 def test_the_default_bundle_is_embedded_intact_and_under_10_mb():
@@ -30,14 +29,14 @@ def test_the_default_bundle_is_embedded_intact_and_under_10_mb():
   assert manifest['model']['variant'] == 'mobile'
 
 
-def test_enhance_without_bundle_runs_the_embedded_model(tmp_path):
-  """The README's main command, in a fresh process: no --bundle, x4 of the packaged photo."""
+def test_enhance_without_bundle_runs_the_embedded_model(tmp_path, capsys, caplog):
+  """The README's main command: no --bundle, x4 of the packaged photo (in a fresh process: test_packaging)."""
+  from zoom_enhance import cli
+
   out = tmp_path / 'enhanced.png'
-  env = dict(os.environ, PYTHONPATH=str(ROOT))
-  r = subprocess.run([sys.executable, '-m', 'zoom_enhance.cli', 'enhance', SAMPLE, '--scale', '4',
-                      '-o', str(out), '-v'], capture_output=True, text=True, env=env, cwd=tmp_path,
-                     timeout=300)
-  assert r.returncode == 0, r.stderr[-2000:]
+  rc = cli.main(['zoom-enhance', 'enhance', SAMPLE, '--scale', '4', '-o', str(out), '-v'])
+  err = capsys.readouterr().err
+  assert rc == 0, err[-2000:]
   with Image.open(SAMPLE) as src, Image.open(out) as img:
     assert img.size == (4 * src.width, 4 * src.height)
     result = np.asarray(img.convert('RGB'))
@@ -48,7 +47,7 @@ def test_enhance_without_bundle_runs_the_embedded_model(tmp_path):
   sharpness = lambda a: float(np.mean(np.abs(np.diff(a.astype(np.float32), axis=1))))  # noqa: E731
   assert sharpness(result) > sharpness(bicubic)
   manifest = bundle.load_manifest(DEFAULT, verify=False)
-  assert f'model {manifest["default_quant"]["cpu"]}' in r.stdout + r.stderr
+  assert any(f'model {manifest["default_quant"]["cpu"]}' in r.getMessage() for r in caplog.records)
 
 
 @pytest.fixture(scope='module')
@@ -61,11 +60,12 @@ def default_enhancer():
 def test_the_default_model_beats_bicubic_on_real_photos(default_enhancer, degradation):
   """x4 on three scikit-image photos (not in the training data): PSNR-Y above bicubic on each."""
   from skimage import data
+
   gains = []
   for name in ('astronaut', 'coffee', 'chelsea'):
     hr = getattr(data, name)()[:256, :256]
-    hr, lr = evaluate.make_pair(hr, 4.0, degradation, seed=evaluate.image_seed(name))
+    hr, lr = protocol.make_pair(hr, 4.0, degradation, seed=protocol.image_seed(name))
     sr = np.asarray(default_enhancer.enhance(Image.fromarray(lr), scale=4.0).convert('RGB'))
-    bic = degrade.to_uint8(degrade.bicubic_resize(lr, hr.shape[:2]))
-    gains.append(evaluate.psnr_y(sr, hr, 4) - evaluate.psnr_y(bic, hr, 4))
+    bic = resample.bicubic_uint8(lr, hr.shape[:2])
+    gains.append(metrics.psnr_y(sr, hr, 4) - metrics.psnr_y(bic, hr, 4))
   assert min(gains) > 0.0, gains

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from zoom_enhance import diffusion
+from zoom_enhance.model import diffusion
 
 LOGSNR = jnp.array([-15.0, -4.0, 0.0, 3.0, 12.0])
 
@@ -45,8 +45,7 @@ def test_x_eps_v_round_trips():
   np.testing.assert_allclose(diffusion.x_from_eps(z=zm, eps=eps[1:4], logsnr=mid), x[1:4], atol=1e-4)
   np.testing.assert_allclose(diffusion.eps_from_x(z=zm, x=x[1:4], logsnr=mid), eps[1:4], atol=1e-4)
   for prediction, out in (('v', v), ('eps', eps), ('x', x)):
-    xp, ep = diffusion.x_eps_from_output(out[1:4], z=zm if prediction != 'v' else z[1:4],
-                                         logsnr=mid, prediction=prediction)
+    xp, ep = diffusion.PREDICTIONS[prediction](out[1:4], z=zm if prediction != 'v' else z[1:4], logsnr=mid)
     np.testing.assert_allclose(xp, x[1:4], atol=1e-4)
     np.testing.assert_allclose(ep, eps[1:4], atol=1e-4)
 
@@ -60,13 +59,12 @@ def test_v_mse_equals_snr_plus_one_weighted_x_mse():
   v_hat = diffusion.v_from_x_eps(x=x_hat, eps=eps_hat, logsnr=LOGSNR)
   mid = slice(1, 4)
   v_mse = jnp.mean(jnp.mean((v - v_hat)[mid] ** 2, axis=(1, 2, 3)))
-  x_loss = diffusion.weighted_x_loss(x_pred=x_hat[mid], x_target=x[mid], logsnr=LOGSNR[mid],
-                                     weighting='snr_plus_one')
+  x_loss = diffusion.weighted_x_loss(
+    x_pred=x_hat[mid], x_target=x[mid], logsnr=LOGSNR[mid], weighting='snr_plus_one'
+  )
   assert float(v_mse) == pytest.approx(float(x_loss), rel=1e-4)
-  trunc = diffusion.loss_weight(LOGSNR, 'snr_trunc')
+  trunc = diffusion.LOSS_WEIGHTINGS['snr_trunc'](LOGSNR)
   np.testing.assert_allclose(trunc, np.maximum(np.exp(LOGSNR), 1.0), rtol=1e-6)
-  with pytest.raises(ValueError):
-    diffusion.loss_weight(LOGSNR, 'bogus')
 
 
 def test_residual_encoding_round_trip_and_clip():
@@ -124,3 +122,21 @@ def test_max_times_put_that_share_of_the_batch_at_t_1():
   mixed = np.asarray(diffusion.with_max_times(t, jax.random.PRNGKey(0), 0.3))
   moved = mixed != np.asarray(t)
   assert np.all(mixed[moved] == 1.0) and abs(moved.mean() - 0.3) < 0.02
+
+
+def test_the_config_binding_is_the_pure_functions_with_the_configs_settings():
+  from zoom_enhance.training import config
+
+  c = config.defaults().diffusion
+  c.residual_scale, c.prediction, c.logsnr_min = 3.0, 'eps', -15.0
+  d = diffusion.Diffusion.from_config(c)
+  assert hash(d) == hash(diffusion.Diffusion.from_config(c))  # frozen: usable as a cache key
+  hr, lr_up = _pair(6)
+  kw = dict(residual=True, residual_scale=3.0)
+  np.testing.assert_array_equal(d.encode(hr, lr_up), diffusion.encode_target(hr, lr_up, **kw))
+  np.testing.assert_array_equal(d.decode(hr, lr_up), diffusion.decode_target(hr, lr_up, **kw))
+  assert d.logsnr(1.0) == pytest.approx(-15.0) and d.logsnr(0.0) == pytest.approx(20.0)
+  z = diffusion.diffuse(x=hr, eps=lr_up, logsnr=LOGSNR)
+  x, eps = d.x_eps(lr_up[1:4], z=z[1:4], logsnr=LOGSNR[1:4])
+  np.testing.assert_allclose(x, hr[1:4], atol=1e-4)  # an eps-prediction of the true eps gives back x
+  np.testing.assert_array_equal(eps, lr_up[1:4])

@@ -9,14 +9,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import ROOT
 from conftest import load_config
 from PIL import Image
 
-from zoom_enhance import checkpoint
-from zoom_enhance import diffusion
-from zoom_enhance import distill
-from zoom_enhance import metrics_log
-from zoom_enhance import train
+from zoom_enhance import cli
+from zoom_enhance import errors
+from zoom_enhance.data import sources
+from zoom_enhance.evaluation import metrics
+from zoom_enhance.evaluation import protocol
+from zoom_enhance.model import diffusion
+from zoom_enhance.training import checkpoint
+from zoom_enhance.training import config as config_lib
+from zoom_enhance.training import distill
+from zoom_enhance.training import distill_report
+from zoom_enhance.training import metrics_log
+from zoom_enhance.training import train
 
 
 def _toy_teacher(z, logsnr):
@@ -37,8 +45,9 @@ def test_distillation_target_reproduces_two_teacher_ddim_steps():
   z_s = diffusion.ddim_step(x_pred=x2, eps_pred=e2, logsnr_s=ls)
   target = diffusion.distill_x_target(z_t=z_t, z_s=z_s, logsnr_t=lt, logsnr_s=ls)
   # One student DDIM step that predicts `target` lands where the two teacher steps did.
-  one_step = diffusion.ddim_step(x_pred=target, eps_pred=diffusion.eps_from_x(z=z_t, x=target, logsnr=lt),
-                                 logsnr_s=ls)
+  one_step = diffusion.ddim_step(
+    x_pred=target, eps_pred=diffusion.eps_from_x(z=z_t, x=target, logsnr=lt), logsnr_s=ls
+  )
   np.testing.assert_allclose(one_step, z_s, atol=2e-4)
   # And the 2N-step teacher sampler equals the N-step sampler of a perfect student.
   run = functools.partial(diffusion.ddim_sample, logsnr_fn=logsnr_fn)
@@ -59,12 +68,62 @@ def test_distillation_target_reproduces_two_teacher_ddim_steps():
   np.testing.assert_allclose(student_out, teacher_out, atol=2e-3)
 
 
-def test_round_plan():
-  assert distill.round_plan(64, 4) == [32, 16, 8, 4]
-  assert distill.round_plan(8, 1) == [4, 2, 1]
+def test_teacher_target_is_the_x_of_one_student_step_landing_on_two_teacher_steps():
+  """distill.teacher_target, the target the loss is given, against the two teacher steps it replaces."""
+  diff = diffusion.Diffusion.from_config(config_lib.defaults().diffusion)
+  x = jnp.tanh(jax.random.normal(jax.random.PRNGKey(1), (6, 8, 8, 3)))
+  n = jnp.full((6,), 4.0)
+  target, z_t, logsnr_t = distill.teacher_target(
+    diff, _toy_teacher, x, jax.random.PRNGKey(2), jax.random.PRNGKey(3), n
+  )
+  # Recover each example's time from its noise level, and replay the two teacher steps.
+  t = np.array([float(jnp.argmin(jnp.abs(diff.logsnr(jnp.arange(1, 5) / 4.0) - lt))) + 1 for lt in logsnr_t])
+  assert sorted(set(t)) == [1, 2, 3, 4]  # stratified over the batch: every student step appears
+  lm, ls = diff.logsnr((t - 0.5) / 4.0), diff.logsnr((t - 1.0) / 4.0)
+  x1, e1 = _toy_teacher(z_t, logsnr_t)
+  x2, e2 = _toy_teacher(diffusion.ddim_step(x_pred=x1, eps_pred=e1, logsnr_s=lm), lm)
+  z_s = diffusion.ddim_step(x_pred=x2, eps_pred=e2, logsnr_s=ls)
+  student = diffusion.ddim_step(
+    x_pred=target, eps_pred=diffusion.eps_from_x(z=z_t, x=target, logsnr=logsnr_t), logsnr_s=ls
+  )
+  np.testing.assert_allclose(student, z_s, atol=2e-4)
+
+
+def test_round_plan_and_its_validation():
+  assert config_lib.round_plan(64, 4) == [32, 16, 8, 4]
+  assert config_lib.round_plan(8, 1) == [4, 2, 1]
   for bad in ((48, 4), (8, 3), (4, 4)):
-    with pytest.raises(ValueError):
-      distill.round_plan(*bad)
+    c = load_config('distill_tiny')
+    c.distill.teacher_workdir = 'W'
+    c.distill.start_steps, c.distill.end_steps = bad
+    with pytest.raises(errors.ConfigError, match='distill.'):
+      config_lib.validate(c, distill=True)
+
+
+def _small_photo_folder(folder, count):
+  from skimage import data
+
+  folder.mkdir()
+  for i in range(count):
+    Image.fromarray(data.astronaut()[40 * i : 40 * i + 64, 50:130]).save(folder / f'p{i}.png')
+  return folder
+
+
+def test_rounds_are_scored_on_held_out_photos_without_an_eval_source(tmp_path):
+  """The default: the last eval_holdout images of the source, out of training; else scikit-image's photos."""
+  c = load_config('distill_tiny')
+  c.data.patch_size = 32
+  c.data.source = f'folder:{_small_photo_folder(tmp_path / "six", 6)}'
+  c.distill.eval_holdout = 2
+  source = sources.make_source(c.data.source, c.data)
+  photos, where = distill.round_photos(c, source)
+  assert [name for name, _ in photos] == ['p4.png', 'p5.png'] and len(source) == 4
+  assert where.startswith('the last 2 images of folder:') and 'held out of distillation' in where
+  c.distill.eval_holdout = 3  # 6 images cannot spare 3 and keep most for training
+  photos, where = distill.round_photos(c, sources.make_source(c.data.source, c.data))
+  assert len(photos) == len(sources.SKIMAGE_PHOTOS) and "scikit-image's sample photos" in where
+  c.distill.eval_holdout = 0
+  assert distill.round_photos(c, source)[0] == []
 
 
 @pytest.fixture(scope='module')
@@ -73,56 +132,21 @@ def teacher(trained):
   return trained
 
 
-@pytest.fixture(scope='module')
-def eval_dir(tmp_path_factory):
-  """Two small held-out photos (crops of scikit-image samples not used for training)."""
-  from skimage import data
-  folder = tmp_path_factory.mktemp('heldout')
-  Image.fromarray(data.immunohistochemistry()[:80, :96]).save(folder / 'ihc.png')
-  Image.fromarray(data.astronaut()[100:164, 150:230]).save(folder / 'astro.png')
-  return folder
-
-
 def _distill_config(teacher, photo_dir, **distill_fields):
   config = load_config('distill_tiny')
   config.data.source = f'folder:{photo_dir}'
   config.distill.teacher_workdir = teacher
   config.train.log_every = 1
   config.train.num_samples = 2
-  config.mesh.data, config.mesh.fsdp = 4, 2
+  config.mesh.data, config.mesh.fsdp = 2, 2
   for key, value in distill_fields.items():
     config.distill[key] = value
   return config
 
 
-def test_one_real_round_with_report_and_restorable_checkpoint(teacher, photo_dir, eval_dir, tmp_path):
-  config = _distill_config(teacher, photo_dir, start_steps=4, end_steps=2, steps_per_round=3,
-                           eval_source=f'folder:{eval_dir}')
-  workdir = str(tmp_path)
-  assert distill.distill(config, workdir) == 3
-  with open(os.path.join(workdir, distill.REPORT)) as f:
-    report = json.load(f)
-  (round1,) = report['rounds']
-  assert round1['round'] == 1 and round1['student_steps'] == 2 and report['images'] == 2
-  assert set(round1['methods']) == {'student@2', 'teacher_ddim@2', 'teacher@4', 'bicubic'}
-  for method, by_scale in round1['methods'].items():
-    assert set(by_scale) == {'x4', 'x2.5'}
-    for m in by_scale.values():
-      assert 5 < m['psnr_y'] < 60 and 0 <= m['lpips'] < 1.5 and -1 <= m['ssim_y'] <= 1
-      if method not in ('teacher@4',):
-        assert 'psnr_y_vs_ref' in m and 'lpips_vs_ref' in m
-  # Teacher DDIM at 2 steps from the same noise is a different sampler from 4 steps.
-  assert round1['methods']['teacher_ddim@2']['x4']['psnr_y_vs_ref'] < 60
-  params, _, step = checkpoint.restore_params(workdir)
-  assert step == 3
-  teacher_params, _, _ = checkpoint.restore_params(teacher)
-  moved = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(params),
-                                                          jax.tree.leaves(teacher_params)))
-  assert moved > 0  # the student trained away from its teacher
-
-
 class _StopAt(distill.DistillTask):
   """Sends this process a real SIGTERM after a given step (a preemption mid-round)."""
+
   stop_at = None
 
   def end_step(self, step, state, workdir):
@@ -132,7 +156,7 @@ class _StopAt(distill.DistillTask):
 
 
 def test_resume_mid_round_matches_an_uninterrupted_run(teacher, photo_dir, tmp_path):
-  fields = dict(start_steps=8, end_steps=2, steps_per_round=4)
+  fields = dict(start_steps=8, end_steps=2, steps_per_round=4, eval_holdout=0)
   whole = str(tmp_path / 'whole')
   assert distill.distill(_distill_config(teacher, photo_dir, **fields), whole) == 8
 
@@ -151,3 +175,54 @@ def test_resume_mid_round_matches_an_uninterrupted_run(teacher, photo_dir, tmp_p
     b, _, _ = checkpoint.restore_params(cut, ema=ema)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
       np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_one_real_round_through_the_command_scores_held_out_photos(teacher, tmp_path, capsys, caplog):
+  """`zoom-enhance distill --config ... --config.data.source=folder:PHOTOS`, no eval source: a real round,
+  its report on photos held out of training (said in the log and the report), a restorable checkpoint."""
+  photos = _small_photo_folder(tmp_path / 'photos', 6)
+  workdir = tmp_path / 'W2'
+  caplog.set_level('INFO')
+  rc = cli.main([
+    'zoom-enhance', 'distill', '--config', str(ROOT / 'configs' / 'distill_tiny.py'),
+    '--workdir', str(workdir),
+    f'--config.distill.teacher_workdir={teacher}', f'--config.data.source=folder:{photos}',
+    '--config.data.patch_size=32', '--config.distill.start_steps=4', '--config.distill.end_steps=2',
+    '--config.distill.steps_per_round=3', '--config.distill.eval_holdout=2', '--config.train.num_samples=2',
+    '--config.train.log_every=1', '--config.mesh.data=2', '--config.mesh.fsdp=2',
+  ])  # fmt: skip
+  assert rc == 0, capsys.readouterr().err[-2000:]
+  report = json.loads((workdir / distill_report.REPORT).read_text())
+  assert report['images'] == 2 and report['reference'] == 'teacher@4'
+  assert report['eval_source'] == f'the last 2 images of folder:{photos}, held out of distillation'
+  assert any('distillation rounds are scored on 2 photos: the last 2 images' in r.getMessage()
+             for r in caplog.records)  # fmt: skip
+  (round1,) = report['rounds']
+  assert round1['round'] == 1 and round1['student_steps'] == 2
+  assert set(round1['methods']) == {'student@2', 'teacher_ddim@2', 'teacher@4', 'bicubic'}
+  for method, by_scale in round1['methods'].items():
+    assert set(by_scale) == {'x4', 'x2.5'}
+    for m in by_scale.values():
+      assert 15 < m['psnr_y'] < 40 and 0 <= m['lpips'] < 1 and 0 < m['ssim_y'] <= 1
+      assert m['sec_per_mp'] > 0 and m['cpu_sec_per_mp'] > 0
+      if method != 'teacher@4':
+        assert 'psnr_y_vs_ref' in m and 'lpips_vs_ref' in m
+  # Teacher DDIM at 2 steps from the same noise is a different sampler from 4 steps.
+  assert round1['methods']['teacher_ddim@2']['x4']['psnr_y_vs_ref'] < 60
+  # The bicubic row is the held-out photos' own bicubic PSNR-Y (p4, p5: not trained on).
+  held = [np.asarray(Image.open(photos / f'p{i}.png').convert('RGB')) for i in (4, 5)]
+  want = []
+  for hr in held:
+    hr, lr = protocol.make_pair(hr, 4.0)
+    want.append(metrics.psnr_y(protocol.bicubic(lr, hr.shape[:2]), hr, 4))
+  assert round1['methods']['bicubic']['x4']['psnr_y'] == pytest.approx(np.mean(want), abs=1e-9)
+  params, _, step = checkpoint.restore_params(str(workdir))
+  assert step == 3
+  position = checkpoint.read_position(str(workdir), 3)
+  assert {k: position[k] for k in ('step', 'task', 'round', 'student_steps')} == {
+    'step': 3, 'task': 'distill', 'round': 0, 'student_steps': 2}  # fmt: skip
+  teacher_params, _, _ = checkpoint.restore_params(teacher)
+  moved = max(
+    float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(teacher_params))
+  )
+  assert moved > 0  # the student trained away from its teacher

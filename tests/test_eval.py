@@ -1,36 +1,39 @@
 """`zoom-enhance eval` and `bench` on the shared test bundle: results, degradations, peers, errors."""
 
+import contextlib
 import importlib.util
+import io
 import json
+import logging
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
 from PIL import Image
 
-from zoom_enhance import benchmark
-from zoom_enhance import evaluate
-from zoom_enhance import realesrgan_ncnn
+from zoom_enhance import cli as cli_lib
+from zoom_enhance.evaluation import metrics
+from zoom_enhance.evaluation import peers
+from zoom_enhance.evaluation import protocol
+from zoom_enhance.evaluation import runtime_bench
 
-HAVE_PEERS = not realesrgan_ncnn.missing_packages()
+HAVE_PEERS = not peers.missing_packages()
 needs_peers = pytest.mark.skipif(not HAVE_PEERS, reason="pip install 'zoom-enhance[peers]'")
 
 
-def cli(command, *args, timeout=600):
-  """The real command in a fresh process: (exit code, stdout, non-empty stderr lines)."""
-  env = dict(os.environ, PYTHONPATH=str(ROOT))
-  r = subprocess.run([sys.executable, '-m', 'zoom_enhance.cli', command, *map(str, args)],
-                     capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
-  return r.returncode, r.stdout, [ln for ln in r.stderr.splitlines() if ln.strip()]
+def cli(command, *args):
+  """The real command, in this process: (exit code, stdout, the error lines it printed on stderr)."""
+  out, err = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    rc = cli_lib.main(['zoom-enhance', command, *map(str, args)])
+  return rc, out.getvalue(), [ln for ln in err.getvalue().splitlines() if ln.strip()]
 
 
 @pytest.fixture(scope='module')
 def hr_dir(tmp_path_factory):
   """Two small real photos (scikit-image samples, cropped), one of them not a multiple of 4."""
   from skimage import data
+
   folder = tmp_path_factory.mktemp('hr')
   Image.fromarray(data.astronaut()[0:96, 160:256]).save(folder / 'astronaut.png')
   Image.fromarray(data.coffee()[100:198, 200:322]).save(folder / 'coffee.png')
@@ -38,7 +41,7 @@ def hr_dir(tmp_path_factory):
 
 
 def gradient_energy(img) -> float:
-  y = evaluate.rgb_to_y(img)
+  y = metrics.rgb_to_y(img)
   return float(np.mean(np.diff(y, axis=0) ** 2) + np.mean(np.diff(y, axis=1) ** 2))
 
 
@@ -47,9 +50,25 @@ def results(hr_dir, bundle_dir, tmp_path_factory):
   """One eval run through the command line: bicubic, Lanczos, the bundle and, if installed, compact."""
   out = tmp_path_factory.mktemp('eval') / 'results.json'
   methods = 'bicubic,lanczos,zoom-enhance' + (',realesrgan-compact' if HAVE_PEERS else '')
-  rc, stdout, err = cli('eval', '--hr-dir', hr_dir, '--scale', '4', '--bundle', bundle_dir, '--out', out,
-                        '--methods', methods, '--accelerator', 'cpu', '--peer-threads', '1')
-  assert rc == 0, err[-20:]
+  logging.getLogger('zoom_enhance.eval').setLevel(logging.WARNING)
+  rc, stdout, err = cli(
+    'eval',
+    '--hr-dir',
+    hr_dir,
+    '--scale',
+    '4',
+    '--bundle',
+    bundle_dir,
+    '--out',
+    out,
+    '--methods',
+    methods,
+    '--accelerator',
+    'cpu',
+    '--peer-threads',
+    '1',
+  )
+  assert rc == 0 and err == [], err[-20:]
   with open(out) as f:
     return json.load(f), stdout, out
 
@@ -80,14 +99,37 @@ def test_eval_writes_every_method_per_image_and_on_average(results, bundle_dir):
     assert '1 threads' in peer['runtime'] and 'note' not in peer
 
 
+def _bicubic_by_hand(img: np.ndarray, size_wh) -> np.ndarray:
+  """Pillow's float32 bicubic per channel, rounded: written out here, not taken from the project."""
+  chans = [
+    np.asarray(Image.fromarray(img[:, :, c].astype(np.float32)).resize(size_wh, Image.Resampling.BICUBIC))
+    for c in range(3)
+  ]
+  return np.clip(np.rint(np.dstack(chans)), 0, 255).astype(np.uint8)
+
+
 def test_eval_bicubic_matches_an_independent_computation(results, hr_dir):
+  """The protocol (modcrop, antialiased bicubic down and up, BT.601 luma, 4 px shaved) computed by hand."""
+  from skimage.metrics import structural_similarity
+
   res, _, _ = results
   for name in ('astronaut.png', 'coffee.png'):
     hr = np.asarray(Image.open(hr_dir / name).convert('RGB'))
-    hr, lr = evaluate.make_pair(hr, 4)
-    sr = evaluate.bicubic_method(lr, hr.shape[:2])
-    assert res['per_image'][name]['bicubic']['psnr_y'] == pytest.approx(evaluate.psnr_y(sr, hr, 4), abs=1e-9)
-    assert res['per_image'][name]['bicubic']['ssim_y'] == pytest.approx(evaluate.ssim_y(sr, hr, 4), abs=1e-9)
+    h, w = hr.shape[0] // 4 * 4, hr.shape[1] // 4 * 4
+    hr = hr[:h, :w]
+    sr = _bicubic_by_hand(_bicubic_by_hand(hr, (w // 4, h // 4)), (w, h))
+    luma = lambda a: (16.0 + (65.481 * a[..., 0] + 128.553 * a[..., 1] + 24.966 * a[..., 2]) / 255.0)[
+      4:-4, 4:-4
+    ]
+    y_sr, y_hr = luma(sr.astype(np.float64)), luma(hr.astype(np.float64))
+    psnr = 10 * np.log10(255.0**2 / np.mean((y_sr - y_hr) ** 2))
+    ssim = structural_similarity(
+      y_sr, y_hr, data_range=255.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+    )
+    row = res['per_image'][name]['bicubic']
+    assert res['per_image'][name]['hr_size'] == [w, h]
+    assert row['psnr_y'] == pytest.approx(psnr, abs=1e-9) and row['ssim_y'] == pytest.approx(ssim, abs=1e-9)
+    assert 20 < psnr < 35  # a real photo's bicubic x4, not a degenerate comparison
 
 
 def test_eval_writes_before_after_crops(results):
@@ -102,56 +144,75 @@ def test_eval_writes_before_after_crops(results):
 
 def test_realistic_degradation_is_reproducible_and_per_photo():
   from skimage import data
+
   hr = data.chelsea()[:120, :160]
-  seed = evaluate.image_seed('chelsea.png')
-  hr1, lr1 = evaluate.make_pair(hr, 4, 'realistic', seed)
-  hr2, lr2 = evaluate.make_pair(hr.copy(), 4, 'realistic', evaluate.image_seed('chelsea.png'))
+  seed = protocol.image_seed('chelsea.png')
+  hr1, lr1 = protocol.make_pair(hr, 4, 'realistic', seed)
+  hr2, lr2 = protocol.make_pair(hr.copy(), 4, 'realistic', protocol.image_seed('chelsea.png'))
   assert np.array_equal(lr1, lr2) and np.array_equal(hr1, hr2) and lr1.shape == (30, 40, 3)
-  _, plain = evaluate.make_pair(hr, 4)
-  _, other = evaluate.make_pair(hr, 4, 'realistic', evaluate.image_seed('other.png'))
+  _, plain = protocol.make_pair(hr, 4)
+  _, other = protocol.make_pair(hr, 4, 'realistic', protocol.image_seed('other.png'))
   assert np.abs(lr1.astype(int) - plain).mean() > 1 and not np.array_equal(lr1, other)
 
 
 def test_eval_realistic_runs_and_records_its_settings(hr_dir, tmp_path):
   out = tmp_path / 'r.json'
-  rc, _, err = cli('eval', '--hr-dir', hr_dir, '--scale', '2.5', '--degradation', 'realistic',
-                   '--methods', 'bicubic,lanczos', '--out', out, '--crops', '0', '--max-images', '1')
+  rc, _, err = cli(
+    'eval',
+    '--hr-dir',
+    hr_dir,
+    '--scale',
+    '2.5',
+    '--degradation',
+    'realistic',
+    '--methods',
+    'bicubic,lanczos',
+    '--out',
+    out,
+    '--crops',
+    '0',
+    '--max-images',
+    '1',
+  )
   assert rc == 0, err[-10:]
   res = json.loads(out.read_text())
-  assert res['settings']['realistic']['jpeg_quality_min'] == evaluate.REALISTIC.jpeg_quality_min
+  assert res['settings']['realistic']['jpeg_quality_min'] == protocol.REALISTIC.jpeg_quality_min
   assert list(res['per_image']) == ['astronaut.png'] and res['crops'] == []
   hr = np.asarray(Image.open(hr_dir / 'astronaut.png').convert('RGB'))
-  hr, lr = evaluate.make_pair(hr, 2.5, 'realistic', evaluate.image_seed('astronaut.png'))
-  sr = evaluate.bicubic_method(lr, hr.shape[:2])
-  assert res['per_image']['astronaut.png']['bicubic']['psnr_y'] == pytest.approx(evaluate.psnr_y(sr, hr, 3))
+  hr, lr = protocol.make_pair(hr, 2.5, 'realistic', protocol.image_seed('astronaut.png'))
+  sr = protocol.bicubic(lr, hr.shape[:2])
+  assert res['per_image']['astronaut.png']['bicubic']['psnr_y'] == pytest.approx(metrics.psnr_y(sr, hr, 3))
 
 
 def test_ncnn_blob_names_are_read_from_the_param_file(tmp_path):
   param = tmp_path / 'm.param'
-  param.write_text('7767517\n4 4\nInput in0 0 1 x\nSplit s 1 2 x a b\nConvolution c 1 1 a y 0=3\n'
-                   'BinaryOp add 2 1 y b out 0=0\n')
-  assert realesrgan_ncnn.blob_names(str(param)) == ('x', 'out')
+  param.write_text(
+    '7767517\n4 4\nInput in0 0 1 x\nSplit s 1 2 x a b\nConvolution c 1 1 a y 0=3\n'
+    'BinaryOp add 2 1 y b out 0=0\n'
+  )
+  assert peers.blob_names(str(param)) == ('x', 'out')
   if HAVE_PEERS:
-    for method in realesrgan_ncnn.MODELS:
-      assert realesrgan_ncnn.blob_names(realesrgan_ncnn.model_files(method)[0]) == ('data', 'output')
+    for method in peers.MODELS:
+      assert peers.blob_names(peers.model_files(method)[0]) == ('data', 'output')
 
 
 @needs_peers
 def test_compact_real_esrgan_upscales_4x_sharper_than_bicubic():
   from skimage import data
-  hr, lr = evaluate.make_pair(data.astronaut()[0:96, 160:256], 4)
-  net = realesrgan_ncnn.RealEsrgan('realesrgan-compact', threads=1)
+
+  hr, lr = protocol.make_pair(data.astronaut()[0:96, 160:256], 4)
+  net = peers.RealEsrgan('realesrgan-compact', threads=1)
   try:
     sr = net(lr, hr.shape[:2])
     assert sr.shape == hr.shape and sr.dtype == np.uint8
-    bicubic = evaluate.bicubic_method(lr, hr.shape[:2])
+    bicubic = protocol.bicubic(lr, hr.shape[:2])
     # Sharper: more gradient energy than bicubic, and closer to the photo perceptually.
     assert gradient_energy(sr) > 1.5 * gradient_energy(bicubic)
-    scorer = evaluate.Scorer()
+    scorer = metrics.Scorer()
     assert scorer(sr, hr, 4)['lpips'] < scorer(bicubic, hr, 4)['lpips']
     # Tiles with enough context (the model sees 18 LR pixels around) are seamless.
-    tiled = realesrgan_ncnn.RealEsrgan('realesrgan-compact', threads=1, tile=10, pad=20)
-    whole = realesrgan_ncnn.RealEsrgan('realesrgan-compact', threads=1, tile=100, pad=20)
+    tiled = peers.RealEsrgan('realesrgan-compact', threads=1, tile=10, pad=20)
+    whole = peers.RealEsrgan('realesrgan-compact', threads=1, tile=100, pad=20)
     odd = lr[:23, :17]
     assert np.array_equal(tiled.upscale(odd), whole.upscale(odd)) and tiled.upscale(odd).shape == (92, 68, 3)
     # Other factors: the x4 result resized.
@@ -162,11 +223,12 @@ def test_compact_real_esrgan_upscales_4x_sharper_than_bicubic():
 
 def test_bench_reports_the_cpu_and_unavailable_accelerators(bundle_dir, tmp_path):
   out = tmp_path / 'bench.json'
-  rc, stdout, err = cli('bench', '--bundle', bundle_dir, '--input-mp', '0.01', '--quant', 'fp32',
-                        '--out', out)
+  rc, stdout, err = cli(
+    'bench', '--bundle', bundle_dir, '--input-mp', '0.01', '--quant', 'fp32', '--out', out
+  )
   assert rc == 0, err[-10:]
   res = json.loads(out.read_text())
-  w, h = benchmark.input_size(0.01)
+  w, h = runtime_bench.input_size(0.01)
   assert res['settings']['input']['size'] == [w, h] == [116, 87] and res['settings']['threads'] == 2
   rows = {(r['accelerator_asked'], r['scale']): r for r in res['rows']}
   assert set(rows) == {(a, s) for a in ('npu', 'gpu', 'cpu') for s in (2.0, 4.0)}
@@ -182,19 +244,22 @@ def test_bench_reports_the_cpu_and_unavailable_accelerators(bundle_dir, tmp_path
   assert 'fp32' in stdout and 'x4' in stdout
 
 
-@pytest.mark.parametrize('args, message', [
+@pytest.mark.parametrize(
+  'args, message',
+  [
     (('--hr-dir', '{tmp}/missing', '--scale', '4'), 'missing: no such folder of evaluation photos'),
     (('--hr-dir', '{tmp}/empty', '--scale', '4'), 'empty: no images to evaluate on'),
     (('--hr-dir', '{hr}', '--scale', '0'), '--scale 0: must be between 1 and 16'),
     (('--hr-dir', '{hr}', '--scale', 'four'), "--scale 'four': not a number"),
     (('--hr-dir', '{hr}', '--bundle', '{tmp}/nowhere'), 'nowhere: no such bundle directory'),
     (('--hr-dir', '{hr}', '--methods', 'bicubic,esrgan'), "--methods 'bicubic,esrgan': choose from"),
-])
+  ],
+)
 def test_eval_bad_input_is_one_line_and_writes_nothing(args, message, hr_dir, tmp_path):
   (tmp_path / 'empty').mkdir()
   out = tmp_path / 'out' / 'results.json'
   args = [a.format(tmp=tmp_path, hr=hr_dir) for a in args]
-  rc, _, err = cli('eval', *args, '--out', out, timeout=120)
+  rc, _, err = cli('eval', *args, '--out', out)
   assert rc in (1, 2) and len(err) == 1, err
   assert err[0].startswith('zoom-enhance eval: error: ') and message in err[0], err
   assert not out.exists() and not (tmp_path / 'out' / 'results_crops').exists()
@@ -202,8 +267,8 @@ def test_eval_bad_input_is_one_line_and_writes_nothing(args, message, hr_dir, tm
 
 def test_without_a_bundle_eval_and_bench_ask_for_one(hr_dir, tmp_path, monkeypatch, capsys):
   """An install without the embedded bundle (a source tree that has not trained one yet)."""
-  from zoom_enhance import cli as cli_lib
   from zoom_enhance.runtime import pipeline
+
   monkeypatch.setattr(pipeline, 'DEFAULT_BUNDLE', str(tmp_path / 'no-default-bundle'))
   for command, args in (('eval', ('--hr-dir', hr_dir, '--out', tmp_path / 'r.json')), ('bench', ())):
     rc = cli_lib.main(['zoom-enhance', command, *map(str, args)])
@@ -214,11 +279,13 @@ def test_without_a_bundle_eval_and_bench_ask_for_one(hr_dir, tmp_path, monkeypat
 
 def test_a_missing_peer_is_named_and_the_other_methods_go_on(hr_dir, tmp_path, monkeypatch):
   """With ncnn hidden from the import system, eval names the package to install and still scores."""
-  from zoom_enhance import eval_run
+  from zoom_enhance.evaluation import bundle_eval
+
   real = importlib.util.find_spec
   monkeypatch.setattr(importlib.util, 'find_spec', lambda n, *a: None if n == 'ncnn' else real(n, *a))
-  res = eval_run.run_eval(str(hr_dir), str(tmp_path / 'r.json'), methods='bicubic,realesrgan-compact',
-                          max_images=1, num_crops=0)
+  res = bundle_eval.run_eval(
+    str(hr_dir), str(tmp_path / 'r.json'), methods='bicubic,realesrgan-compact', max_images=1, num_crops=0
+  )
   assert list(res['methods']) == ['bicubic']
   assert 'ncnn==' in res['skipped']['realesrgan-compact']
   assert "pip install 'zoom-enhance[peers]'" in res['skipped']['realesrgan-compact']

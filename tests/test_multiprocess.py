@@ -1,11 +1,10 @@
 """Multi-process training on the JAX distributed runtime, and its faults: real local runs of the tiny config.
 
 Every run here is real: N processes joined through jax.distributed (gloo CPU
-collectives, K simulated devices each) started by zoom_enhance.local_launch.
+collectives, K simulated devices each) started by zoom_enhance.training.launcher.
 Each spawned process is bounded by a timeout and killed if the test fails.
-To fit a 2-core CI machine the runs share a compilation cache and compile
-with XLA's LLVM backend at -O0 (3x faster to compile, same results; every
-run compared here uses the same flags).
+To fit a 2-core CI machine the runs share the session's compilation cache
+and compile with XLA's LLVM backend at -O0 (conftest.jax_env).
 """
 
 import glob
@@ -22,12 +21,14 @@ import time
 import numpy as np
 import pytest
 from conftest import ROOT
+from conftest import jax_env
 from conftest import load_config
 
-from zoom_enhance import checkpoint
-from zoom_enhance import input_pipeline
-from zoom_enhance import local_launch
-from zoom_enhance import metrics_log
+from zoom_enhance.data import pipeline
+from zoom_enhance.data import sources
+from zoom_enhance.training import checkpoint
+from zoom_enhance.training import launcher
+from zoom_enhance.training import metrics_log
 
 STEPS = 12
 CHECKPOINT_EVERY = 4
@@ -37,36 +38,51 @@ RTOL = 1e-6
 
 
 @pytest.fixture(scope='module')
-def cache_dir(tmp_path_factory):
-  """A compilation cache shared by this module's runs (a run compiles what an earlier one did)."""
-  return tmp_path_factory.mktemp('jax_cache')
+def cache_dir():
+  """The session's compilation cache (conftest), which every process started here shares."""
+  return os.environ['JAX_COMPILATION_CACHE_DIR']
 
 
 def _env(cache_dir, devices=1):
   """For a CLI run with `devices` simulated devices; the launcher sets each process's own."""
-  return dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1',
-              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} '
-                        '--xla_backend_optimization_level=0',
-              JAX_COMPILATION_CACHE_DIR=str(cache_dir),
-              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='-1')
+  return jax_env(devices, JAX_COMPILATION_CACHE_DIR=str(cache_dir))
 
 
 def _train_args(workdir, photo_dir, *extra):
-  return ['train', '--config', str(ROOT / 'configs' / 'tiny.py'), '--workdir', str(workdir),
-          f'--config.train.num_steps={STEPS}', f'--config.data.source=folder:{photo_dir}',
-          '--config.data.patch_size=32', '--config.train.log_every=1',
-          f'--config.train.checkpoint_every={CHECKPOINT_EVERY}', '--config.train.sample_every=0',
-          '--config.train.num_samples=2', '--config.diffusion.sample_steps=2',
-          '--init_timeout=120', '--heartbeat_timeout=15', '--shutdown_timeout=60', *extra]
+  return [
+    'train',
+    '--config',
+    str(ROOT / 'configs' / 'tiny.py'),
+    '--workdir',
+    str(workdir),
+    f'--config.train.num_steps={STEPS}',
+    f'--config.data.source=folder:{photo_dir}',
+    '--config.data.patch_size=32',
+    '--config.train.log_every=1',
+    f'--config.train.checkpoint_every={CHECKPOINT_EVERY}',
+    '--config.train.sample_every=0',
+    '--config.train.num_samples=2',
+    '--config.diffusion.sample_steps=2',
+    '--init_timeout=120',
+    '--heartbeat_timeout=15',
+    '--shutdown_timeout=60',
+    *extra,
+  ]
 
 
 class Started:
   """A process whose merged output is collected by a thread, killed (with its group) on exit."""
 
   def __init__(self, argv, env):
-    self.proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    self.proc = subprocess.Popen(
+      argv,
+      env=env,
+      cwd=ROOT,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+      start_new_session=True,
+    )
     self.lines = []
     self._reader = threading.Thread(target=self._read, daemon=True)
     self._reader.start()
@@ -118,8 +134,19 @@ class Started:
 
 
 def _launch(args, cache_dir, num_processes=2, devices=2, grace=20) -> Started:
-  argv = [sys.executable, '-m', 'zoom_enhance.local_launch', '--num_processes', str(num_processes),
-          '--devices_per_process', str(devices), '--grace', str(grace), '--', *args]
+  argv = [
+    sys.executable,
+    '-m',
+    'zoom_enhance.training.launcher',
+    '--num_processes',
+    str(num_processes),
+    '--devices_per_process',
+    str(devices),
+    '--grace',
+    str(grace),
+    '--',
+    *args,
+  ]
   return Started(argv, _env(cache_dir))
 
 
@@ -138,8 +165,11 @@ def _last_step(workdir) -> int:
 
 def _complete_checkpoints(workdir):
   """Steps with a finished checkpoint directory (Orbax renames a step's directory when done)."""
-  names = os.listdir(checkpoint.checkpoint_dir(workdir)) if os.path.isdir(
-      checkpoint.checkpoint_dir(workdir)) else []
+  names = (
+    os.listdir(checkpoint.checkpoint_dir(workdir))
+    if os.path.isdir(checkpoint.checkpoint_dir(workdir))
+    else []
+  )
   return sorted(int(n) for n in names if n.isdigit())
 
 
@@ -158,11 +188,14 @@ def _alive(pid) -> bool:
 
 def test_processes_load_disjoint_shares_of_every_global_batch(photo_dir):
   cfg = load_config('tiny').data
-  source = input_pipeline.make_source(f'folder:{photo_dir}', cfg)
+  source = sources.make_source(f'folder:{photo_dir}', cfg)
   for count in (1, 2, 4):
-    iterators = [input_pipeline.TrainIterator(source, cfg, global_batch_size=8, seed=0, start_step=3,
-                                              process_index=p, process_count=count)
-                 for p in range(count)]
+    iterators = [
+      pipeline.TrainIterator(
+        source, cfg, global_batch_size=8, seed=0, start_step=3, process_index=p, process_count=count
+      )
+      for p in range(count)
+    ]
     for step in (3, 4, 10):
       shares = [list(it.example_indices(step)) for it in iterators]
       assert sorted(sum(shares, [])) == list(range(step * 8, (step + 1) * 8))  # no gaps, no repeats
@@ -177,14 +210,16 @@ def test_processes_load_disjoint_shares_of_every_global_batch(photo_dir):
 def _fake_launch(tmp_path, child_code, grace, cache_dir) -> Started:
   child = tmp_path / 'child.py'
   child.write_text(textwrap.dedent(child_code))
-  code = ('import sys; from zoom_enhance import local_launch; '
-          f'sys.exit(local_launch.launch([sys.executable, {str(child)!r}], num_processes=2, '
-          f'devices_per_process=1, grace={grace}))')
+  code = (
+    'import sys; from zoom_enhance.training import launcher; '
+    f'sys.exit(launcher.launch([sys.executable, {str(child)!r}], num_processes=2, '
+    f'devices_per_process=1, grace={grace}))'
+  )
   return Started([sys.executable, '-c', code], _env(cache_dir))
 
 
 def test_launcher_prefixes_output_and_stops_the_others_after_a_failure(tmp_path, cache_dir):
-  child = '''
+  child = """
       import sys, time
       rank = int(sys.argv[sys.argv.index('--process_id') + 1])
       print('hello from', rank, 'with', sys.argv[sys.argv.index('--num_processes') + 1], flush=True)
@@ -192,7 +227,7 @@ def test_launcher_prefixes_output_and_stops_the_others_after_a_failure(tmp_path,
           time.sleep(0.5)
           sys.exit(3)
       time.sleep(600)
-  '''
+  """
   with _fake_launch(tmp_path, child, grace=2, cache_dir=cache_dir) as run:
     t0 = time.monotonic()
     assert run.wait(timeout=30) == 3
@@ -204,7 +239,7 @@ def test_launcher_prefixes_output_and_stops_the_others_after_a_failure(tmp_path,
 
 
 def test_launcher_kills_the_others_at_once_when_one_is_killed(tmp_path, cache_dir):
-  child = '''
+  child = """
       import os, signal, sys, time
       signal.signal(signal.SIGTERM, signal.SIG_IGN)
       rank = int(sys.argv[sys.argv.index('--process_id') + 1])
@@ -213,7 +248,7 @@ def test_launcher_kills_the_others_at_once_when_one_is_killed(tmp_path, cache_di
           time.sleep(0.5)
           os.kill(os.getpid(), signal.SIGKILL)
       time.sleep(600)
-  '''
+  """
   with _fake_launch(tmp_path, child, grace=600, cache_dir=cache_dir) as run:
     t0 = time.monotonic()
     assert run.wait(timeout=30) == 128 + signal.SIGKILL
@@ -222,7 +257,7 @@ def test_launcher_kills_the_others_at_once_when_one_is_killed(tmp_path, cache_di
 
 
 def test_launcher_passes_sigterm_on_and_exits_143(tmp_path, cache_dir):
-  child = '''
+  child = """
       import signal, sys, time
       def stop(signum, frame):
           print('saving and stopping', flush=True)
@@ -230,7 +265,7 @@ def test_launcher_passes_sigterm_on_and_exits_143(tmp_path, cache_dir):
       signal.signal(signal.SIGTERM, stop)
       print('ready', flush=True)
       time.sleep(600)
-  '''
+  """
   with _fake_launch(tmp_path, child, grace=20, cache_dir=cache_dir) as run:
     run.wait_for(lambda: run.output.count('ready') == 2, 30, 'two ready children')
     run.proc.send_signal(signal.SIGTERM)
@@ -277,13 +312,19 @@ def test_two_processes_give_the_losses_of_one(one_process_run, two_process_run):
   assert {'ocdbt.process_0', 'ocdbt.process_1'} <= set(os.listdir(state))
 
 
-def test_kill_9_of_one_process_stops_the_run_and_a_relaunch_resumes(two_process_run, photo_dir,
-                                                                    tmp_path, cache_dir):
+def test_kill_9_of_one_process_stops_the_run_and_a_relaunch_resumes(
+  two_process_run, photo_dir, tmp_path, cache_dir
+):
   reference = {r['step']: r['train/loss'] for r in _rows(two_process_run[0])}
   args = _train_args(tmp_path, photo_dir)
   with _launch(args, cache_dir) as run:
-    run.wait_for(lambda: CHECKPOINT_EVERY in _complete_checkpoints(tmp_path)
-                 and _last_step(tmp_path) >= CHECKPOINT_EVERY + 2, 400, 'first checkpoint')
+    run.wait_for(
+      lambda: (
+        CHECKPOINT_EVERY in _complete_checkpoints(tmp_path) and _last_step(tmp_path) >= CHECKPOINT_EVERY + 2
+      ),
+      400,
+      'first checkpoint',
+    )
     pids = run.child_pids()
     os.kill(pids[1], signal.SIGKILL)
     t0 = time.monotonic()
@@ -302,12 +343,12 @@ def test_kill_9_of_one_process_stops_the_run_and_a_relaunch_resumes(two_process_
   assert f'resuming from step {last} ' in rerun.output
   resumed = _rows(tmp_path)[killed_at:]  # the rows written after the relaunch
   assert [r['step'] for r in resumed] == list(range(last + 1, STEPS + 1))
-  np.testing.assert_allclose([r['train/loss'] for r in resumed],
-                             [reference[r['step']] for r in resumed], rtol=RTOL)
+  np.testing.assert_allclose(
+    [r['train/loss'] for r in resumed], [reference[r['step']] for r in resumed], rtol=RTOL
+  )
 
 
-def test_sigterm_to_one_process_checkpoints_and_every_process_exits_cleanly(photo_dir, tmp_path,
-                                                                           cache_dir):
+def test_sigterm_to_one_process_checkpoints_and_every_process_exits_cleanly(photo_dir, tmp_path, cache_dir):
   args = _train_args(tmp_path, photo_dir, '--config.train.checkpoint_every=1000')
   with _launch(args, cache_dir) as run:
     run.wait_for(lambda: _last_step(tmp_path) >= 3, 400, 'step 3')
@@ -323,15 +364,21 @@ def test_sigterm_to_one_process_checkpoints_and_every_process_exits_cleanly(phot
   assert os.path.exists(os.path.join(tmp_path, checkpoint.CHECKSUMS, f'{saved[0]}.json'))
 
 
-def test_nan_loss_stops_every_process_and_keeps_the_last_good_checkpoint(photo_dir, tmp_path,
-                                                                         cache_dir):
-  args = _train_args(tmp_path, photo_dir, '--config.train.lr=1e30', '--config.train.warmup_steps=1',
-                     '--config.train.checkpoint_every=1')
+def test_nan_loss_stops_every_process_and_keeps_the_last_good_checkpoint(photo_dir, tmp_path, cache_dir):
+  args = _train_args(
+    tmp_path,
+    photo_dir,
+    '--config.train.lr=1e30',
+    '--config.train.warmup_steps=1',
+    '--config.train.checkpoint_every=1',
+  )
   with _launch(args, cache_dir) as run:
     assert run.wait(timeout=400) == 1, run.output[-3000:]
-  errors = re.findall(r'\[rank (\d)\] zoom-enhance train: error: train/loss became (?:nan|inf) at '
-                      r'step (\d+); stopping, the last good checkpoint \(step (\d+)\) is kept',
-                      run.output)
+  errors = re.findall(
+    r'\[rank (\d)\] zoom-enhance train: error: train/loss became (?:nan|inf) at '
+    r'step (\d+); stopping, the last good checkpoint \(step (\d+)\) is kept',
+    run.output,
+  )
   assert sorted(rank for rank, _, _ in errors) == ['0', '1'], run.output[-3000:]
   bad, kept = int(errors[0][1]), int(errors[0][2])
   assert kept == bad - 1 and max(_complete_checkpoints(tmp_path)) == kept
@@ -358,8 +405,7 @@ def _damage(workdir, step, how):
 
 
 @pytest.mark.parametrize('how', ['flip', 'truncate'])
-def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(two_process_run, tmp_path, how,
-                                                                    caplog):
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(two_process_run, tmp_path, how, caplog):
   workdir = tmp_path / 'w'
   shutil.copytree(two_process_run[0], workdir)
   _damage(str(workdir), STEPS, how)
@@ -371,20 +417,24 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(two_process_
     checkpoint.restore_params(str(workdir), step=STEPS)  # asked for by name: no fallback
 
 
-def test_a_truncated_checkpoint_without_checksums_falls_back_too(two_process_run, tmp_path,
-                                                                 cache_dir):
+def test_a_truncated_checkpoint_without_checksums_falls_back_too(two_process_run, tmp_path, cache_dir):
   workdir = tmp_path / 'w'
   shutil.copytree(two_process_run[0], workdir)
   _damage(str(workdir), STEPS, 'truncate_unchecked')
   # In a process of its own: Orbax's failed read leaves TensorStore tasks that print at exit.
-  code = ('import sys; from zoom_enhance import checkpoint; '
-          f'print("restored step", checkpoint.restore_params({str(workdir)!r})[2])')
+  code = (
+    'import sys; from zoom_enhance.training import checkpoint; '
+    f'print("restored step", checkpoint.restore_params({str(workdir)!r})[2])'
+  )
   with Started([sys.executable, '-c', code], _env(cache_dir)) as run:
     assert run.wait(timeout=120) == 0, run.output[-3000:]
   assert f'restored step {STEPS - CHECKPOINT_EVERY}' in run.output
   bad = checkpoint.step_dir(str(workdir), STEPS)
-  assert re.search(rf'checkpoint {re.escape(bad)} is unreadable \(.*error.*\); trying an older one',
-                   run.output, re.IGNORECASE), run.output[-3000:]
+  assert re.search(
+    rf'checkpoint {re.escape(bad)} is unreadable \(.*error.*\); trying an older one',
+    run.output,
+    re.IGNORECASE,
+  ), run.output[-3000:]
 
 
 def test_no_readable_checkpoint_is_an_error(two_process_run, tmp_path):
@@ -397,7 +447,8 @@ def test_no_readable_checkpoint_is_an_error(two_process_run, tmp_path):
 
 
 def test_training_resumes_from_the_previous_checkpoint_when_the_latest_is_damaged(
-    one_process_run, two_process_run, photo_dir, tmp_path, cache_dir):
+  one_process_run, two_process_run, photo_dir, tmp_path, cache_dir
+):
   workdir = tmp_path / 'w'
   shutil.copytree(two_process_run[0], workdir)
   _damage(str(workdir), STEPS, 'flip')
@@ -411,8 +462,9 @@ def test_training_resumes_from_the_previous_checkpoint_when_the_latest_is_damage
   reference = {r['step']: r['train/loss'] for r in _rows(one_process_run)}
   redone = _rows(workdir)[STEPS:]
   assert [r['step'] for r in redone] == list(range(STEPS - CHECKPOINT_EVERY + 1, STEPS + 1))
-  np.testing.assert_allclose([r['train/loss'] for r in redone],
-                             [reference[r['step']] for r in redone], rtol=RTOL)
+  np.testing.assert_allclose(
+    [r['train/loss'] for r in redone], [reference[r['step']] for r in redone], rtol=RTOL
+  )
 
 
 # --- start-up errors -------------------------------------------------------------
@@ -423,9 +475,16 @@ def _error_lines(output):
 
 
 def test_unreachable_coordinator_is_a_one_line_error(tmp_path, photo_dir, cache_dir):
-  address = f'127.0.0.1:{local_launch.free_port()}'  # nobody listens there
-  args = _train_args(tmp_path, photo_dir, '--coordinator_address', address, '--num_processes=2',
-                     '--process_id=1', '--init_timeout=3')
+  address = f'127.0.0.1:{launcher.free_port()}'  # nobody listens there
+  args = _train_args(
+    tmp_path,
+    photo_dir,
+    '--coordinator_address',
+    address,
+    '--num_processes=2',
+    '--process_id=1',
+    '--init_timeout=3',
+  )
   with _cli(args, cache_dir, devices=1) as run:
     t0 = time.monotonic()
     assert run.wait(timeout=60) == 1
@@ -436,9 +495,16 @@ def test_unreachable_coordinator_is_a_one_line_error(tmp_path, photo_dir, cache_
 
 
 def test_a_missing_process_is_a_one_line_error(tmp_path, photo_dir, cache_dir):
-  address = f'127.0.0.1:{local_launch.free_port()}'
-  args = _train_args(tmp_path, photo_dir, '--coordinator_address', address, '--num_processes=2',
-                     '--process_id=0', '--init_timeout=3')  # process 1 is never started
+  address = f'127.0.0.1:{launcher.free_port()}'
+  args = _train_args(
+    tmp_path,
+    photo_dir,
+    '--coordinator_address',
+    address,
+    '--num_processes=2',
+    '--process_id=0',
+    '--init_timeout=3',
+  )  # process 1 is never started
   with _cli(args, cache_dir, devices=1) as run:
     t0 = time.monotonic()
     assert run.wait(timeout=60) == 1
@@ -449,8 +515,9 @@ def test_a_missing_process_is_a_one_line_error(tmp_path, photo_dir, cache_dir):
 
 
 def test_a_process_id_beyond_the_process_count_is_a_one_line_error(tmp_path, photo_dir, cache_dir):
-  args = _train_args(tmp_path, photo_dir, '--coordinator_address', '127.0.0.1:1',
-                     '--num_processes=2', '--process_id=2')
+  args = _train_args(
+    tmp_path, photo_dir, '--coordinator_address', '127.0.0.1:1', '--num_processes=2', '--process_id=2'
+  )
   with _cli(args, cache_dir, devices=1) as run:
     assert run.wait(timeout=60) == 1
   errors = _error_lines(run.output)

@@ -17,8 +17,8 @@ from PIL import Image
 from PIL import ImageCms
 
 import zoom_enhance
-from zoom_enhance import bundle
-from zoom_enhance import degrade
+from zoom_enhance.imaging import resample
+from zoom_enhance.runtime import bundle
 from zoom_enhance.runtime import engine
 from zoom_enhance.runtime import geometry
 from zoom_enhance.runtime import pipeline
@@ -42,15 +42,22 @@ def photo_path(photo_dir):
 def cli(*args, cwd=None):
   """The real command in a fresh process: (exit code, stdout, stderr lines)."""
   env = dict(os.environ, PYTHONPATH=str(ROOT))
-  r = subprocess.run([sys.executable, '-m', 'zoom_enhance.cli', 'enhance', *map(str, args)],
-                     capture_output=True, text=True, env=env, cwd=cwd or ROOT, timeout=300)
+  r = subprocess.run(
+    [sys.executable, '-m', 'zoom_enhance.cli', 'enhance', *map(str, args)],
+    capture_output=True,
+    text=True,
+    env=env,
+    cwd=cwd or ROOT,
+    timeout=300,
+  )
   return r.returncode, r.stdout, [ln for ln in r.stderr.splitlines() if ln.strip()]
 
 
 # The runtime path.
 
+
 def test_runtime_imports_no_jax_flax_or_tensorflow(bundle_dir, photo_path, tmp_path):
-  code = textwrap.dedent(f'''
+  code = textwrap.dedent(f"""
       import json, sys
       import zoom_enhance
       light = 'zoom_enhance.runtime' not in sys.modules
@@ -63,13 +70,25 @@ def test_runtime_imports_no_jax_flax_or_tensorflow(bundle_dir, photo_path, tmp_p
       print(json.dumps({{'rc': rc, 'heavy': heavy, 'light': light, 'size': img.size,
                          'litert': 'ai_edge_litert' in sys.modules,
                          'ran': img.info['zoom_enhance'].accelerator}}))
-  ''')
-  r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
-                     env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=tmp_path)
+  """)
+  r = subprocess.run(
+    [sys.executable, '-c', code],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    cwd=tmp_path,
+  )
   assert r.returncode == 0, r.stderr[-2000:]
   got = json.loads(r.stdout.strip().splitlines()[-1])
-  assert got == {'rc': 0, 'heavy': [], 'light': True, 'size': [45, 45], 'litert': True,
-                 'ran': got['ran']} and got['ran'] in ('npu', 'gpu', 'cpu')
+  assert got == {
+    'rc': 0,
+    'heavy': [],
+    'light': True,
+    'size': [45, 45],
+    'litert': True,
+    'ran': got['ran'],
+  } and got['ran'] in ('npu', 'gpu', 'cpu')
   assert Image.open(tmp_path / 'cli.png').size == (80, 60)
 
 
@@ -77,7 +96,8 @@ def test_one_tile_matches_the_jax_sampler_with_the_same_noise(trained, enhancer)
   import jax
 
   from export_tflite import convert
-  from zoom_enhance import checkpoint
+  from zoom_enhance.training import checkpoint
+
   params, config, _ = checkpoint.restore_params(trained)
   reference = jax.jit(convert.make_tile_fn(params, config, 2))
   rng = np.random.default_rng(3)
@@ -85,7 +105,7 @@ def test_one_tile_matches_the_jax_sampler_with_the_same_noise(trained, enhancer)
   out_hw, scale, seed = (29, 27), 3.0, 11  # odd sizes below one tile: mirror-padded to 32
   got = tiling.enhance_tiled(enhancer.engine.run, lr, out_hw, tile=TILE, overlap=4, scale=scale, seed=seed)
 
-  lr_up = degrade.to_signed(degrade.bicubic_resize(lr, out_hw))
+  lr_up = resample.lr_up(lr, out_hw)
   lr_up = np.pad(lr_up, ((0, TILE - 29), (0, TILE - 27), (0, 0)), mode='symmetric')
   noise = tiling.NoiseField(seed).region(0, 0, TILE, TILE)
   want = np.asarray(reference(lr_up[None], noise[None], np.array([scale], np.float32)))[0, :29, :27]
@@ -93,7 +113,7 @@ def test_one_tile_matches_the_jax_sampler_with_the_same_noise(trained, enhancer)
   assert got.shape == (29, 27, 3)
   assert np.abs(got.astype(int) - want).max() <= 1
   # The model did something: the result is not the bicubic enlargement.
-  bicubic = degrade.to_uint8((lr_up[:29, :27] + 1) * 127.5)
+  bicubic = resample.from_signed(lr_up[:29, :27])
   assert np.abs(got.astype(int) - bicubic).mean() > 2
 
 
@@ -104,7 +124,7 @@ def test_tiles_blend_without_seams(out_hw):
   lr = rng.integers(0, 256, (max(1, out_hw[0] // 3), max(1, out_hw[1] // 3), 3), dtype=np.uint8)
   pointwise = lambda lr_up, noise, scale: np.clip(lr_up + 0.1 * noise * scale[0] / 3, -1, 1)
   got = tiling.enhance_tiled(pointwise, lr, out_hw, tile=TILE, overlap=6, scale=3.0, seed=7)
-  lr_up = degrade.to_signed(degrade.bicubic_resize(lr, out_hw))
+  lr_up = resample.lr_up(lr, out_hw)
   noise = tiling.NoiseField(7).region(0, 0, *out_hw)
   want = np.clip(np.rint((np.clip(lr_up + 0.1 * noise, -1, 1) + 1) * 127.5), 0, 255)
   assert np.abs(got.astype(int) - want).max() <= 1
@@ -118,19 +138,23 @@ def test_a_bundle_without_noise_gets_zeros_instead():
   def pointwise(lr_up, noise, scale):
     seen.append(float(np.abs(noise).max()))
     return np.clip(lr_up + 0.1 * noise, -1, 1)
-  got = tiling.enhance_tiled(pointwise, lr, (60, 72), tile=TILE, overlap=6, scale=3.0, seed=7,
-                             noise_used=False)
+
+  got = tiling.enhance_tiled(
+    pointwise, lr, (60, 72), tile=TILE, overlap=6, scale=3.0, seed=7, noise_used=False
+  )
   assert len(seen) > 1 and max(seen) == 0.0
-  want = degrade.to_uint8(degrade.bicubic_resize(lr, (60, 72)))
+  want = resample.bicubic_uint8(lr, (60, 72))
   assert np.abs(got.astype(int) - want).max() <= 1
 
 
-@pytest.mark.parametrize('lr_hw, out_hw', [((37, 53), (100, 133)), ((37, 53), (148, 212)),
-                                           ((40, 30), (13, 11)), ((300, 20), (1200, 80))])
-def test_strips_of_the_upsampling_equal_the_whole_image_resize(lr_hw, out_hw):
+@pytest.mark.parametrize(
+  'lr_hw, out_hw',
+  [((37, 53), (100, 133)), ((37, 53), (148, 212)), ((40, 30), (13, 11)), ((300, 20), (1200, 80))],
+)
+def test_strips_of_lr_up_equal_the_whole_image_lr_up(lr_hw, out_hw):
   lr = np.random.default_rng(1).integers(0, 256, (*lr_hw, 3), dtype=np.uint8)
-  whole = degrade.to_signed(degrade.bicubic_resize(lr, out_hw))
-  up = tiling.Upsampler(lr, out_hw)
+  whole = resample.lr_up(lr, out_hw)
+  up = resample.LrUpStrips(lr, out_hw)
   for y0 in range(0, out_hw[0], 9):
     for y1 in {min(out_hw[0], y0 + 5), min(out_hw[0], y0 + 32), out_hw[0]}:
       assert np.abs(up.rows(y0, y1) - whole[y0:y1]).max() < 1e-5
@@ -167,6 +191,7 @@ def test_large_outputs_stay_within_a_strip_of_float32():
 
 # Crops, sizes and factors.
 
+
 def test_crop_and_size_arithmetic():
   assert geometry.parse_crop('100,80,320,180') == (100, 80, 320, 180)
   assert geometry.parse_crop('0.25, 0.1, 0.5, 0.5') == (0.25, 0.1, 0.5, 0.5)
@@ -180,14 +205,16 @@ def test_crop_and_size_arithmetic():
   assert geometry.output_size((101, 37), scale=1.6) == (162, 59)
   assert geometry.output_size((3, 1), scale=0.1) == (1, 1)
   assert geometry.parse_size('2048x1152') == (2048, 1152)
-  for bad, match in ((lambda: geometry.resolve_crop((10, 10, 0, 5), (50, 50)), 'zero area'),
-                     (lambda: geometry.resolve_crop((40, 10, 20, 5), (50, 50)), 'extends past the 50x50'),
-                     (lambda: geometry.resolve_crop((-1, 0, 5, 5), (50, 50)), 'extends past'),
-                     (lambda: geometry.resolve_crop((0.5, 0.0, 0.6, 1.0), (50, 50)), 'not inside'),
-                     (lambda: geometry.resolve_crop((0.0, 0.0, 0.001, 0.5), (50, 50)), 'zero area'),
-                     (lambda: geometry.parse_crop('1,2,3'), 'X,Y,W,H'),
-                     (lambda: geometry.parse_size('2048'), 'WxH'),
-                     (lambda: geometry.output_size((5, 5), scale=-2), 'positive')):
+  for bad, match in (
+    (lambda: geometry.resolve_crop((10, 10, 0, 5), (50, 50)), 'zero area'),
+    (lambda: geometry.resolve_crop((40, 10, 20, 5), (50, 50)), 'extends past the 50x50'),
+    (lambda: geometry.resolve_crop((-1, 0, 5, 5), (50, 50)), 'extends past'),
+    (lambda: geometry.resolve_crop((0.5, 0.0, 0.6, 1.0), (50, 50)), 'not inside'),
+    (lambda: geometry.resolve_crop((0.0, 0.0, 0.001, 0.5), (50, 50)), 'zero area'),
+    (lambda: geometry.parse_crop('1,2,3'), 'X,Y,W,H'),
+    (lambda: geometry.parse_size('2048'), 'WxH'),
+    (lambda: geometry.output_size((5, 5), scale=-2), 'positive'),
+  ):
     with pytest.raises(geometry.GeometryError, match=match):
       bad()
   # Inside the bundle's range the model renders the output itself; outside, Lanczos finishes.
@@ -217,7 +244,7 @@ def test_enhance_sizes_crops_and_strength(enhancer, photo_path):
   assert big.size == (60, 36) and r.resampled and r.model_size == (40, 24) and r.model_scale == 4.0
   # Strength 0 is exactly the bicubic enlargement; 0.5 lies halfway to the model.
   crop = np.asarray(src.convert('RGB'))[7:30, 11:52]
-  bicubic = degrade.to_uint8(degrade.bicubic_resize(crop, (46, 82)))
+  bicubic = resample.bicubic_uint8(crop, (46, 82))
   zero = np.asarray(enhancer.enhance(photo_path, crop=(11, 7, 41, 23), scale=2, strength=0))
   full = np.asarray(enhancer.enhance(photo_path, crop=(11, 7, 41, 23), scale=2, strength=1))
   half = np.asarray(enhancer.enhance(photo_path, crop=(11, 7, 41, 23), scale=2, strength=0.5))
@@ -239,15 +266,26 @@ def test_photo_metadata_orientation_and_alpha_end_to_end(bundle_dir, photo_path,
   exif[ExifTags.Base.Make] = 'ZoomTest'
   Image.fromarray(stored).save(tmp_path / 'in.jpg', quality=98, exif=exif.tobytes(), icc_profile=SRGB)
   decoded_upright = np.asarray(Image.open(tmp_path / 'in.jpg').transpose(Image.Transpose.ROTATE_90))
-  rc, _, err = cli(tmp_path / 'in.jpg', '--crop', '10,5,40,30', '--scale', '2', '--strength', '0',
-                   '-o', tmp_path / 'out.png', '--bundle', bundle_dir)
+  rc, _, err = cli(
+    tmp_path / 'in.jpg',
+    '--crop',
+    '10,5,40,30',
+    '--scale',
+    '2',
+    '--strength',
+    '0',
+    '-o',
+    tmp_path / 'out.png',
+    '--bundle',
+    bundle_dir,
+  )
   assert rc == 0 and err == []
   with Image.open(tmp_path / 'out.png') as im:
     assert im.size == (80, 60) and im.info['icc_profile'] == SRGB
     assert im.getexif()[ExifTags.Base.Orientation] == 1
     assert im.getexif()[ExifTags.Base.Make] == 'ZoomTest'
     got = np.asarray(im).astype(int)
-  want = degrade.to_uint8(degrade.bicubic_resize(decoded_upright[5:35, 10:50], (60, 80)))
+  want = resample.bicubic_uint8(decoded_upright[5:35, 10:50], (60, 80))
   assert np.abs(got - want).max() <= 1  # upright, cropped where asked, and exactly bicubic at strength 0
 
   rgba = np.zeros((24, 30, 4), np.uint8)
@@ -255,8 +293,9 @@ def test_photo_metadata_orientation_and_alpha_end_to_end(bundle_dir, photo_path,
   rgba[..., 3] = np.linspace(0, 255, 30, dtype=np.uint8)[None, :]
   rgba[8:16, 10:20, 3] = 0
   Image.fromarray(rgba, 'RGBA').save(tmp_path / 'alpha.png')
-  rc, _, err = cli(tmp_path / 'alpha.png', '--scale', '2.5', '-o', tmp_path / 'alpha_out.png',
-                   '--bundle', bundle_dir)
+  rc, _, err = cli(
+    tmp_path / 'alpha.png', '--scale', '2.5', '-o', tmp_path / 'alpha_out.png', '--bundle', bundle_dir
+  )
   assert rc == 0 and err == []
   with Image.open(tmp_path / 'alpha_out.png') as im:
     assert im.mode == 'RGBA' and im.size == (75, 60)
@@ -271,6 +310,7 @@ def test_photo_metadata_orientation_and_alpha_end_to_end(bundle_dir, photo_path,
 
 # The accelerator chain.
 
+
 def test_auto_falls_back_to_the_cpu_and_reports_it(bundle_dir, photo_path, tmp_path):
   out = zoom_enhance.enhance(photo_path, crop=(0, 0, 16, 16), scale=2, bundle=bundle_dir)
   r = out.info['zoom_enhance']
@@ -279,23 +319,25 @@ def test_auto_falls_back_to_the_cpu_and_reports_it(bundle_dir, photo_path, tmp_p
     assert tried == ['npu', 'gpu'] and all(len(f) > 6 for f in r.fallbacks)
     assert 'XNNPACK' in r.detail
   assert r.variant == 'fp32' and r.tiles == 1
-  rc, _, err = cli(photo_path, '--crop', '0,0,16,16', '-o', tmp_path / 'v.png', '--bundle', bundle_dir,
-                   '--verbose')
+  rc, _, err = cli(
+    photo_path, '--crop', '0,0,16,16', '-o', tmp_path / 'v.png', '--bundle', bundle_dir, '--verbose'
+  )
   assert rc == 0 and any(f'accelerator: {r.accelerator}' in line for line in err)
 
 
 @pytest.mark.parametrize('accelerator', ['gpu', 'npu'])
-def test_a_named_accelerator_is_required_not_a_silent_fallback(accelerator, bundle_dir, photo_path,
-                                                               tmp_path):
+def test_a_named_accelerator_is_required_not_a_silent_fallback(accelerator, bundle_dir, photo_path, tmp_path):
   out = tmp_path / 'out.png'
-  rc, _, err = cli(photo_path, '--crop', '0,0,16,16', '-o', out, '--bundle', bundle_dir,
-                   '--accelerator', accelerator, '-v')
+  rc, _, err = cli(
+    photo_path, '--crop', '0,0,16,16', '-o', out, '--bundle', bundle_dir, '--accelerator', accelerator, '-v'
+  )
   if rc == 0:  # a machine that has one
     assert any(f'accelerator: {accelerator}' in line for line in err)
     return
   assert rc == 1 and not out.exists()
-  assert len(err) == 1 and err[0].startswith(f'zoom-enhance enhance: error: --accelerator {accelerator}: '
-                                             'not available here (')
+  assert len(err) == 1 and err[0].startswith(
+    f'zoom-enhance enhance: error: --accelerator {accelerator}: not available here ('
+  )
 
 
 def test_a_bundle_npu_model_is_tried_first_then_the_chain_goes_on(bundle_dir, photo_path, tmp_path):
@@ -304,9 +346,15 @@ def test_a_bundle_npu_model_is_tried_first_then_the_chain_goes_on(bundle_dir, ph
   manifest = bundle.load_manifest(str(npu_bundle))
   # Laid out as `export --npu` lists a compiled model (a copy stands in for the vendor's output).
   shutil.copy(npu_bundle / 'zoom_enhance_int8.tflite', npu_bundle / 'zoom_enhance_int8_npu.tflite')
-  manifest['npu_models'] = {'int8_npu': {
-      'file': 'zoom_enhance_int8_npu.tflite', 'vendor': 'test', 'soc': 'Test SoC',
-      'sha256': manifest['models']['int8']['sha256'], 'source_quantization': 'int8'}}
+  manifest['npu_models'] = {
+    'int8_npu': {
+      'file': 'zoom_enhance_int8_npu.tflite',
+      'vendor': 'test',
+      'soc': 'Test SoC',
+      'sha256': manifest['models']['int8']['sha256'],
+      'source_quantization': 'int8',
+    }
+  }
   bundle.write_manifest(str(npu_bundle), manifest)
   manifest = bundle.load_manifest(str(npu_bundle))
   with pipeline.Enhancer(npu_bundle, threads=2) as e:
@@ -319,11 +367,12 @@ def test_a_bundle_npu_model_is_tried_first_then_the_chain_goes_on(bundle_dir, ph
   assert engine._candidates(manifest, 'cpu', 'int8_npu') == []
 
 
-def test_without_compiled_model_the_classic_interpreter_runs_the_same_model(enhancer, bundle_dir,
-                                                                            photo_path, tmp_path):
+def test_without_compiled_model_the_classic_interpreter_runs_the_same_model(
+  enhancer, bundle_dir, photo_path, tmp_path
+):
   """An install with the interpreter only (older ai-edge-litert, tflite_runtime) still enhances."""
   want = enhancer.enhance(photo_path, crop=(5, 5, 40, 40), scale=1.5)
-  code = textwrap.dedent(f'''
+  code = textwrap.dedent(f"""
       import json, sys
       sys.modules['ai_edge_litert.compiled_model'] = None  # import fails, as where it is missing
       import numpy as np
@@ -333,9 +382,15 @@ def test_without_compiled_model_the_classic_interpreter_runs_the_same_model(enha
       np.save({str(tmp_path / 'out.npy')!r}, np.asarray(img))
       r = img.info['zoom_enhance']
       print(json.dumps({{'acc': r.accelerator, 'detail': r.detail, 'fallbacks': r.fallbacks}}))
-  ''')
-  r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
-                     env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=tmp_path)
+  """)
+  r = subprocess.run(
+    [sys.executable, '-c', code],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    cwd=tmp_path,
+  )
   assert r.returncode == 0, r.stderr[-2000:]
   got = json.loads(r.stdout.strip().splitlines()[-1])
   assert got['acc'] == 'cpu' and got['detail'] == 'LiteRT interpreter, 2 threads'
@@ -350,10 +405,12 @@ def test_quant_tile_and_steps_options(enhancer, bundle_dir, photo_path, tmp_path
     out = e.enhance(photo_path, crop=(0, 0, 30, 30), scale=2)
   assert out.info['zoom_enhance'].variant == 'int8'
   mse = np.mean((np.asarray(out).astype(float) - fp32) ** 2)
-  assert mse == 0 or 10 * np.log10(255 ** 2 / mse) > 25  # int8 weights stay close to fp32
-  cases = (('--quant', 'fp16', "no 'fp16' model in this bundle"),
-           ('--tile', '64', 'compiled for 32x32 tiles and LiteRT cannot resize them'),
-           ('--steps', '4', 'run 2 sampler steps, fixed at export'))
+  assert mse == 0 or 10 * np.log10(255**2 / mse) > 25  # int8 weights stay close to fp32
+  cases = (
+    ('--quant', 'fp16', "no 'fp16' model in this bundle"),
+    ('--tile', '64', 'compiled for 32x32 tiles and LiteRT cannot resize them'),
+    ('--steps', '4', 'run 2 sampler steps, fixed at export'),
+  )
   for flag, value, message in cases:
     rc, _, err = cli(photo_path, '-o', tmp_path / 'x.png', '--bundle', bundle_dir, flag, value)
     assert rc == 1 and len(err) == 1 and message in err[0], err
@@ -367,7 +424,8 @@ def test_external_delegates_through_the_classic_interpreter(bundle_dir, photo_pa
   # A real external delegate library that declines every op, as a GPU or
   # Edge TPU delegate does with a model it cannot run.
   src = tmp_path / 'noop.c'
-  src.write_text(textwrap.dedent('''
+  src.write_text(
+    textwrap.dedent("""
       #include <stdint.h>
       #include <stdlib.h>
       typedef struct D { void* data; int (*Prepare)(void*, struct D*); void* c1; void* c2; void* f;
@@ -376,25 +434,39 @@ def test_external_delegates_through_the_classic_interpreter(bundle_dir, photo_pa
       D* tflite_plugin_create_delegate(char** k, char** v, size_t n, void (*report)(const char*)) {
         D* d = calloc(1, sizeof *d); d->Prepare = prepare; return d; }
       void tflite_plugin_destroy_delegate(D* d) { free(d); }
-  '''))
+  """)
+  )
   lib = tmp_path / 'libnoop_delegate.so'
   subprocess.run([cc, '-shared', '-fPIC', '-o', str(lib), str(src)], check=True)
   out = tmp_path / 'out.png'
-  for delegate, message in ((lib, 'the delegate took none of model fp32\'s ops'),
-                            (src, 'cannot load it as a TFLite delegate'),
-                            (tmp_path / 'nope.so', 'no such file')):
-    rc, _, err = cli(photo_path, '--crop', '0,0,16,16', '-o', out, '--bundle', bundle_dir,
-                     '--delegate', delegate)
+  for delegate, message in (
+    (lib, "the delegate took none of model fp32's ops"),
+    (src, 'cannot load it as a TFLite delegate'),
+    (tmp_path / 'nope.so', 'no such file'),
+  ):
+    rc, _, err = cli(
+      photo_path, '--crop', '0,0,16,16', '-o', out, '--bundle', bundle_dir, '--delegate', delegate
+    )
     assert rc == 1 and len(err) == 1 and message in err[0] and str(delegate) in err[0], err
   assert not out.exists()
 
 
 # The command line: acceptance and bad input.
 
+
 def test_acceptance_crop_to_2048x1152_and_a_folder_at_4x(bundle_dir, photo_dir, tmp_path):
   out = tmp_path / 'out.png'
-  rc, _, err = cli(photo_dir / 'astronaut.jpg', '--crop', '100,80,320,180', '--size', '2048x1152', '-o', out,
-                   '--bundle', bundle_dir)
+  rc, _, err = cli(
+    photo_dir / 'astronaut.jpg',
+    '--crop',
+    '100,80,320,180',
+    '--size',
+    '2048x1152',
+    '-o',
+    out,
+    '--bundle',
+    bundle_dir,
+  )
   assert rc == 0 and err == []
   with Image.open(out) as im:
     assert im.format == 'PNG' and im.size == (2048, 1152)
@@ -412,8 +484,18 @@ def test_acceptance_crop_to_2048x1152_and_a_folder_at_4x(bundle_dir, photo_dir, 
   for stem, (w, h) in sizes.items():
     with Image.open(tmp_path / 'SR' / f'{stem}.png') as im:
       assert im.size == (4 * w, 4 * h)
-  rc, _, err = cli(lr_dir / 'coffee.jpg', lr_dir / 'rocket.png', '-o', tmp_path / 'WEBP', '--ext', 'webp',
-                   '--scale', '1.5', '--bundle', bundle_dir)
+  rc, _, err = cli(
+    lr_dir / 'coffee.jpg',
+    lr_dir / 'rocket.png',
+    '-o',
+    tmp_path / 'WEBP',
+    '--ext',
+    'webp',
+    '--scale',
+    '1.5',
+    '--bundle',
+    bundle_dir,
+  )
   assert rc == 0 and sorted(os.listdir(tmp_path / 'WEBP')) == ['coffee.webp', 'rocket.webp']
 
 
@@ -421,8 +503,9 @@ def test_each_bad_input_is_one_line_naming_the_file_and_leaves_no_file(bundle_di
   good = photo_dir / 'chelsea.jpg'
   (tmp_path / 'text.jpg').write_text('hello, not a photo\n')
   data = good.read_bytes()
-  (tmp_path / 'cut.jpg').write_bytes(data[:len(data) // 3])
-  from test_photo_io import write_png_raw
+  (tmp_path / 'cut.jpg').write_bytes(data[: len(data) // 3])
+  from test_imaging import write_png_raw
+
   write_png_raw(tmp_path / 'bomb.png', 20_000, 20_000, 1, 0, (bytes(2500) for _ in range(20_000)))
   broken = tmp_path / 'broken_bundle'
   shutil.copytree(bundle_dir, broken)
@@ -432,15 +515,14 @@ def test_each_bad_input_is_one_line_naming_the_file_and_leaves_no_file(bundle_di
   out = tmp_path / 'out' / 'result.png'
   out.parent.mkdir()
   cases = [
-      ((tmp_path / 'text.jpg',), 'text.jpg: not an image file'),
-      ((tmp_path / 'cut.jpg',), 'cut.jpg: truncated image file'),
-      ((tmp_path / 'missing.jpg',), 'missing.jpg: no such file'),
-      ((good, '--crop', '10,10,0,20'), 'chelsea.jpg: crop 10,10,0,20 has zero area'),
-      ((good, '--crop', '400,250,100,100'),
-       'chelsea.jpg: crop 400,250,100,100 extends past the 451x300 image'),
-      ((tmp_path / 'bomb.png',), 'bomb.png: 20000x20000 is 400.0 MP, over the 120 MP limit'),
-      ((good, '--bundle', tmp_path / 'nowhere'), 'nowhere: no such bundle directory'),
-      ((good, '--bundle', broken), 'zoom_enhance_fp32.tflite: checksum mismatch'),
+    ((tmp_path / 'text.jpg',), 'text.jpg: not an image file'),
+    ((tmp_path / 'cut.jpg',), 'cut.jpg: truncated image file'),
+    ((tmp_path / 'missing.jpg',), 'missing.jpg: no such file'),
+    ((good, '--crop', '10,10,0,20'), 'chelsea.jpg: crop 10,10,0,20 has zero area'),
+    ((good, '--crop', '400,250,100,100'), 'chelsea.jpg: crop 400,250,100,100 extends past the 451x300 image'),
+    ((tmp_path / 'bomb.png',), 'bomb.png: 20000x20000 is 400.0 MP, over the 120 MP limit'),
+    ((good, '--bundle', tmp_path / 'nowhere'), 'nowhere: no such bundle directory'),
+    ((good, '--bundle', broken), 'zoom_enhance_fp32.tflite: checksum mismatch'),
   ]
   for args, message in cases:
     extra = () if '--bundle' in args else ('--bundle', bundle_dir)
@@ -461,8 +543,9 @@ def test_a_batch_goes_on_past_bad_files(bundle_dir, photo_dir, tmp_path):
     im.resize((40, 30)).save(batch / 'a.jpg')
     im.resize((20, 30)).save(batch / 'c.png')
   (batch / 'b.jpg').write_bytes(b'\xff\xd8\xff\xe0 junk')
-  rc, _, err = cli(batch, tmp_path / 'gone.png', '-o', tmp_path / 'out', '--scale', '2',
-                   '--bundle', bundle_dir)
+  rc, _, err = cli(
+    batch, tmp_path / 'gone.png', '-o', tmp_path / 'out', '--scale', '2', '--bundle', bundle_dir
+  )
   assert rc == 1 and len(err) == 2
   assert any('b.jpg: ' in line for line in err) and any('gone.png: no such file' in line for line in err)
   assert sorted(os.listdir(tmp_path / 'out')) == ['a.png', 'c.png']
@@ -471,6 +554,7 @@ def test_a_batch_goes_on_past_bad_files(bundle_dir, photo_dir, tmp_path):
 def test_without_a_bundle_the_error_asks_for_one(tmp_path, photo_path, monkeypatch, capsys):
   """An install without the embedded bundle (a source tree that has not trained one yet)."""
   from zoom_enhance import cli as cli_lib
+
   monkeypatch.setattr(pipeline, 'DEFAULT_BUNDLE', str(tmp_path / 'no-default-bundle'))
   rc = cli_lib.main(['zoom-enhance', 'enhance', photo_path, '-o', str(tmp_path / 'o.png')])
   err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]

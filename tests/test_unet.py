@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from zoom_enhance import unet
+from zoom_enhance.model import unet
 
 
 def test_rank4_group_norm_matches_flax_group_norm():
@@ -40,17 +40,22 @@ def test_forward_shapes_and_conditioning(name):
   model = unet.UNet(variant)
   side = 2 * unet.size_multiple(variant)
   z = jax.random.normal(jax.random.PRNGKey(0), (2, side, side, 3))
-  params = model.init(jax.random.PRNGKey(1), z, z, jnp.zeros(2), jnp.ones(2))['params']
+  # Jitted: op by op, every layer's shapes would compile on their own.
+  params = jax.jit(model.init)(jax.random.PRNGKey(1), z, z, jnp.zeros(2), jnp.ones(2))['params']
   # Output layers start at zero; perturb every parameter so the output depends on inputs.
-  params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
-  out = model.apply({'params': params}, z, z, jnp.array([0.0, 0.0]), jnp.array([2.0, 2.0]))
+  perturb = jax.jit(
+    lambda ps: jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(2), p.shape), ps)
+  )
+  params = perturb(params)
+  apply = jax.jit(model.apply)
+  out = apply({'params': params}, z, z, jnp.array([0.0, 0.0]), jnp.array([2.0, 2.0]))
   assert out.shape == z.shape and out.dtype == jnp.float32
-  other_scale = model.apply({'params': params}, z, z, jnp.array([0.0, 0.0]), jnp.array([3.0, 3.0]))
-  other_noise = model.apply({'params': params}, z, z, jnp.array([5.0, 5.0]), jnp.array([2.0, 2.0]))
+  other_scale = apply({'params': params}, z, z, jnp.array([0.0, 0.0]), jnp.array([3.0, 3.0]))
+  other_noise = apply({'params': params}, z, z, jnp.array([5.0, 5.0]), jnp.array([2.0, 2.0]))
   assert float(jnp.abs(out - other_scale).max()) > 1e-4
   assert float(jnp.abs(out - other_noise).max()) > 1e-4
   with pytest.raises(ValueError, match='multiples'):
-    model.apply({'params': params}, z[:, :side - 1], z[:, :side - 1], jnp.zeros(2), jnp.ones(2))
+    model.apply({'params': params}, z[:, : side - 1], z[:, : side - 1], jnp.zeros(2), jnp.ones(2))
 
 
 def test_gated_input_ignores_pure_noise_and_passes_clean_input():

@@ -10,5 +10,6 @@ _RUNTIME_NAMES = ('enhance', 'Enhancer', 'Report', 'save_photo')
 def __getattr__(name):
   if name in _RUNTIME_NAMES:
     from zoom_enhance import runtime
+
     return getattr(runtime, name)
   raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -1,4 +1,10 @@
-"""Errors that are the input's fault or end a run; the CLI prints them as one line."""
+"""Errors that are the input's fault or end a run, the CLI's exit codes, and their one-line form."""
+
+# Exit codes of the command line and of the multi-process launcher.
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_PREEMPTED = 143  # 128 + SIGTERM: the run stopped early but cleanly
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
 
 
 class ZoomEnhanceError(Exception):
@@ -6,9 +12,21 @@ class ZoomEnhanceError(Exception):
 
 
 class ConfigError(ZoomEnhanceError, ValueError):
-  """A config value that cannot work."""
+  """A config value or an option that cannot work."""
+
+
+class Stopped(ZoomEnhanceError):
+  """A run that stopped early but cleanly (a preemption): exit status EXIT_PREEMPTED, not a failure."""
 
 
 # What the command line reports as one line instead of a traceback. OSError
 # covers unwritable outputs, missing files and full disks.
 USER_ERRORS = (ZoomEnhanceError, OSError)
+
+
+def first_line(err: BaseException, limit: int = 300) -> str:
+  """The first non-empty line of an exception's message (its type's name if it has none), cut at `limit`."""
+  for line in str(err).splitlines():
+    if line.strip():
+      return line.strip()[:limit]
+  return type(err).__name__

@@ -14,8 +14,9 @@ import sys
 import tqdm
 
 from zoom_enhance import errors
-from zoom_enhance import images
-from zoom_enhance.runtime import photo as photo_lib
+from zoom_enhance.imaging import files
+from zoom_enhance.imaging import photo as photo_lib
+from zoom_enhance.runtime import geometry
 from zoom_enhance.runtime import pipeline
 
 logger = logging.getLogger('zoom_enhance.runtime')
@@ -44,7 +45,7 @@ def plan_jobs(inputs, output: str, ext: str = 'png') -> tuple[list[Job], list[st
   for item in inputs:
     if os.path.isdir(item):
       # Not the results of an earlier run when the output folder is inside the input folder.
-      found = [p for p in images.list_images(item) if not os.path.abspath(p).startswith(out_dir)]
+      found = [p for p in files.list_images(item) if not os.path.abspath(p).startswith(out_dir)]
       if not found:
         problems.append(f'{item}: no images in this folder')
       sources += [(path, os.path.splitext(os.path.relpath(path, item))[0]) for path in found]
@@ -77,7 +78,7 @@ def _fail(message: str):
 
 
 def _name_file(err: Exception, path: str) -> str:
-  text = str(err).splitlines()[0] if str(err) else type(err).__name__
+  text = errors.first_line(err, limit=1000)
   return text if text.startswith(path) else f'{path}: {text}'
 
 
@@ -85,14 +86,21 @@ def run_jobs(jobs, enhancer: pipeline.Enhancer, *, quality: int = 95, **enhance_
   """Enhances and writes every job; returns how many failed."""
   failed = 0
   many = len(jobs) > 1
-  files = tqdm.tqdm(total=len(jobs), unit='file', disable=None if many else True, dynamic_ncols=True)
+  progress = tqdm.tqdm(total=len(jobs), unit='file', disable=None if many else True, dynamic_ncols=True)
   for job in jobs:
     bar = None
 
     def on_start(count, job=job):
       nonlocal bar
-      bar = tqdm.tqdm(total=count, unit='tile', desc=os.path.basename(job.source), leave=False,
-                      disable=None, position=1 if many else 0, dynamic_ncols=True)
+      bar = tqdm.tqdm(
+        total=count,
+        unit='tile',
+        desc=os.path.basename(job.source),
+        leave=False,
+        disable=None,
+        position=1 if many else 0,
+        dynamic_ncols=True,
+      )
 
     try:
       image = enhancer.enhance(job.source, on_start=on_start, on_tile=lambda: bar.update(), **enhance_options)
@@ -103,7 +111,7 @@ def run_jobs(jobs, enhancer: pipeline.Enhancer, *, quality: int = 95, **enhance_
     finally:
       if bar is not None:
         bar.close()
-      files.update()
+      progress.update()
     try:
       os.makedirs(os.path.dirname(os.path.abspath(job.output)), exist_ok=True)
       photo_lib.save_photo(job.output, image, quality=quality)
@@ -116,20 +124,46 @@ def run_jobs(jobs, enhancer: pipeline.Enhancer, *, quality: int = 95, **enhance_
       _fail(_name_file(e, job.output))
       continue
     logger.info('%s -> %s: %s', job.source, job.output, image.info['zoom_enhance'].summary())
-  files.close()
+  progress.close()
   return failed
 
 
-def enhance_files(inputs, output: str, *, ext: str = 'png', quality: int = 95, enhancer_options=None,
-                  **enhance_options) -> int:
-  """The whole command: plan, load the bundle once, enhance each file. Returns the exit status."""
+def check_options(
+  *, crop=None, scale=None, size=None, strength: float = 1.0, seed: int = 0, max_pixels=None
+) -> dict:
+  """Enhancer.enhance's options, parsed and checked before any work is done."""
+  if isinstance(crop, str):
+    crop = geometry.parse_crop(crop)
+  if isinstance(size, str):
+    size = geometry.parse_size(size)
+  if scale is not None and not scale > 0:
+    raise errors.ConfigError(f'--scale {scale:g}: must be positive')
+  if not 0.0 <= strength <= 1.0:
+    raise errors.ConfigError(f'--strength {strength:g}: must be in [0, 1]')
+  return dict(
+    crop=crop,
+    scale=scale,
+    size=size,
+    strength=strength,
+    seed=seed,
+    max_pixels=max_pixels or photo_lib.MAX_PIXELS,
+  )
+
+
+def enhance_files(
+  inputs, output: str, *, ext: str = 'png', quality: int = 95, enhancer_options=None, **enhance_options
+) -> int:
+  """The whole command: check, plan, load the bundle once, enhance each file. Returns the exit status."""
+  options = check_options(**enhance_options)
+  if not 1 <= quality <= 100:
+    raise errors.ConfigError(f'--quality {quality}: must be in [1, 100]')
   jobs, problems = plan_jobs(inputs, output, ext)
   for problem in problems:
     _fail(problem)
   if not jobs:
     return 1
   with pipeline.Enhancer(**(enhancer_options or {})) as enhancer:
-    failed = run_jobs(jobs, enhancer, quality=quality, **enhance_options)
+    failed = run_jobs(jobs, enhancer, quality=quality, **options)
   if failed or problems:
     logger.info('%d of %d file(s) failed', failed + len(problems), len(jobs) + len(problems))
     return 1

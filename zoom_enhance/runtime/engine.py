@@ -27,8 +27,8 @@ import time
 
 import numpy as np
 
-from zoom_enhance import bundle
 from zoom_enhance import errors
+from zoom_enhance.runtime import bundle
 
 logger = logging.getLogger('zoom_enhance.runtime')
 
@@ -42,9 +42,9 @@ INPUT_NAMES = ('lr_up', 'noise', 'scale')
 # faster); int8 is faster (1.4 vs 1.7 s/MP at 128-pixel tiles here) but only
 # promised within 30 dB of JAX, so it is asked for with --quant int8.
 PREFERRED_QUANTS = {
-    'npu': ('int8_full', 'int8', 'fp16', 'fp32'),
-    'gpu': ('fp16', 'fp32', 'int8', 'int8_full'),
-    'cpu': ('fp32', 'fp16', 'int8', 'int8_full'),
+  'npu': ('int8_full', 'int8', 'fp16', 'fp32'),
+  'gpu': ('fp16', 'fp32', 'int8', 'int8_full'),
+  'cpu': ('fp32', 'fp16', 'int8', 'int8_full'),
 }
 
 
@@ -123,8 +123,10 @@ def quiet_native_exit():
 _LOG_PREFIX = re.compile(r'^(?:(?:INFO|WARNING|ERROR): \[[^\]]*\] ?|[IWEF]\d{4} [\d:.]+ +\d+ [^\]]*\] ?)')
 # Native log lines that say why an accelerator is missing better than the
 # exception does (for a missing NPU LiteRT raises "Some ops are not accelerated").
-_ROOT_CAUSES = {'npu': ('NPU accelerator could not be loaded',),
-                'gpu': ('GPU accelerator could not be loaded', 'No adapters found')}
+_ROOT_CAUSES = {
+  'npu': ('NPU accelerator could not be loaded',),
+  'gpu': ('GPU accelerator could not be loaded', 'No adapters found'),
+}
 
 
 def _short(message: str, native: str = '', accelerator: str = '') -> str:
@@ -173,8 +175,11 @@ class _CompiledBackend:
   """A model compiled for one accelerator through LiteRT's CompiledModel API."""
 
   def __init__(self, cm, path: str, accelerator: str, threads: int):
-    flag = {'npu': cm.HardwareAccelerator.NPU, 'gpu': cm.HardwareAccelerator.GPU,
-            'cpu': cm.HardwareAccelerator.CPU}[accelerator]
+    flag = {
+      'npu': cm.HardwareAccelerator.NPU,
+      'gpu': cm.HardwareAccelerator.GPU,
+      'cpu': cm.HardwareAccelerator.CPU,
+    }[accelerator]
     failure = None
     with _native_log() as log:
       env = None
@@ -195,8 +200,9 @@ class _CompiledBackend:
     self._names = [_input_slot(n) for n in signatures[key]['inputs']]
     details = model.get_output_tensor_details(key)
     self.output_shape = tuple(next(iter(details.values()))['shape'])
-    self.input_shapes = {_input_slot(k): tuple(v['shape'])
-                         for k, v in model.get_input_tensor_details(key).items()}
+    self.input_shapes = {
+      _input_slot(k): tuple(v['shape']) for k, v in model.get_input_tensor_details(key).items()
+    }
     self._inputs = model.create_input_buffers(0)
     self._outputs = model.create_output_buffers(0)
     self._size = int(np.prod(self.output_shape))
@@ -224,8 +230,9 @@ class _InterpreterBackend:
     with _native_log() as log:
       failure = None
       try:
-        self._it = interp_mod.Interpreter(model_path=path, num_threads=threads,
-                                          experimental_delegates=[delegate] if delegate else None)
+        self._it = interp_mod.Interpreter(
+          model_path=path, num_threads=threads, experimental_delegates=[delegate] if delegate else None
+        )
         # Counted before allocate_tensors, which adds the default XNNPACK
         # delegate's own partition.
         self.delegated = sum(op['op_name'] == 'DELEGATE' for op in self._it._get_ops_details())
@@ -236,8 +243,9 @@ class _InterpreterBackend:
     if failure is not None:
       raise _Unavailable(_short(failure, log.text))
     self._slots = [(d['index'], _input_slot(d['name'])) for d in self._it.get_input_details()]
-    self.input_shapes = {name: tuple(d['shape']) for d, (_, name)
-                         in zip(self._it.get_input_details(), self._slots)}
+    self.input_shapes = {
+      name: tuple(d['shape']) for d, (_, name) in zip(self._it.get_input_details(), self._slots)
+    }
     out = self._it.get_output_details()[0]
     self._out_index, self.output_shape = out['index'], tuple(out['shape'])
 
@@ -254,6 +262,7 @@ class _InterpreterBackend:
 @dataclasses.dataclass
 class Engine:
   """A loaded model: run(lr_up, noise, scale) -> output tile, and what runs it."""
+
   backend: object
   accelerator: str  # 'npu', 'gpu', 'cpu' or 'delegate'
   detail: str  # e.g. 'LiteRT CompiledModel, XNNPACK, 2 threads'
@@ -281,9 +290,10 @@ class Engine:
 
 def _all_models(manifest: dict) -> dict:
   """The bundle's models, with those `export --npu` compiled ahead of time marked for the NPU."""
-  npu = {k: dict(v, accelerator='npu', npu_target=v.get('soc', k),
-                 quantization=v.get('source_quantization'))
-         for k, v in manifest.get('npu_models', {}).items()}
+  npu = {
+    k: dict(v, accelerator='npu', npu_target=v.get('soc', k), quantization=v.get('source_quantization'))
+    for k, v in manifest.get('npu_models', {}).items()
+  }
   return {**manifest['models'], **npu}
 
 
@@ -302,8 +312,11 @@ def _candidates(manifest: dict, accelerator: str, quant: str | None) -> list[str
     order = [q for q in preferred if q in plain] + sorted(k for k in plain if k not in preferred)
   out = []
   if accelerator == 'npu':
-    out += [k for k, v in models.items()
-            if v.get('accelerator') == 'npu' and quant in (None, k, v.get('quantization'))]
+    out += [
+      k
+      for k, v in models.items()
+      if v.get('accelerator') == 'npu' and quant in (None, k, v.get('quantization'))
+    ]
   # One plain model per accelerator: when the accelerator is missing every
   # model fails alike, and loading costs time.
   return out + order[:1]
@@ -313,8 +326,10 @@ def _check_shapes(backend, manifest: dict, file: str):
   tile = manifest['tile']['size']
   want = {'lr_up': (1, tile, tile, 3), 'noise': (1, tile, tile, 3), 'scale': (1,)}
   if backend.input_shapes != want or backend.output_shape != (1, tile, tile, 3):
-    raise bundle.BundleError(f'{file}: model shapes {backend.input_shapes} -> {backend.output_shape} '
-                             f'do not match the manifest\'s {tile}x{tile} tile')
+    raise bundle.BundleError(
+      f'{file}: model shapes {backend.input_shapes} -> {backend.output_shape} '
+      f"do not match the manifest's {tile}x{tile} tile"
+    )
 
 
 def _warm_up(backend, tile: int):
@@ -332,13 +347,52 @@ def _warm_up(backend, tile: int):
     raise _Unavailable(_short(failure, log.text))
 
 
+def _load(path: str, accelerator: str, threads: int):
+  """(backend, detail) of one model file on one accelerator: CompiledModel, else the classic interpreter."""
+  cm = _compiled_model_module()
+  if cm is not None:
+    backend = _CompiledBackend(cm, path, accelerator, threads)
+    return backend, 'LiteRT CompiledModel' + (f', XNNPACK, {threads} threads' if accelerator == 'cpu' else '')
+  if accelerator == 'cpu':
+    return _InterpreterBackend(_interpreter_module(), path, threads), f'LiteRT interpreter, {threads} threads'
+  raise _Unavailable("needs ai-edge-litert's CompiledModel API, which is not installed")
+
+
+def open_model(path: str, *, accelerator: str = 'cpu', threads: int | None = None) -> 'Engine':
+  """One .tflite file on one accelerator, loaded and warmed up exactly as `open_engine` loads a bundle's.
+
+  What export measures parity and latency with, so that the manifest's
+  figures are those of the engine the runtime runs.
+  """
+  if accelerator not in CHAIN:
+    raise AcceleratorError(f'accelerator {accelerator!r}: choose one of {", ".join(CHAIN)}')
+  threads = threads or default_threads()
+  t0 = time.perf_counter()
+  try:
+    backend, detail = _load(path, accelerator, threads)
+    tile = int(backend.input_shapes['lr_up'][1])
+    _warm_up(backend, tile)
+  except _Unavailable as e:
+    raise AcceleratorError(f'{path}: cannot run on the {accelerator} ({e})') from None
+  return Engine(
+    backend, accelerator, detail, os.path.basename(path), path, tile, [], time.perf_counter() - t0
+  )
+
+
 def default_threads() -> int:
   """CPU threads for XNNPACK: the cores there are, at most 4 (more rarely helps a small model)."""
   return max(1, min(4, os.cpu_count() or 1))
 
 
-def open_engine(manifest: dict, bundle_dir: str, *, accelerator: str = 'auto', quant: str | None = None,
-                delegate: str | None = None, threads: int | None = None) -> Engine:
+def open_engine(
+  manifest: dict,
+  bundle_dir: str,
+  *,
+  accelerator: str = 'auto',
+  quant: str | None = None,
+  delegate: str | None = None,
+  threads: int | None = None,
+) -> Engine:
   """Loads the bundle's model on the first accelerator of the chain that runs it.
 
   `accelerator` is 'auto' (NPU, then GPU, then CPU) or one of them, which is
@@ -347,33 +401,27 @@ def open_engine(manifest: dict, bundle_dir: str, *, accelerator: str = 'auto', q
   if accelerator not in ACCELERATORS:
     raise AcceleratorError(f'--accelerator {accelerator}: choose one of {", ".join(ACCELERATORS)}')
   if quant is not None and quant not in manifest['models']:
-    raise AcceleratorError(f'{bundle_dir}: no {quant!r} model in this bundle (it has '
-                           f'{", ".join(sorted(manifest["models"]))})')
+    raise AcceleratorError(
+      f'{bundle_dir}: no {quant!r} model in this bundle (it has {", ".join(sorted(manifest["models"]))})'
+    )
   threads = threads or default_threads()
   tile = int(manifest['tile']['size'])
   if delegate:
     return _open_delegate(manifest, bundle_dir, accelerator, quant, delegate, threads, tile)
-  cm = _compiled_model_module()
   chain = CHAIN if accelerator == 'auto' else (accelerator,)
   fallbacks = []
   for acc in chain:
     for key in _candidates(manifest, acc, quant):
       entry = _all_models(manifest)[key]
       if acc == 'gpu' and entry.get('gpu_incompatible_ops'):
-        fallbacks.append(f'gpu: model {key} has ops the GPU delegate cannot run '
-                         f'({", ".join(entry["gpu_incompatible_ops"])})')
+        fallbacks.append(
+          f'gpu: model {key} has ops the GPU delegate cannot run ({", ".join(entry["gpu_incompatible_ops"])})'
+        )
         continue
       path = os.path.join(bundle_dir, entry['file'])
       t0 = time.perf_counter()
       try:
-        if cm is not None:
-          backend = _CompiledBackend(cm, path, acc, threads)
-          detail = 'LiteRT CompiledModel' + (f', XNNPACK, {threads} threads' if acc == 'cpu' else '')
-        elif acc == 'cpu':
-          backend = _InterpreterBackend(_interpreter_module(), path, threads)
-          detail = f'LiteRT interpreter, {threads} threads'
-        else:
-          raise _Unavailable('needs ai-edge-litert\'s CompiledModel API, which is not installed')
+        backend, detail = _load(path, acc, threads)
         _check_shapes(backend, manifest, path)
         _warm_up(backend, tile)
       except _Unavailable as e:
@@ -387,8 +435,9 @@ def open_engine(manifest: dict, bundle_dir: str, *, accelerator: str = 'auto', q
   if accelerator == 'auto':
     raise AcceleratorError('no accelerator could run the model: ' + '; '.join(fallbacks))
   reason = fallbacks[-1].split(': ', 1)[1] if fallbacks else 'no model for it in the bundle'
-  raise AcceleratorError(f'--accelerator {accelerator}: not available here ({reason}); '
-                         'use --accelerator auto or cpu')
+  raise AcceleratorError(
+    f'--accelerator {accelerator}: not available here ({reason}); use --accelerator auto or cpu'
+  )
 
 
 def _open_delegate(manifest, bundle_dir, accelerator, quant, delegate, threads, tile) -> Engine:
@@ -398,8 +447,9 @@ def _open_delegate(manifest, bundle_dir, accelerator, quant, delegate, threads, 
     raise AcceleratorError(f'--delegate {delegate}: no such file')
   keys = _candidates(manifest, 'cpu', quant)
   if not keys:
-    raise AcceleratorError(f'--delegate: model {quant} of {bundle_dir} is compiled for an NPU; '
-                           'pick another --quant')
+    raise AcceleratorError(
+      f'--delegate: model {quant} of {bundle_dir} is compiled for an NPU; pick another --quant'
+    )
   key = keys[0]
   path = os.path.join(bundle_dir, manifest['models'][key]['file'])
   t0 = time.perf_counter()
@@ -413,8 +463,9 @@ def _open_delegate(manifest, bundle_dir, accelerator, quant, delegate, threads, 
       # ValueError: the delegate refused to start (e.g. no device).
       loaded, failure = None, str(e) or type(e).__name__
   if failure is not None:
-    raise AcceleratorError(f'--delegate {delegate}: cannot load it as a TFLite delegate '
-                           f'({_short(failure, log.text)})')
+    raise AcceleratorError(
+      f'--delegate {delegate}: cannot load it as a TFLite delegate ({_short(failure, log.text)})'
+    )
   try:
     backend = _InterpreterBackend(interp_mod, path, threads, delegate=loaded)
     _check_shapes(backend, manifest, path)
@@ -422,8 +473,10 @@ def _open_delegate(manifest, bundle_dir, accelerator, quant, delegate, threads, 
   except _Unavailable as e:
     raise AcceleratorError(f'--delegate {delegate}: cannot run model {key} ({e})') from None
   if backend.delegated == 0:
-    raise AcceleratorError(f'--delegate {delegate}: the delegate took none of model {key}\'s ops, '
-                           'so all of it would run on the CPU; try another --quant, or drop --delegate')
+    raise AcceleratorError(
+      f"--delegate {delegate}: the delegate took none of model {key}'s ops, "
+      'so all of it would run on the CPU; try another --quant, or drop --delegate'
+    )
   detail = f'{os.path.basename(delegate)}, {backend.delegated} partition(s), the rest on the CPU'
   engine = Engine(backend, 'delegate', detail, key, path, tile, [], time.perf_counter() - t0)
   logger.info('accelerator: %s', engine.describe())

@@ -18,6 +18,7 @@ class GeometryError(errors.ZoomEnhanceError, ValueError):
 @dataclasses.dataclass(frozen=True)
 class Box:
   """A pixel rectangle: left, top, width, height."""
+
   x: int
   y: int
   w: int
@@ -63,8 +64,10 @@ def resolve_crop(crop, image_wh) -> Box:
   else:
     fx, fy, fw, fh = (float(v) for v in crop)
     if not all(0.0 <= v <= 1.0 for v in (fx, fy, fw, fh)) or fx + fw > 1.0 + 1e-9 or fy + fh > 1.0 + 1e-9:
-      raise GeometryError(f'normalized crop {fx:g},{fy:g},{fw:g},{fh:g} is not inside [0, 1] '
-                          '(fractions of the image: x + w and y + h at most 1)')
+      raise GeometryError(
+        f'normalized crop {fx:g},{fy:g},{fw:g},{fh:g} is not inside [0, 1] '
+        '(fractions of the image: x + w and y + h at most 1)'
+      )
     x, y = round(fx * iw), round(fy * ih)
     w, h = round((fx + fw) * iw) - x, round((fy + fh) * ih) - y
   if w <= 0 or h <= 0:
@@ -103,6 +106,7 @@ def output_size(crop_wh, *, scale: float | None = None, size=None) -> tuple[int,
 @dataclasses.dataclass(frozen=True)
 class Plan:
   """How a crop becomes the output: the model's output size and factor, then a resample if any."""
+
   model_wh: tuple[int, int]  # what the model produces (its factor stays in the bundle's range)
   model_scale: float  # the factor fed to the model: mean of its two axis factors
   output_wh: tuple[int, int]  # the final size; differs from model_wh only outside the range

@@ -14,15 +14,15 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from zoom_enhance import bundle as bundle_lib
 from zoom_enhance import errors
+from zoom_enhance.imaging import files
+from zoom_enhance.imaging import photo as photo_lib
+from zoom_enhance.runtime import bundle as bundle_lib
 from zoom_enhance.runtime import engine as engine_lib
 from zoom_enhance.runtime import geometry
-from zoom_enhance.runtime import photo as photo_lib
 from zoom_enhance.runtime import tiling
 
-DEFAULT_BUNDLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'assets',
-                              'default_bundle')
+DEFAULT_BUNDLE = files.asset_path('default_bundle')
 
 # Largest result, in pixels: 400 MP of uint8 RGB is 1.2 GB.
 MAX_OUTPUT_PIXELS = 400_000_000
@@ -31,6 +31,7 @@ MAX_OUTPUT_PIXELS = 400_000_000
 @dataclasses.dataclass(frozen=True)
 class Report:
   """What one enhancement did and what ran it."""
+
   source: str
   accelerator: str  # 'npu', 'gpu', 'cpu' or 'delegate': what actually ran
   detail: str  # runtime, threads or delegate library
@@ -51,9 +52,11 @@ class Report:
     w, h = self.output_size
     per_mp = self.seconds / (w * h / 1e6)
     resample = f', Lanczos from {self.model_size[0]}x{self.model_size[1]}' if self.resampled else ''
-    return (f'{self.crop[2]}x{self.crop[3]} -> {w}x{h} (x{self.model_scale:.3g} model{resample}), '
-            f'{self.tiles} tiles on {self.accelerator} ({self.detail}), model {self.variant}, '
-            f'{self.seconds:.2f} s ({per_mp:.2f} s/MP)')
+    return (
+      f'{self.crop[2]}x{self.crop[3]} -> {w}x{h} (x{self.model_scale:.3g} model{resample}), '
+      f'{self.tiles} tiles on {self.accelerator} ({self.detail}), model {self.variant}, '
+      f'{self.seconds:.2f} s ({per_mp:.2f} s/MP)'
+    )
 
 
 def resolve_bundle(path=None) -> str:
@@ -62,16 +65,26 @@ def resolve_bundle(path=None) -> str:
     return os.fspath(path)
   if os.path.isfile(os.path.join(DEFAULT_BUNDLE, bundle_lib.MANIFEST)):
     return DEFAULT_BUNDLE
-  raise bundle_lib.BundleError('no bundle: this install has no embedded default model; pass --bundle DIR '
-                               '(a bundle written by zoom-enhance export)')
+  raise bundle_lib.BundleError(
+    'no bundle: this install has no embedded default model; pass --bundle DIR '
+    '(a bundle written by zoom-enhance export)'
+  )
 
 
 class Enhancer:
   """A bundle loaded on an accelerator, ready for many photos. Use as a context manager or call close()."""
 
-  def __init__(self, bundle=None, *, accelerator: str = 'auto', quant: str | None = None,
-               delegate: str | None = None, threads: int | None = None, tile: int | None = None,
-               steps: int | None = None):
+  def __init__(
+    self,
+    bundle=None,
+    *,
+    accelerator: str = 'auto',
+    quant: str | None = None,
+    delegate: str | None = None,
+    threads: int | None = None,
+    tile: int | None = None,
+    steps: int | None = None,
+  ):
     self.bundle_dir = resolve_bundle(bundle)
     self.manifest = bundle_lib.load_manifest(self.bundle_dir)
     self.tile = int(self.manifest['tile']['size'])
@@ -89,15 +102,19 @@ class Enhancer:
       # size) of the export tile) and fails without it (TRANSPOSE_CONV has a
       # constant output shape).
       raise errors.ConfigError(
-          f'--tile {tile}: the models of {self.bundle_dir} are compiled for {self.tile}x{self.tile} '
-          f'tiles and LiteRT cannot resize them correctly; use --tile {self.tile} or export a '
-          f'bundle with zoom-enhance export --tile {tile}')
+        f'--tile {tile}: the models of {self.bundle_dir} are compiled for {self.tile}x{self.tile} '
+        f'tiles and LiteRT cannot resize them correctly; use --tile {self.tile} or export a '
+        f'bundle with zoom-enhance export --tile {tile}'
+      )
     if steps is not None and int(steps) != self.steps:
-      raise errors.ConfigError(f'--steps {steps}: the models of {self.bundle_dir} run {self.steps} '
-                               'sampler steps, fixed at export; export another bundle with '
-                               f'zoom-enhance export --steps {steps}')
-    self.engine = engine_lib.open_engine(self.manifest, self.bundle_dir, accelerator=accelerator,
-                                         quant=quant, delegate=delegate, threads=threads)
+      raise errors.ConfigError(
+        f'--steps {steps}: the models of {self.bundle_dir} run {self.steps} '
+        'sampler steps, fixed at export; export another bundle with '
+        f'zoom-enhance export --steps {steps}'
+      )
+    self.engine = engine_lib.open_engine(
+      self.manifest, self.bundle_dir, accelerator=accelerator, quant=quant, delegate=delegate, threads=threads
+    )
 
   def __enter__(self):
     return self
@@ -117,11 +134,20 @@ class Enhancer:
   def count_tiles(self, model_wh) -> int:
     return tiling.count_tiles((model_wh[1], model_wh[0]), self.tile, self.overlap)
 
-  def enhance(self, image, *, crop=None, scale: float | None = None, size=None, strength: float = 1.0,
-              seed: int = 0, max_pixels: int = photo_lib.MAX_PIXELS,
-              max_output_pixels: int = MAX_OUTPUT_PIXELS,
-              on_start: Callable[[int], None] | None = None,
-              on_tile: Callable[[], None] | None = None) -> Image.Image:
+  def enhance(
+    self,
+    image,
+    *,
+    crop=None,
+    scale: float | None = None,
+    size=None,
+    strength: float = 1.0,
+    seed: int = 0,
+    max_pixels: int = photo_lib.MAX_PIXELS,
+    max_output_pixels: int = MAX_OUTPUT_PIXELS,
+    on_start: Callable[[int], None] | None = None,
+    on_tile: Callable[[], None] | None = None,
+  ) -> Image.Image:
     """Enhances a path or PIL image; returns a PIL image (see the module docstring for its info).
 
     crop: (x, y, w, h) ints in pixels, floats in [0, 1] as fractions, or a
@@ -150,22 +176,33 @@ class Enhancer:
     except geometry.GeometryError as e:
       raise geometry.GeometryError(f'{photo.source}: {e}') from None
     if out_wh[0] * out_wh[1] > max_output_pixels:
-      raise geometry.GeometryError(f'{photo.source}: the result would be {out_wh[0]}x{out_wh[1]}, over '
-                                   f'{max_output_pixels / 1e6:g} MP; choose a smaller --scale or --size')
+      raise geometry.GeometryError(
+        f'{photo.source}: the result would be {out_wh[0]}x{out_wh[1]}, over '
+        f'{max_output_pixels / 1e6:g} MP; choose a smaller --scale or --size'
+      )
     plan = geometry.plan((box.w, box.h), out_wh, self.scale_range)
-    lr = photo.rgb[box.y:box.y + box.h, box.x:box.x + box.w]
+    lr = photo.rgb[box.y : box.y + box.h, box.x : box.x + box.w]
     tiles = self.count_tiles(plan.model_wh)
     if on_start:
       on_start(tiles)
-    rgb = tiling.enhance_tiled(self.engine.run, lr, (plan.model_wh[1], plan.model_wh[0]), tile=self.tile,
-                               overlap=self.overlap, scale=plan.model_scale, seed=seed,
-                               strength=float(strength), noise_used=self.noise_used, on_tile=on_tile)
+    rgb = tiling.enhance_tiled(
+      self.engine.run,
+      lr,
+      (plan.model_wh[1], plan.model_wh[0]),
+      tile=self.tile,
+      overlap=self.overlap,
+      scale=plan.model_scale,
+      seed=seed,
+      strength=float(strength),
+      noise_used=self.noise_used,
+      on_tile=on_tile,
+    )
     if plan.resample:
       rgb = np.asarray(Image.fromarray(rgb).resize(out_wh, Image.Resampling.LANCZOS))
     alpha = None
     if photo.alpha is not None:
       # Alpha is no photo: a sharp resampler, not the model.
-      alpha_crop = Image.fromarray(photo.alpha[box.y:box.y + box.h, box.x:box.x + box.w])
+      alpha_crop = Image.fromarray(photo.alpha[box.y : box.y + box.h, box.x : box.x + box.w])
       alpha = np.asarray(alpha_crop.resize(out_wh, Image.Resampling.LANCZOS))
     result = photo_lib.to_image(rgb, alpha, gray=photo.gray)
     if photo.icc_profile:
@@ -175,23 +212,47 @@ class Enhancer:
       result.info['exif'] = exif
     eng = self.engine
     result.info['zoom_enhance'] = Report(
-        source=photo.source, accelerator=eng.accelerator, detail=eng.detail, variant=eng.variant,
-        fallbacks=tuple(eng.fallbacks), crop=(box.x, box.y, box.w, box.h), model_size=plan.model_wh,
-        output_size=out_wh, model_scale=plan.model_scale, resampled=plan.resample, steps=self.steps,
-        strength=float(strength), seed=int(seed), tiles=tiles, seconds=time.perf_counter() - t0)
+      source=photo.source,
+      accelerator=eng.accelerator,
+      detail=eng.detail,
+      variant=eng.variant,
+      fallbacks=tuple(eng.fallbacks),
+      crop=(box.x, box.y, box.w, box.h),
+      model_size=plan.model_wh,
+      output_size=out_wh,
+      model_scale=plan.model_scale,
+      resampled=plan.resample,
+      steps=self.steps,
+      strength=float(strength),
+      seed=int(seed),
+      tiles=tiles,
+      seconds=time.perf_counter() - t0,
+    )
     return result
 
 
-def enhance(image, *, crop=None, scale: float | None = None, size=None, bundle=None,
-            accelerator: str = 'auto', quant: str | None = None, delegate: str | None = None,
-            strength: float = 1.0, steps: int | None = None, seed: int = 0,
-            threads: int | None = None) -> Image.Image:
+def enhance(
+  image,
+  *,
+  crop=None,
+  scale: float | None = None,
+  size=None,
+  bundle=None,
+  accelerator: str = 'auto',
+  quant: str | None = None,
+  delegate: str | None = None,
+  strength: float = 1.0,
+  steps: int | None = None,
+  seed: int = 0,
+  threads: int | None = None,
+) -> Image.Image:
   """Enhances one photo: zoom_enhance.enhance('photo.jpg', crop=(100, 80, 320, 180), size=(2048, 1152)).
 
   Returns a PIL image; `image.info['zoom_enhance']` is the Report (accelerator,
   variant, tiles, seconds, ...), and info's 'icc_profile' and 'exif' are kept
   by `image.save(...)`. For many photos, reuse an `Enhancer`.
   """
-  with Enhancer(bundle, accelerator=accelerator, quant=quant, delegate=delegate, threads=threads,
-                steps=steps) as enhancer:
+  with Enhancer(
+    bundle, accelerator=accelerator, quant=quant, delegate=delegate, threads=threads, steps=steps
+  ) as enhancer:
     return enhancer.enhance(image, crop=crop, scale=scale, size=size, strength=strength, seed=seed)

@@ -9,9 +9,9 @@ their sum, so every output pixel is a convex mix of the tiles that cover it.
 Two things keep the seams out. The starting noise is a function of the global
 pixel position (drawn per BLOCK x BLOCK block from (seed, block row, block
 column)), so overlapping tiles start from the same noise where they overlap.
-And the conditioning is cut from one global bicubic upsampling, computed a
-strip at a time with Pillow's box resize, which matches the whole-image
-resize to float rounding.
+And the conditioning is cut from one global `lr_up` (imaging.resample),
+computed a strip at a time, which matches the whole-image resize to float
+rounding.
 
 Memory is bounded by a strip: one row of tiles keeps T output rows of float32
 accumulators; finished rows go straight to the uint8 result.
@@ -21,7 +21,8 @@ import math
 from typing import Callable
 
 import numpy as np
-from PIL import Image
+
+from zoom_enhance.imaging import resample
 
 # Side of the square blocks the starting noise is drawn in. A constant of the
 # runtime, not of a bundle: changing it changes every output for a given seed.
@@ -88,50 +89,14 @@ class NoiseField:
           block = self._blocks[(by, bx)] = noise_block(self.seed, by, bx)
         y0, x0 = max(y, by * BLOCK), max(x, bx * BLOCK)
         y1, x1 = min(y + h, (by + 1) * BLOCK), min(x + w, (bx + 1) * BLOCK)
-        out[y0 - y:y1 - y, x0 - x:x1 - x] = block[y0 - by * BLOCK:y1 - by * BLOCK,
-                                                  x0 - bx * BLOCK:x1 - bx * BLOCK]
+        out[y0 - y : y1 - y, x0 - x : x1 - x] = block[
+          y0 - by * BLOCK : y1 - by * BLOCK, x0 - bx * BLOCK : x1 - bx * BLOCK
+        ]
     return out
 
   def forget_above(self, y: int):
     """Drops blocks that lie wholly above row y: strips only move down."""
     self._blocks = {k: v for k, v in self._blocks.items() if (k[0] + 1) * BLOCK > y}
-
-
-class Upsampler:
-  """Rows of the bicubic upsampling of an LR image to (out_h, out_w), in [-1, 1], a strip at a time.
-
-  Only the LR rows a strip needs become float32, so a 12 MP input costs a
-  few rows of floats, not 144 MB.
-  """
-
-  # Reach of Pillow's bicubic filter in source pixels, per unit of
-  # max(1, source/output) (it widens when shrinking).
-  _SUPPORT = 2.0
-
-  def __init__(self, lr_uint8: np.ndarray, out_hw):
-    self.lr = lr_uint8
-    self.h, self.w = lr_uint8.shape[:2]
-    self.out_h, self.out_w = out_hw
-
-  def rows(self, y0: int, y1: int) -> np.ndarray:
-    """(y1 - y0, out_w, 3) float32: output rows [y0, y1) of the whole-image bicubic resize."""
-    sy = self.h / self.out_h
-    top, bottom = y0 * sy, min(float(self.h), y1 * sy)
-    # Source rows with a margin wider than the filter: Pillow clips the filter
-    # to the image it is given, so these rows must reach past every tap that
-    # the whole-image resize would use (the image's own edges excepted).
-    reach = self._SUPPORT * max(1.0, sy) + 2
-    r0, r1 = max(0, math.floor(top - reach)), min(self.h, math.ceil(bottom + reach))
-    box = (0.0, top - r0, float(self.w), bottom - r0)
-    out = np.empty((y1 - y0, self.out_w, self.lr.shape[2]), np.float32)
-    for c in range(self.lr.shape[2]):
-      # Mode 'F': no 8-bit rounding between the LR image and the model.
-      band = Image.fromarray(np.ascontiguousarray(self.lr[r0:r1, :, c], dtype=np.float32))
-      out[:, :, c] = np.asarray(band.resize((self.out_w, y1 - y0), Image.Resampling.BICUBIC, box=box))
-    # degrade.to_signed, in place: a strip is the largest float buffer here.
-    out /= 127.5
-    out -= 1.0
-    return np.clip(out, -1.0, 1.0, out=out)
 
 
 def _pad_to(a: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -146,9 +111,19 @@ def count_tiles(out_hw, tile: int, overlap: int) -> int:
   return len(tile_starts(out_hw[0], tile, overlap)) * len(tile_starts(out_hw[1], tile, overlap))
 
 
-def enhance_tiled(run_tile: TileFn, lr_uint8: np.ndarray, out_hw, *, tile: int, overlap: int,
-                  scale: float, seed: int = 0, strength: float = 1.0, noise_used: bool = True,
-                  on_tile: Callable[[], None] | None = None) -> np.ndarray:
+def enhance_tiled(
+  run_tile: TileFn,
+  lr_uint8: np.ndarray,
+  out_hw,
+  *,
+  tile: int,
+  overlap: int,
+  scale: float,
+  seed: int = 0,
+  strength: float = 1.0,
+  noise_used: bool = True,
+  on_tile: Callable[[], None] | None = None,
+) -> np.ndarray:
   """Enhances a uint8 (h, w, 3) image to `out_hw`, returning uint8 (out_h, out_w, 3).
 
   run_tile(lr_up, noise, scale) takes and returns float32 (1, T, T, 3) in
@@ -161,7 +136,7 @@ def enhance_tiled(run_tile: TileFn, lr_uint8: np.ndarray, out_hw, *, tile: int, 
   ys, xs = tile_starts(out_h, tile, overlap), tile_starts(out_w, tile, overlap)
   canvas_w = max(out_w, tile)
   wx = [edge_weights(tile, overlap, x > 0, x + tile < out_w) for x in xs]
-  up = Upsampler(lr_uint8, out_hw)
+  up = resample.LrUpStrips(lr_uint8, out_hw)
   noise = NoiseField(seed) if noise_used else None
   zeros = None if noise_used else np.zeros((tile, tile, 3), np.float32)
   scale_in = np.array([scale], np.float32)
@@ -181,14 +156,14 @@ def enhance_tiled(run_tile: TileFn, lr_uint8: np.ndarray, out_hw, *, tile: int, 
     if noise is not None:
       noise.forget_above(y)
     for col, x in enumerate(xs):
-      lr_tile = lr_strip[:, x:x + tile]
+      lr_tile = lr_strip[:, x : x + tile]
       z = zeros if noise is None else noise.region(y, x, tile, tile)
       out = np.asarray(run_tile(lr_tile[None], z[None], scale_in), np.float32)[0]
       if strength != 1.0:
         out = lr_tile + np.float32(strength) * (out - lr_tile)
       w = wy[:, None] * wx[col][None, :]
-      acc[:, x:x + tile] += out * w[:, :, None]
-      wsum[:, x:x + tile] += w
+      acc[:, x : x + tile] += out * w[:, :, None]
+      wsum[:, x : x + tile] += w
       if on_tile:
         on_tile()
   _finish(result, acc, wsum, top, out_h - top, out_h, out_w)
@@ -204,12 +179,12 @@ def _finish(result, acc, wsum, top: int, count: int, out_h: int, out_w: int):
   x += 1.0
   x *= 127.5
   np.rint(x, out=x)
-  result[top:top + count] = np.clip(x, 0, 255, out=x)
+  result[top : top + count] = np.clip(x, 0, 255, out=x)
 
 
 def _shift(a: np.ndarray, n: int) -> np.ndarray:
   """Moves rows up by n in place and zeroes the freed rows at the bottom."""
   n = min(n, a.shape[0])
-  a[:a.shape[0] - n] = a[n:]
-  a[a.shape[0] - n:] = 0
+  a[: a.shape[0] - n] = a[n:]
+  a[a.shape[0] - n :] = 0
   return a

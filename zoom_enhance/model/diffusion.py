@@ -7,14 +7,12 @@ runs from data (t=0, high logSNR) to noise (t=1, low logSNR). Everything here
 is a pure function of arrays; no Flax state.
 """
 
+import dataclasses
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-PREDICTIONS = ('v', 'eps', 'x')
-LOSS_WEIGHTINGS = ('snr_plus_one', 'snr_trunc')
 
 
 def array_module(x):
@@ -123,36 +121,43 @@ def eps_from_x(*, z, x, logsnr):
   return (z - alpha * x) / sigma
 
 
-def x_eps_from_output(output, *, z, logsnr, prediction):
-  """The network's output, read as `prediction`, turned into (x, eps)."""
-  if prediction == 'v':
-    return x_from_v(z=z, v=output, logsnr=logsnr), eps_from_v(z=z, v=output, logsnr=logsnr)
-  if prediction == 'eps':
-    return x_from_eps(z=z, eps=output, logsnr=logsnr), output
-  if prediction == 'x':
-    return output, eps_from_x(z=z, x=output, logsnr=logsnr)
-  raise ValueError(f'unknown prediction {prediction!r}; choose one of {PREDICTIONS}')
+def x_eps_from_v(output, *, z, logsnr):
+  """The output is v: x = alpha z - sigma v, eps = sigma z + alpha v."""
+  return x_from_v(z=z, v=output, logsnr=logsnr), eps_from_v(z=z, v=output, logsnr=logsnr)
 
 
-def loss_weight(logsnr, weighting):
-  """Weight of the x-space squared error at a noise level.
+def x_eps_from_eps(output, *, z, logsnr):
+  """The output is eps: x = (z - sigma eps) / alpha."""
+  return x_from_eps(z=z, eps=output, logsnr=logsnr), output
 
-  'snr_plus_one': w = SNR + 1 (equal to plain MSE on v, since
-  |v - v_hat|^2 = |x - x_hat|^2 / sigma^2 = (1 + SNR) |x - x_hat|^2);
-  'snr_trunc': w = max(SNR, 1) (Salimans & Ho's truncated SNR).
-  """
-  snr = jnp.exp(logsnr)
-  if weighting == 'snr_plus_one':
-    return snr + 1.0
-  if weighting == 'snr_trunc':
-    return jnp.maximum(snr, 1.0)
-  raise ValueError(f'unknown loss weighting {weighting!r}; choose one of {LOSS_WEIGHTINGS}')
+
+def x_eps_from_x(output, *, z, logsnr):
+  """The output is x: eps = (z - alpha x) / sigma."""
+  return output, eps_from_x(z=z, x=output, logsnr=logsnr)
+
+
+# What the network predicts -> how its output becomes (x, eps).
+PREDICTIONS = {'v': x_eps_from_v, 'eps': x_eps_from_eps, 'x': x_eps_from_x}
+
+
+def snr_plus_one(logsnr):
+  """w = SNR + 1: equal to plain MSE on v, since |v - v_hat|^2 = (1 + SNR) |x - x_hat|^2."""
+  return jnp.exp(logsnr) + 1.0
+
+
+def snr_trunc(logsnr):
+  """w = max(SNR, 1): Salimans & Ho's truncated SNR."""
+  return jnp.maximum(jnp.exp(logsnr), 1.0)
+
+
+# Weight of the x-space squared error at a noise level, by name.
+LOSS_WEIGHTINGS = {'snr_plus_one': snr_plus_one, 'snr_trunc': snr_trunc}
 
 
 def weighted_x_loss(*, x_pred, x_target, logsnr, weighting):
-  """mean_b w(logsnr_b) * mean_pixels (x_pred - x_target)^2."""
+  """mean_b w(logsnr_b) * mean_pixels (x_pred - x_target)^2, w one of LOSS_WEIGHTINGS."""
   per_example = jnp.mean(jnp.square(x_pred - x_target), axis=tuple(range(1, x_pred.ndim)))
-  return jnp.mean(loss_weight(logsnr, weighting) * per_example)
+  return jnp.mean(LOSS_WEIGHTINGS[weighting](logsnr) * per_example)
 
 
 def ddim_step(*, x_pred, eps_pred, logsnr_s):
@@ -228,3 +233,53 @@ def ddim_sample(denoise: DenoiseFn, z_init, *, num_steps: int, logsnr_fn, unroll
     z = jax.lax.fori_loop(0, num_steps - 1, body, z_init)
   x_hat, _ = denoise(z, levels(1))
   return x_hat
+
+
+@dataclasses.dataclass(frozen=True)
+class Diffusion:
+  """`config.diffusion` bound once: the schedule, what is diffused, and how the network is read and scored.
+
+  Frozen (hashable), so it can key caches of jitted functions.
+  """
+
+  logsnr_min: float
+  logsnr_max: float
+  prediction: str  # a key of PREDICTIONS
+  loss_weighting: str  # a key of LOSS_WEIGHTINGS
+  residual: bool
+  residual_scale: float
+  time_power: float
+  max_time_prob: float
+
+  @classmethod
+  def from_config(cls, dcfg) -> 'Diffusion':
+    return cls(**{f.name: dcfg[f.name] for f in dataclasses.fields(cls)})
+
+  def logsnr(self, t):
+    """logsnr_schedule_cosine(t) over [logsnr_min, logsnr_max]."""
+    return logsnr_schedule_cosine(t, logsnr_min=self.logsnr_min, logsnr_max=self.logsnr_max)
+
+  def encode(self, hr, lr_up):
+    """encode_target with this config's residual settings."""
+    return encode_target(hr, lr_up, residual=self.residual, residual_scale=self.residual_scale)
+
+  def decode(self, x, lr_up):
+    """decode_target with this config's residual settings."""
+    return decode_target(x, lr_up, residual=self.residual, residual_scale=self.residual_scale)
+
+  def clip(self, x, lr_up):
+    """clip_x with this config's residual settings."""
+    return clip_x(x, lr_up, residual=self.residual, residual_scale=self.residual_scale)
+
+  def x_eps(self, output, *, z, logsnr):
+    """The network's output read as this config's prediction: (x, eps)."""
+    return PREDICTIONS[self.prediction](output, z=z, logsnr=logsnr)
+
+  def training_times(self, rng_t, rng_max, batch: int):
+    """t of a training batch: low-discrepancy, skewed by time_power, max_time_prob of them at 1."""
+    t = skew_times(low_discrepancy_times(rng_t, batch), self.time_power)
+    return with_max_times(t, rng_max, self.max_time_prob)
+
+  def loss(self, *, x_pred, x_target, logsnr):
+    """weighted_x_loss with this config's weighting."""
+    return weighted_x_loss(x_pred=x_pred, x_target=x_target, logsnr=logsnr, weighting=self.loss_weighting)

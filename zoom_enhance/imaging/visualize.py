@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 
-from zoom_enhance import images
+from zoom_enhance.imaging import photo
 
 _LABELS = ('LR (bicubic)', 'sample', 'HR')
 
@@ -20,7 +20,7 @@ def sample_grid(columns: list[np.ndarray], gap: int = 4) -> np.ndarray:
   for c, col in enumerate(columns):
     for r in range(b):
       y, x = header + r * (h + gap), c * (w + gap)
-      grid[y:y + h, x:x + w] = col[r]
+      grid[y : y + h, x : x + w] = col[r]
   canvas = Image.fromarray(grid)
   draw = ImageDraw.Draw(canvas)
   for c, label in enumerate(_LABELS[:ncol]):
@@ -33,7 +33,7 @@ def write_sample_grid(workdir: str, step: int, lr_up, sample, hr) -> str:
   out_dir = os.path.join(workdir, 'samples')
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, f'step_{int(step):06d}.png')
-  images.save_png(path, sample_grid([lr_up, sample, hr]))
+  photo.save_photo(path, sample_grid([lr_up, sample, hr]))
   return path
 
 
@@ -43,7 +43,7 @@ def comparison_strip(panels: list[tuple[str, np.ndarray]], gap: int = 4) -> np.n
   header = 14
   strip = np.full((header + h, len(panels) * (w + gap) - gap, 3), 255, np.uint8)
   for i, (_, img) in enumerate(panels):
-    strip[header:, i * (w + gap):i * (w + gap) + w] = img
+    strip[header:, i * (w + gap) : i * (w + gap) + w] = img
   canvas = Image.fromarray(strip)
   draw = ImageDraw.Draw(canvas)
   for i, (label, _) in enumerate(panels):
@@ -64,7 +64,7 @@ def detailed_window(img: np.ndarray, side: int) -> tuple[int, int]:
   best, where = -1.0, (0, 0)
   for y0 in range(0, img.shape[0] - side + 1, step):
     for x0 in range(0, img.shape[1] - side + 1, step):
-      e = float(energy[y0:y0 + side, x0:x0 + side].sum())
+      e = float(energy[y0 : y0 + side, x0 : x0 + side].sum())
       if e > best:
         best, where = e, (y0, x0)
   return where

@@ -1,6 +1,6 @@
 """The bundle format: a directory of .tflite models and the manifest.json that describes them.
 
-Standard library only, so the on-device runtime can read bundles without JAX
+Standard library (and imaging.files) only, so the on-device runtime can read bundles without JAX
 or TensorFlow. The manifest says everything a runtime needs (the model
 contract): tile size and overlap, step count, scale range, tensor layout and
 value range, and for each model file its quantization, SHA-256 and the
@@ -8,11 +8,11 @@ parity of its outputs with the JAX sampler; NPU-compiled models, where the
 export made any, are listed under `npu_models` with their SHA-256 too.
 """
 
-import hashlib
 import json
 import os
 
 from zoom_enhance import errors
+from zoom_enhance.imaging import files
 
 MANIFEST = 'manifest.json'
 FORMAT = 'zoom-enhance-bundle'
@@ -23,23 +23,10 @@ class BundleError(errors.ZoomEnhanceError):
   """A bundle that is missing, damaged or of another format version."""
 
 
-def sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      digest.update(block)
-  return digest.hexdigest()
-
-
 def write_manifest(directory: str, manifest: dict) -> str:
   """Writes manifest.json atomically (temporary file, then rename)."""
-  manifest = dict(manifest, format=FORMAT, format_version=FORMAT_VERSION)
   path = os.path.join(directory, MANIFEST)
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(manifest, f, indent=2, sort_keys=True)
-    f.write('\n')
-  os.replace(tmp, path)
+  files.write_json(path, dict(manifest, format=FORMAT, format_version=FORMAT_VERSION), sort_keys=True)
   return path
 
 
@@ -62,8 +49,10 @@ def load_manifest(directory: str, *, verify: bool = True) -> dict:
     raise BundleError(f'{path}: not a {FORMAT} manifest')
   version = manifest.get('format_version')
   if version != FORMAT_VERSION:
-    raise BundleError(f'{path}: bundle format version {version}, this zoom-enhance reads '
-                      f'version {FORMAT_VERSION}; re-export the bundle or upgrade zoom-enhance')
+    raise BundleError(
+      f'{path}: bundle format version {version}, this zoom-enhance reads '
+      f'version {FORMAT_VERSION}; re-export the bundle or upgrade zoom-enhance'
+    )
   models = manifest.get('models')
   if not isinstance(models, dict) or not models:
     raise BundleError(f'{path}: the manifest lists no models')
@@ -73,6 +62,6 @@ def load_manifest(directory: str, *, verify: bool = True) -> dict:
       file = os.path.join(directory, entry['file'])
       if not os.path.isfile(file):
         raise BundleError(f'{file}: missing (model {name!r} of the bundle)')
-      if sha256(file) != entry['sha256']:
+      if files.sha256(file) != entry['sha256']:
         raise BundleError(f'{file}: checksum mismatch (damaged or replaced); re-export the bundle')
   return manifest

@@ -73,16 +73,17 @@ def blob_names(param_path: str) -> tuple[str, str]:
     if len(tokens) < 4:
       continue
     n_bottom, n_top = int(tokens[2]), int(tokens[3])
-    layer_bottoms = tokens[4:4 + n_bottom]
-    layer_tops = tokens[4 + n_bottom:4 + n_bottom + n_top]
+    layer_bottoms = tokens[4 : 4 + n_bottom]
+    layer_tops = tokens[4 + n_bottom : 4 + n_bottom + n_top]
     bottoms.update(layer_bottoms)
     tops += layer_tops
     if tokens[0] == 'Input':
       inputs += layer_tops
   outputs = [t for t in tops if t not in bottoms]
   if len(inputs) != 1 or len(outputs) != 1:
-    raise errors.ZoomEnhanceError(f'{param_path}: expected one input and one output blob, found '
-                                  f'{inputs} and {outputs}')
+    raise errors.ZoomEnhanceError(
+      f'{param_path}: expected one input and one output blob, found {inputs} and {outputs}'
+    )
   return inputs[0], outputs[0]
 
 
@@ -94,6 +95,7 @@ class RealEsrgan:
     if missing:
       raise PeerMissing(f'{method} needs {" and ".join(missing)}: {INSTALL_HINT}')
     import ncnn
+
     self.method, self.tile, self.pad = method, int(tile), int(pad)
     self.param, weights = model_files(method)
     self.input_blob, self.output_blob = blob_names(self.param)
@@ -124,8 +126,9 @@ class RealEsrgan:
     ex.input(self.input_blob, mat)
     ret, out = ex.extract(self.output_blob)
     if ret != 0:
-      raise errors.ZoomEnhanceError(f'{self.method}: ncnn failed on a {x.shape[1]}x{x.shape[0]} tile '
-                                    f'(code {ret}); try a smaller tile')
+      raise errors.ZoomEnhanceError(
+        f'{self.method}: ncnn failed on a {x.shape[1]}x{x.shape[0]} tile (code {ret}); try a smaller tile'
+      )
     result = np.array(out).transpose(1, 2, 0)
     del mat, chw
     return result
@@ -139,9 +142,9 @@ class RealEsrgan:
     for y0 in range(0, h, self.tile):
       for x0 in range(0, w, self.tile):
         y1, x1 = min(y0 + self.tile, h), min(x0 + self.tile, w)
-        up = self._run(x[y0:y1 + 2 * p, x0:x1 + 2 * p])
-        up = up[p * s:(p + y1 - y0) * s, p * s:(p + x1 - x0) * s]
-        out[y0 * s:y1 * s, x0 * s:x1 * s] = np.clip(np.rint(up * 255.0), 0, 255)
+        up = self._run(x[y0 : y1 + 2 * p, x0 : x1 + 2 * p])
+        up = up[p * s : (p + y1 - y0) * s, p * s : (p + x1 - x0) * s]
+        out[y0 * s : y1 * s, x0 * s : x1 * s] = np.clip(np.rint(up * 255.0), 0, 255)
     return out
 
   def __call__(self, lr: np.ndarray, out_hw) -> np.ndarray:

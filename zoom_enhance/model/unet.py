@@ -28,10 +28,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zoom_enhance.model import diffusion
+
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
   """Architecture hyper-parameters of one model size."""
+
   # Side of the strided input convolution (and of the transposed output one).
   patch: int
   # Channels at each U-Net level; the level count is len(channels).
@@ -60,25 +63,55 @@ class Variant:
 
 
 VARIANTS = {
-    # Tests and 2-core CPUs: works at 1/2 resolution, ~0.3M parameters.
-    'tiny': Variant(patch=2, channels=(16, 32, 48), num_res_blocks=1,
-                    attention=False, num_heads=1, norm_groups=8, emb_dim=64,
-                    dropout=0.0),
-    # A larger CPU/phone model, ~1.5M parameters.
-    'small': Variant(patch=2, channels=(32, 64, 96), num_res_blocks=2,
-                     attention=False, num_heads=1, norm_groups=8, emb_dim=128,
-                     dropout=0.0),
-    # The shipped default model: all work at 1/4 and 1/8 of the output
-    # resolution (the LR resolution at x4), no normalisation (XNNPACK runs it
-    # as one partition and it quantizes cleanly), sub-pixel up-sampling,
-    # ~1.3M parameters (most of them at 1/8, where they cost a quarter).
-    'mobile': Variant(patch=4, channels=(48, 96), num_res_blocks=1,
-                      attention=False, num_heads=1, norm_groups=0, emb_dim=64,
-                      dropout=0.0, gate_input=True, subpixel=True),
-    # GPU/TPU training, ~25M parameters, SR3-like.
-    'base': Variant(patch=1, channels=(64, 128, 256, 256), num_res_blocks=2,
-                    attention=True, num_heads=4, norm_groups=32, emb_dim=256,
-                    dropout=0.1),
+  # Tests and 2-core CPUs: works at 1/2 resolution, ~0.3M parameters.
+  'tiny': Variant(
+    patch=2,
+    channels=(16, 32, 48),
+    num_res_blocks=1,
+    attention=False,
+    num_heads=1,
+    norm_groups=8,
+    emb_dim=64,
+    dropout=0.0,
+  ),
+  # A larger CPU/phone model, ~1.5M parameters.
+  'small': Variant(
+    patch=2,
+    channels=(32, 64, 96),
+    num_res_blocks=2,
+    attention=False,
+    num_heads=1,
+    norm_groups=8,
+    emb_dim=128,
+    dropout=0.0,
+  ),
+  # The shipped default model: all work at 1/4 and 1/8 of the output
+  # resolution (the LR resolution at x4), no normalisation (XNNPACK runs it
+  # as one partition and it quantizes cleanly), sub-pixel up-sampling,
+  # ~1.3M parameters (most of them at 1/8, where they cost a quarter).
+  'mobile': Variant(
+    patch=4,
+    channels=(48, 96),
+    num_res_blocks=1,
+    attention=False,
+    num_heads=1,
+    norm_groups=0,
+    emb_dim=64,
+    dropout=0.0,
+    gate_input=True,
+    subpixel=True,
+  ),
+  # GPU/TPU training, ~25M parameters, SR3-like.
+  'base': Variant(
+    patch=1,
+    channels=(64, 128, 256, 256),
+    num_res_blocks=2,
+    attention=True,
+    num_heads=4,
+    norm_groups=32,
+    emb_dim=256,
+    dropout=0.1,
+  ),
 }
 
 
@@ -86,6 +119,11 @@ def get_variant(name: str) -> Variant:
   if name not in VARIANTS:
     raise ValueError(f'unknown model variant {name!r}; choose one of {sorted(VARIANTS)}')
   return VARIANTS[name]
+
+
+def from_config(config, dtype=jnp.float32) -> 'UNet':
+  """The network of `config.model.variant`, computing in `dtype` (parameters stay float32)."""
+  return UNet(get_variant(config.model.variant), dtype=dtype)
 
 
 def size_multiple(variant: Variant) -> int:
@@ -101,7 +139,7 @@ def noise_level_embedding(logsnr, dim: int):
   emb = [sin(1000 t w_k), cos(1000 t w_k)], w_k = 10000^(-k / (dim/2 - 1)).
   """
   # numpy for host constants (a fixed-step export), so no SIN/COS reach the graph.
-  xp = np if isinstance(logsnr, np.ndarray) else jnp
+  xp = diffusion.array_module(logsnr)
   t = xp.arctan(xp.exp(-0.5 * xp.clip(logsnr, -20.0, 20.0))) / (0.5 * np.pi)
   half = dim // 2
   freqs = np.exp(-math.log(10000.0) * np.arange(half, dtype=np.float32) / max(half - 1, 1))
@@ -133,10 +171,9 @@ def gate_noisy_input(z, logsnr, learned):
   alone was 0.9 dB above it within 800 steps. `learned` (zero at
   initialisation) lets the model reweigh z at the levels in between.
   """
-  # numpy for host constants (a fixed-step export): no LOGISTIC/SQRT in the graph.
-  xp = np if isinstance(logsnr, np.ndarray) else jnp
-  alpha = xp.sqrt(1.0 / (1.0 + xp.exp(-logsnr))).astype(np.float32)[:, None, None, None]
-  return z * alpha * (1.0 + learned[:, None, None, :])
+  # alpha_sigma computes host constants (a fixed-step export) with numpy: no LOGISTIC/SQRT in the graph.
+  alpha, _ = diffusion.alpha_sigma(logsnr)
+  return z * alpha[:, None, None, None] * (1.0 + learned[:, None, None, :])
 
 
 def pixel_shuffle(x, r: int):
@@ -164,6 +201,7 @@ class SubpixelUp(nn.Module):
   stride = r (every output pixel a linear map of one input pixel), built from
   ops that XNNPACK runs fast.
   """
+
   features: int
   factor: int
   dtype: Any = jnp.float32
@@ -184,6 +222,7 @@ class GroupNorm(nn.Module):
   channels is a matmul with a constant block matrix, so nothing is reshaped to
   rank 5.
   """
+
   groups: int
   eps: float = 1e-5
   dtype: Any = jnp.float32
@@ -210,6 +249,7 @@ class GroupNorm(nn.Module):
 
 class Norm(nn.Module):
   """GroupNorm, or the identity when the variant has no normalisation."""
+
   groups: int
   dtype: Any = jnp.float32
 
@@ -222,6 +262,7 @@ class Norm(nn.Module):
 
 class ResBlock(nn.Module):
   """Norm-SiLU-conv, FiLM by the conditioning embedding, norm-SiLU-conv, plus skip."""
+
   features: int
   groups: int
   dropout: float
@@ -236,8 +277,7 @@ class ResBlock(nn.Module):
     h = Norm(self.groups, self.dtype)(h) * (1.0 + gain) + shift
     h = nn.silu(h)
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    h = nn.Conv(self.features, (3, 3), dtype=self.dtype,
-                kernel_init=nn.initializers.zeros)(h)
+    h = nn.Conv(self.features, (3, 3), dtype=self.dtype, kernel_init=nn.initializers.zeros)(h)
     if x.shape[-1] != self.features:
       x = nn.Conv(self.features, (1, 1), dtype=self.dtype)(x)
     return x + h
@@ -245,6 +285,7 @@ class ResBlock(nn.Module):
 
 class Attention(nn.Module):
   """Multi-head self-attention over all positions (lowest resolution only)."""
+
   num_heads: int
   groups: int
   dtype: Any = jnp.float32
@@ -254,13 +295,14 @@ class Attention(nn.Module):
     b, h, w, c = x.shape
     y = Norm(self.groups, self.dtype)(x).reshape(b, h * w, c)
     y = nn.MultiHeadDotProductAttention(
-        num_heads=self.num_heads, dtype=self.dtype,
-        out_kernel_init=nn.initializers.zeros)(y, y)
+      num_heads=self.num_heads, dtype=self.dtype, out_kernel_init=nn.initializers.zeros
+    )(y, y)
     return x + y.reshape(b, h, w, c)
 
 
 class UNet(nn.Module):
   """The upscaler's denoiser: (z, lr_up, logsnr, scale) -> prediction."""
+
   variant: Variant
   dtype: Any = jnp.float32
 
@@ -270,19 +312,21 @@ class UNet(nn.Module):
     mult = size_multiple(v)
     if z.shape[1] % mult or z.shape[2] % mult:
       raise ValueError(f'image sides {z.shape[1:3]} must be multiples of {mult}')
-    emb = jnp.concatenate([
-        noise_level_embedding(logsnr, v.emb_dim),
-        scale_embedding(scale, 8, v.max_scale)], axis=-1).astype(self.dtype)
+    emb = jnp.concatenate(
+      [noise_level_embedding(logsnr, v.emb_dim), scale_embedding(scale, 8, v.max_scale)], axis=-1
+    ).astype(self.dtype)
     emb = nn.Dense(v.emb_dim, dtype=self.dtype)(emb)
     emb = nn.Dense(v.emb_dim, dtype=self.dtype)(nn.silu(emb))
 
     if v.gate_input:
-      learned = nn.Dense(z.shape[-1], dtype=self.dtype, kernel_init=nn.initializers.zeros,
-                         name='input_gate')(emb)
+      learned = nn.Dense(z.shape[-1], dtype=self.dtype, kernel_init=nn.initializers.zeros, name='input_gate')(
+        emb
+      )
       z = gate_noisy_input(z, logsnr, learned)
     x_in = jnp.concatenate([z, lr_up], axis=-1).astype(self.dtype)
-    h = nn.Conv(v.channels[0], (v.patch, v.patch), strides=(v.patch, v.patch),
-                padding='VALID', dtype=self.dtype)(x_in)
+    h = nn.Conv(
+      v.channels[0], (v.patch, v.patch), strides=(v.patch, v.patch), padding='VALID', dtype=self.dtype
+    )(x_in)
     block = lambda f: ResBlock(f, v.norm_groups, v.dropout, self.dtype)  # noqa: E731
 
     def up(features, factor, **kw):
@@ -315,6 +359,5 @@ class UNet(nn.Module):
     h = nn.silu(Norm(v.norm_groups, self.dtype)(h))
     out = up(3, v.patch, kernel_init=nn.initializers.zeros)(h)
     # A full-resolution path so the output can depend on exact input pixels.
-    out = out + nn.Conv(3, (3, 3), dtype=self.dtype,
-                        kernel_init=nn.initializers.zeros)(x_in)
+    out = out + nn.Conv(3, (3, 3), dtype=self.dtype, kernel_init=nn.initializers.zeros)(x_in)
     return out.astype(jnp.float32)

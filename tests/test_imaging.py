@@ -1,4 +1,4 @@
-"""Photo files for the runtime: orientation, ICC and EXIF, alpha, odd modes, bombs, atomic writes."""
+"""The imaging layer: the one photo decoder/encoder, the resampler and lr_up, atomic files."""
 
 import io
 import os
@@ -12,8 +12,9 @@ from PIL import ExifTags
 from PIL import Image
 from PIL import ImageCms
 
-from zoom_enhance import images
-from zoom_enhance.runtime import photo
+from zoom_enhance.imaging import files
+from zoom_enhance.imaging import photo
+from zoom_enhance.imaging import resample
 
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')).tobytes()
 
@@ -28,15 +29,16 @@ def write_png_raw(path, width, height, bit_depth, color_type, rows) -> None:
   idat = b''.join(z.compress(b'\x00' + row) for row in rows) + z.flush()
   ihdr = struct.pack('>IIBBBBB', width, height, bit_depth, color_type, 0, 0, 0)
   with open(path, 'wb') as f:
-    f.write(b'\x89PNG\r\n\x1a\n' + _png_chunk(b'IHDR', ihdr) + _png_chunk(b'IDAT', idat)
-            + _png_chunk(b'IEND', b''))
+    f.write(
+      b'\x89PNG\r\n\x1a\n' + _png_chunk(b'IHDR', ihdr) + _png_chunk(b'IDAT', idat) + _png_chunk(b'IEND', b'')
+    )
 
 
 def landscape(w=48, h=32) -> np.ndarray:
   """A picture with a red top-left corner, so orientation mistakes show."""
   img = np.full((h, w, 3), 40, np.uint8)
   img[:, :, 1] = np.linspace(0, 255, w, dtype=np.uint8)[None, :]
-  img[:h // 3, :w // 3] = (255, 0, 0)
+  img[: h // 3, : w // 3] = (255, 0, 0)
   return img
 
 
@@ -142,12 +144,12 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path):
   write_png_raw(tmp_path / 'bomb.png', side, side, 1, 0, (row for _ in range(side)))
   assert os.path.getsize(tmp_path / 'bomb.png') < 200_000
   t0 = time.perf_counter()
-  with pytest.raises(images.ImageError, match=r'bomb\.png: 20000x20000 is 400\.0 MP, over the 120 MP limit'):
+  with pytest.raises(photo.ImageError, match=r'bomb\.png: 20000x20000 is 400\.0 MP, over the 120 MP limit'):
     photo.open_photo(tmp_path / 'bomb.png')
   assert time.perf_counter() - t0 < 2.0
   # A caller's own lower limit applies the same way.
   Image.fromarray(landscape()).save(tmp_path / 'small.png')
-  with pytest.raises(images.ImageError, match='over the 0.001 MP limit'):
+  with pytest.raises(photo.ImageError, match='over the 0.001 MP limit'):
     photo.open_photo(tmp_path / 'small.png', max_pixels=1000)
 
 
@@ -155,20 +157,145 @@ def test_bad_files_are_one_line_errors(tmp_path):
   (tmp_path / 'text.jpg').write_text('not an image at all\n')
   buf = io.BytesIO()
   Image.fromarray(landscape(200, 150)).save(buf, format='JPEG', quality=95)
-  (tmp_path / 'cut.jpg').write_bytes(buf.getvalue()[:len(buf.getvalue()) // 2])
-  for name, reason in (('text.jpg', 'not an image file'), ('cut.jpg', 'truncated'),
-                       ('missing.png', 'no such file')):
-    with pytest.raises(images.ImageError, match=reason) as e:
+  (tmp_path / 'cut.jpg').write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+  for name, reason in (
+    ('text.jpg', 'not an image file'),
+    ('cut.jpg', 'truncated'),
+    ('missing.png', 'no such file'),
+  ):
+    with pytest.raises(photo.ImageError, match=reason) as e:
       photo.open_photo(tmp_path / name)
     assert str(e.value).startswith(str(tmp_path / name)) and '\n' not in str(e.value)
 
 
 def test_save_is_atomic_and_checks_the_extension(tmp_path):
   im = Image.fromarray(landscape())
-  with pytest.raises(images.ImageError, match='unknown output extension'):
+  with pytest.raises(photo.ImageError, match='unknown output extension'):
     photo.save_photo(tmp_path / 'out.gif', im)
   (tmp_path / 'a_file').write_text('x')
   with pytest.raises(OSError):
     photo.save_photo(tmp_path / 'a_file' / 'out.png', im)
   photo.save_photo(tmp_path / 'ok.png', im)
   assert sorted(os.listdir(tmp_path)) == ['a_file', 'ok.png']
+
+
+# --- decoding to RGB for training, evaluation and export ------------------------
+
+
+def _mode_image(mode):
+  grey = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (8, 1))  # (8, 16)
+  if mode == 'I;16':
+    return Image.fromarray(grey.astype(np.uint16) * 257)
+  if mode == 'RGBA':
+    return Image.fromarray(np.dstack([grey] * 3 + [np.full_like(grey, 255)]))
+  return Image.fromarray(grey).convert(mode)
+
+
+@pytest.mark.parametrize(
+  'mode,ext',
+  [
+    ('L', 'png'),
+    ('P', 'png'),
+    ('RGBA', 'png'),
+    ('LA', 'png'),
+    ('I;16', 'png'),
+    ('1', 'png'),
+    ('CMYK', 'jpg'),
+    ('L', 'webp'),
+    ('RGB', 'bmp'),
+    ('CMYK', 'tif'),
+  ],
+)
+def test_any_mode_loads_as_rgb_uint8(tmp_path, mode, ext):
+  im = _mode_image(mode)
+  path = tmp_path / f'x.{ext}'
+  im.save(path)
+  if ext == 'png':
+    assert Image.open(path).mode == mode  # The file really holds that mode.
+  img = photo.load_rgb(path)
+  assert img.shape == (8, 16, 3) and img.dtype == np.uint8
+  if mode in ('L', 'P', 'RGBA', 'LA', 'I;16') and ext == 'png':
+    np.testing.assert_array_equal(img[0, :, 0], np.arange(0, 256, 16))
+
+
+def test_transparent_pixels_become_white(tmp_path):
+  rgba = np.zeros((4, 4, 4), np.uint8)  # Black, fully transparent.
+  Image.fromarray(rgba).save(tmp_path / 't.png')
+  assert (photo.load_rgb(tmp_path / 't.png') == 255).all()
+
+
+def test_unreadable_files_raise_image_error(tmp_path, photo_dir):
+  jpeg = (photo_dir / 'astronaut.jpg').read_bytes()
+  (tmp_path / 'photo.jpg').write_bytes(jpeg[: len(jpeg) // 2])
+  (tmp_path / 'fake.jpg').write_text('hello')
+  with pytest.raises(photo.ImageError, match=r'photo\.jpg: truncated image file'):
+    photo.load_rgb(tmp_path / 'photo.jpg')
+  with pytest.raises(ValueError, match=r'fake\.jpg: not an image file'):
+    photo.load_rgb(tmp_path / 'fake.jpg')
+  with pytest.raises(photo.ImageError, match='no such file'):
+    photo.load_rgb(tmp_path / 'missing.png')
+
+
+def test_list_images_is_recursive_sorted_and_case_insensitive(tmp_path):
+  for rel in ('b.JPG', 'a.png', 'z/c.TIFF', 'z/d.webp', 'notes.txt', 'e.jpeg.bak'):
+    (tmp_path / rel).parent.mkdir(exist_ok=True)
+    (tmp_path / rel).write_bytes(b'')
+  got = [os.path.relpath(p, tmp_path) for p in files.list_images(tmp_path)]
+  assert got == ['a.png', 'b.JPG', os.path.join('z', 'c.TIFF'), os.path.join('z', 'd.webp')]
+
+
+def test_arrays_save_and_load_round_trip_atomically(tmp_path):
+  img = np.random.default_rng(0).integers(0, 256, (9, 7, 3), dtype=np.uint8)
+  photo.save_photo(tmp_path / 'out.png', img)
+  photo.save_photo(tmp_path / 'out.png', img[::-1])  # Overwrites in place.
+  np.testing.assert_array_equal(photo.load_rgb(tmp_path / 'out.png'), img[::-1])
+  assert os.listdir(tmp_path) == ['out.png']  # No temporary file left behind.
+  for ext in ('jpg', 'bmp', 'tif', 'webp'):
+    photo.save_photo(tmp_path / f'out.{ext}', img)
+    assert photo.load_rgb(tmp_path / f'out.{ext}').shape == img.shape, ext
+  np.testing.assert_array_equal(photo.load_rgb(tmp_path / 'out.bmp'), img)  # lossless formats are exact
+  np.testing.assert_array_equal(photo.load_rgb(tmp_path / 'out.tif'), img)
+  with pytest.raises(ValueError, match='uint8'):
+    photo.save_photo(tmp_path / 'f.png', img.astype(np.float32))
+
+
+@pytest.mark.parametrize(
+  'array, want',
+  [
+    (np.full((3, 4), 200, np.uint8), 200),  # grey
+    (np.full((3, 4, 1), 7, np.uint8), 7),  # grey with a channel axis (a TFDS record)
+    (np.full((3, 4), 257 * 90, np.uint16), 90),  # 16-bit
+    (np.dstack([np.full((3, 4, 3), 10, np.uint8), np.zeros((3, 4), np.uint8)]), 255),  # transparent: white
+  ],
+)
+def test_arrays_decode_like_files(array, want):
+  """In-memory images (scikit-image samples, TFDS records) go through the same decoder as files."""
+  rgb = photo.load_rgb(array)
+  assert rgb.shape == (3, 4, 3) and rgb.dtype == np.uint8 and (rgb == want).all()
+  with pytest.raises(photo.ImageError, match='unsupported image array'):
+    photo.load_rgb(np.zeros((3, 4, 5), np.uint8))
+
+
+# --- the resampler and lr_up --------------------------------------------------
+
+
+def test_lr_size_for():
+  assert resample.lr_size_for(64, 4.0) == 16
+  assert resample.lr_size_for(64, 3.0) == 21  # Effective scale 64 / 21.
+  assert resample.lr_size_for(64, 1.0) == 64
+  assert resample.lr_size_for(3, 100.0) == 1
+
+
+@pytest.mark.parametrize('size', [(5, 7), (40, 30), (13, 17)])
+def test_bicubic_resize_keeps_a_constant_image_constant(size):
+  out = resample.bicubic_resize(np.full((13, 17, 3), 77, np.uint8), size)
+  assert out.shape == size + (3,) and out.dtype == np.float32
+  np.testing.assert_allclose(out, 77.0, atol=1e-3)
+
+
+def test_bicubic_resize_is_deterministic_and_float_precise():
+  img = np.random.default_rng(1).uniform(0, 255, (20, 24, 3)).astype(np.float32)
+  a, b = resample.bicubic_resize(img, (7, 9)), resample.bicubic_resize(img.copy(), (7, 9))
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, np.rint(a))  # Not rounded to 8 bits on the way.
+  np.testing.assert_array_equal(resample.bicubic_resize(img, (20, 24)), img)

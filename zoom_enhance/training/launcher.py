@@ -1,6 +1,6 @@
 """Runs one `zoom-enhance` command as N processes on this machine, each with K simulated CPU devices.
 
-  python -m zoom_enhance.local_launch --num_processes 2 --devices_per_process 2 -- \
+  python -m zoom_enhance.training.launcher --num_processes 2 --devices_per_process 2 -- \
       train --config configs/tiny.py --workdir W [--config.x.y=...]
 
 Every process gets --coordinator_address 127.0.0.1:PORT --num_processes N
@@ -25,7 +25,8 @@ import sys
 import threading
 import time
 
-EXIT_PREEMPTED = 143
+from zoom_enhance.errors import EXIT_PREEMPTED
+
 _DEVICE_FLAG = '--xla_force_host_platform_device_count'
 
 
@@ -81,8 +82,16 @@ def exit_status(codes, first=None) -> int:
   return EXIT_PREEMPTED if EXIT_PREEMPTED in codes else 0
 
 
-def launch(command, *, num_processes: int, devices_per_process: int, grace: float = 30.0,
-           port: int = 0, env=None, log=None) -> int:
+def launch(
+  command,
+  *,
+  num_processes: int,
+  devices_per_process: int,
+  grace: float = 30.0,
+  port: int = 0,
+  env=None,
+  log=None,
+) -> int:
   """Runs `command + [distributed flags]` as `num_processes` processes; returns the exit status.
 
   `command` is a full argv (e.g. [python, -m, zoom_enhance.cli, train, ...]).
@@ -92,12 +101,26 @@ def launch(command, *, num_processes: int, devices_per_process: int, grace: floa
   lock = threading.Lock()
   procs = []
   for rank in range(num_processes):
-    argv = [*command, '--coordinator_address', address, '--num_processes', str(num_processes),
-            '--process_id', str(rank)]
+    argv = [
+      *command,
+      '--coordinator_address',
+      address,
+      '--num_processes',
+      str(num_processes),
+      '--process_id',
+      str(rank),
+    ]
     # Own session: a terminal's Ctrl-C reaches only the launcher, which passes it on once.
-    procs.append(subprocess.Popen(argv, env=child_env(devices_per_process, env),
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  start_new_session=True, preexec_fn=_die_with_parent))
+    procs.append(
+      subprocess.Popen(
+        argv,
+        env=child_env(devices_per_process, env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+      )
+    )
     log(f'rank {rank}: pid {procs[-1].pid}')
   log(f'{num_processes} processes x {devices_per_process} devices, coordinator {address}')
   pumps = []
@@ -108,8 +131,9 @@ def launch(command, *, num_processes: int, devices_per_process: int, grace: floa
       pumps.append(t)
 
   signals = []
-  previous = {s: signal.signal(s, lambda signum, frame: signals.append(signum))
-              for s in (signal.SIGTERM, signal.SIGINT)}
+  previous = {
+    s: signal.signal(s, lambda signum, frame: signals.append(signum)) for s in (signal.SIGTERM, signal.SIGINT)
+  }
   deadline = None  # when the survivors of a failure get killed
   first = None  # the first exit status seen
   forwarded = 0
@@ -127,8 +151,10 @@ def launch(command, *, num_processes: int, devices_per_process: int, grace: floa
         if first == EXIT_PREEMPTED:
           log(f'rank {rank} was preempted; waiting up to {grace:g} s for the others')
         elif first != 0:
-          log(f'rank {rank} {_describe(first)}; stopping the others'
-              + (' now' if first < 0 else f' (in at most {grace:g} s)'))
+          log(
+            f'rank {rank} {_describe(first)}; stopping the others'
+            + (' now' if first < 0 else f' (in at most {grace:g} s)')
+          )
         # A process killed by a signal leaves the others stuck in a collective.
         deadline = time.monotonic() + (0 if first < 0 else grace)
       if deadline is not None and time.monotonic() >= deadline:
@@ -166,29 +192,38 @@ def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   if '--' in argv:
     split = argv.index('--')
-    ours, command = argv[:split], argv[split + 1:]
+    ours, command = argv[:split], argv[split + 1 :]
   else:
     ours, command = argv, []
   p = argparse.ArgumentParser(
-      prog='python -m zoom_enhance.local_launch',
-      usage='%(prog)s [-n N] [-k K] [--grace S] [--port P] -- COMMAND [FLAGS ...]',
-      description='Run one zoom-enhance command (train, distill, bench-train) as N local processes '
-                  'with K simulated CPU devices each, on the JAX distributed runtime.')
+    prog='python -m zoom_enhance.training.launcher',
+    usage='%(prog)s [-n N] [-k K] [--grace S] [--port P] -- COMMAND [FLAGS ...]',
+    description='Run one zoom-enhance command (train, distill, bench-train) as N local processes '
+    'with K simulated CPU devices each, on the JAX distributed runtime.',
+  )
   p.add_argument('-n', '--num_processes', type=int, default=2, help='processes to start')
-  p.add_argument('-k', '--devices_per_process', type=int, default=1,
-                 help='simulated CPU devices in each process')
-  p.add_argument('--grace', type=float, default=30.0,
-                 help='seconds the others get to stop after a process fails, before being killed')
+  p.add_argument(
+    '-k', '--devices_per_process', type=int, default=1, help='simulated CPU devices in each process'
+  )
+  p.add_argument(
+    '--grace',
+    type=float,
+    default=30.0,
+    help='seconds the others get to stop after a process fails, before being killed',
+  )
   p.add_argument('--port', type=int, default=0, help='coordinator port (default: a free one)')
   args = p.parse_args(ours)
   if not command:
-    p.error('give the zoom-enhance command after --, e.g. -- train --config configs/tiny.py '
-            '--workdir W')
+    p.error('give the zoom-enhance command after --, e.g. -- train --config configs/tiny.py --workdir W')
   if args.num_processes < 1 or args.devices_per_process < 1:
     p.error('--num_processes and --devices_per_process must be positive')
-  return launch([sys.executable, '-m', 'zoom_enhance.cli', *command],
-                num_processes=args.num_processes, devices_per_process=args.devices_per_process,
-                grace=args.grace, port=args.port)
+  return launch(
+    [sys.executable, '-m', 'zoom_enhance.cli', *command],
+    num_processes=args.num_processes,
+    devices_per_process=args.devices_per_process,
+    grace=args.grace,
+    port=args.port,
+  )
 
 
 if __name__ == '__main__':

@@ -12,7 +12,6 @@ differ or Orbax cannot read it. `restore_params` serves sampling,
 distillation, export and evaluation alike.
 """
 
-import hashlib
 import json
 import logging
 import os
@@ -23,7 +22,9 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from zoom_enhance import errors
-from zoom_enhance import sharding
+from zoom_enhance.imaging import files
+from zoom_enhance.training import config as config_lib
+from zoom_enhance.training import distributed
 
 CHECKSUMS = 'checkpoint_checksums'
 # Where training moves checkpoints it could not restore (new ones reuse their step numbers).
@@ -49,12 +50,10 @@ def _checksum_path(workdir: str, step: int) -> str:
 def _digests(directory: str) -> dict:
   """{relative path: [size, sha256]} of every file under `directory`."""
   out = {}
-  for root, _, files in os.walk(directory):
-    for name in sorted(files):
+  for root, _, names in os.walk(directory):
+    for name in sorted(names):
       path = os.path.join(root, name)
-      with open(path, 'rb') as f:
-        digest = hashlib.file_digest(f, 'sha256').hexdigest()
-      out[os.path.relpath(path, directory)] = [os.path.getsize(path), digest]
+      out[os.path.relpath(path, directory)] = [os.path.getsize(path), files.sha256(path)]
   return out
 
 
@@ -62,10 +61,7 @@ def seal(workdir: str, step: int):
   """Records the checksums of complete checkpoint `step` (written by one process)."""
   path = _checksum_path(workdir, step)
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(_digests(step_dir(workdir, step)), f)
-  os.replace(tmp, path)
+  files.write_json(path, _digests(step_dir(workdir, step)), indent=None)
 
 
 def verify(workdir: str, step: int):
@@ -85,23 +81,26 @@ def verify(workdir: str, step: int):
       return f'{rel} is missing'
     if os.path.getsize(file) != size:
       return f'{rel} has {os.path.getsize(file)} bytes instead of {size}'
-    with open(file, 'rb') as f:
-      if hashlib.file_digest(f, 'sha256').hexdigest() != digest:
-        return f'{rel} does not match its checksum'
+    if files.sha256(file) != digest:
+      return f'{rel} does not match its checksum'
   return None
 
 
 def _reason(e: Exception) -> str:
-  text = str(e).strip()
-  return f'{type(e).__name__}: {text.splitlines()[0][:300]}' if text else type(e).__name__
+  text = errors.first_line(e)
+  return text if text == type(e).__name__ else f'{type(e).__name__}: {text}'
 
 
 def _reader(workdir: str) -> ocp.CheckpointManager:
   """A read-only manager that knows how each item was written."""
-  handlers = {'state': ocp.StandardCheckpointHandler(), 'config': ocp.JsonCheckpointHandler(),
-              'data': ocp.JsonCheckpointHandler()}
-  return ocp.CheckpointManager(checkpoint_dir(workdir), item_handlers=handlers,
-                               options=ocp.CheckpointManagerOptions(read_only=True))
+  handlers = {
+    'state': ocp.StandardCheckpointHandler(),
+    'config': ocp.JsonCheckpointHandler(),
+    'data': ocp.JsonCheckpointHandler(),
+  }
+  return ocp.CheckpointManager(
+    checkpoint_dir(workdir), item_handlers=handlers, options=ocp.CheckpointManagerOptions(read_only=True)
+  )
 
 
 class Checkpointer:
@@ -110,7 +109,8 @@ class Checkpointer:
   def __init__(self, workdir: str, *, keep: int, async_save: bool = True):
     self.workdir = workdir
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
+      max_to_keep=keep, create=True, enable_async_checkpointing=async_save
+    )
     self._manager = ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
     # Steps this run saved whose checksums are not written yet (only those: an
     # older unsealed checkpoint might already be damaged).
@@ -126,21 +126,22 @@ class Checkpointer:
     """Starts saving `step` (async); the previous save is finished (and sealed) first."""
     self.wait()
     self._manager.save(
-        int(step),
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            config=ocp.args.JsonSave(json.loads(config.to_json_best_effort())),
-            data=ocp.args.JsonSave(data_position)),
-        force=True)
+      int(step),
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        config=ocp.args.JsonSave(json.loads(config.to_json_best_effort())),
+        data=ocp.args.JsonSave(data_position),
+      ),
+      force=True,
+    )
     self._unsealed.append(int(step))
 
   def restore(self, step: int, abstract_state):
     """Restores `step` into arrays laid out like `abstract_state` (shardings included)."""
     restored = self._manager.restore(
-        int(step),
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data=ocp.args.JsonRestore()))
+      int(step),
+      args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()),
+    )
     return restored.state, dict(restored.data)
 
   def restore_latest(self, abstract_state):
@@ -153,30 +154,35 @@ class Checkpointer:
     """
     bad = []
     for step in sorted(self.all_steps(), reverse=True):
-      problem = verify(self.workdir, step) if sharding.is_main_process() else None
-      if sharding.all_processes(problem is None):
+      problem = verify(self.workdir, step) if distributed.is_main_process() else None
+      if distributed.all_processes(problem is None):
         try:
           state, position = self.restore(step, abstract_state)
         except Exception as e:  # Orbax and TensorStore fail in many types on damaged files.
           problem = _reason(e)
-        if sharding.all_processes(problem is None):
+        if distributed.all_processes(problem is None):
           self._set_aside(bad)
           if bad:
             logging.warning('resuming from step %d of %s instead', step, self.workdir)
           return step, state, position
-      logging.warning('checkpoint %s is unreadable (%s); trying an older one',
-                      step_dir(self.workdir, step), problem or 'rejected by another process')
+      logging.warning(
+        'checkpoint %s is unreadable (%s); trying an older one',
+        step_dir(self.workdir, step),
+        problem or 'rejected by another process',
+      )
       bad.append(step)
     if bad:
-      raise CheckpointError(f'{self.workdir}: no checkpoint could be restored (unreadable: '
-                            f'{", ".join(step_dir(self.workdir, s) for s in bad)}); move '
-                            f'{checkpoint_dir(self.workdir)} away to start from scratch')
+      raise CheckpointError(
+        f'{self.workdir}: no checkpoint could be restored (unreadable: '
+        f'{", ".join(step_dir(self.workdir, s) for s in bad)}); move '
+        f'{checkpoint_dir(self.workdir)} away to start from scratch'
+      )
     return None
 
   def _set_aside(self, steps):
     if not steps:
       return
-    if sharding.is_main_process():
+    if distributed.is_main_process():
       for step in steps:
         dest = os.path.join(os.path.abspath(self.workdir), SET_ASIDE, str(step))
         while os.path.exists(dest):
@@ -186,13 +192,13 @@ class Checkpointer:
         if os.path.exists(_checksum_path(self.workdir, step)):
           os.remove(_checksum_path(self.workdir, step))
         logging.warning('moved unreadable checkpoint %s to %s', step_dir(self.workdir, step), dest)
-    sharding.barrier('zoom_enhance:checkpoint_set_aside')
+    distributed.barrier('checkpoint_set_aside')
     self._manager.reload()
 
   def wait(self):
     """Finishes pending saves and records their checksums."""
     self._manager.wait_until_finished()
-    if sharding.is_main_process():
+    if distributed.is_main_process():
       saved = set(self._manager.all_steps())
       for step in self._unsealed:
         if step in saved:
@@ -214,7 +220,10 @@ class Checkpointer:
 
 
 def restore_config(workdir: str, step=None) -> ml_collections.ConfigDict:
-  """The config saved with a checkpoint (by default the latest that passes its checksums)."""
+  """The config saved with a checkpoint (by default the latest that passes its checksums).
+
+  Fields the saving run's code did not have yet get the schema's defaults.
+  """
   for candidate in _candidates(workdir, step):
     try:
       return _read_config(workdir, candidate)
@@ -229,7 +238,18 @@ def _read_config(workdir: str, step: int) -> ml_collections.ConfigDict:
     restored = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
   if restored.config is None:
     raise CheckpointError(f'{path}: no config saved with this checkpoint')
-  return ml_collections.ConfigDict(restored.config)
+  return config_lib.fill_defaults(restored.config)
+
+
+def read_position(workdir: str, step: int) -> dict:
+  """The data position saved with checkpoint `step`: what ran ('task') and, for a distillation, its
+  round and 'student_steps'. Checkpoints of older runs get 'task' from what they hold.
+  """
+  with _reader(workdir) as manager:
+    restored = manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))
+  position = dict(restored.data or {})
+  position.setdefault('task', 'distill' if 'student_steps' in position else 'train')
+  return position
 
 
 def restore_params(workdir: str, step=None, *, ema: bool = True):
@@ -287,10 +307,11 @@ def _candidates(workdir: str, step):
 def _give_up_or_warn(workdir: str, step: int, problem: str, *, explicit: bool):
   if explicit:
     raise CheckpointError(f'checkpoint {step_dir(workdir, step)} is unreadable ({problem})')
-  logging.warning('checkpoint %s is unreadable (%s); trying an older one',
-                  step_dir(workdir, step), problem)
+  logging.warning('checkpoint %s is unreadable (%s); trying an older one', step_dir(workdir, step), problem)
 
 
 def _none_readable(workdir: str) -> CheckpointError:
-  return CheckpointError(f'{workdir}: none of the checkpoints under {checkpoint_dir(workdir)} '
-                         'could be read (see the warnings above)')
+  return CheckpointError(
+    f'{workdir}: none of the checkpoints under {checkpoint_dir(workdir)} '
+    'could be read (see the warnings above)'
+  )

@@ -1,6 +1,7 @@
 """Training telemetry: metrics.jsonl, progress with rate and ETA, loss-curve image."""
 
 import datetime
+import io
 import json
 import logging
 import math
@@ -9,6 +10,8 @@ import sys
 import time
 
 import tqdm
+
+from zoom_enhance.imaging import files
 
 
 class MetricsWriter:
@@ -37,6 +40,8 @@ class MetricsWriter:
 
 
 def _jsonable(v):
+  if isinstance(v, (bool, int)) or (hasattr(v, 'dtype') and v.dtype.kind in 'iub'):
+    return int(v)  # counts stay integers
   v = float(v) if hasattr(v, '__float__') else v
   if isinstance(v, float) and not math.isfinite(v):
     return str(v)  # JSON has no NaN/Inf literal
@@ -66,8 +71,7 @@ class Progress:
     rates = {}
     if self._last_time is not None and step > self._last_step:
       steps_per_sec = (step - self._last_step) / (now - self._last_time)
-      rates = {'perf/steps_per_sec': steps_per_sec,
-               'perf/samples_per_sec': steps_per_sec * self.batch_size}
+      rates = {'perf/steps_per_sec': steps_per_sec, 'perf/samples_per_sec': steps_per_sec * self.batch_size}
     if self._bar is not None:
       self._bar.update(step - self._bar.n)
       self._bar.set_postfix(loss=f'{loss:.4g}')
@@ -75,11 +79,14 @@ class Progress:
       eta = ''
       if rates:
         left = (self.total - step) / rates['perf/steps_per_sec']
-        eta = (f", {rates['perf/steps_per_sec']:.2f} steps/s, "
-               f"{rates['perf/samples_per_sec']:.1f} samples/s, "
-               f'ETA {datetime.timedelta(seconds=round(left))}')
-      logging.info('step %d/%d (%d%%), loss %.4g%s', step, self.total,
-                   100 * step // max(self.total, 1), loss, eta)
+        eta = (
+          f', {rates["perf/steps_per_sec"]:.2f} steps/s, '
+          f'{rates["perf/samples_per_sec"]:.1f} samples/s, '
+          f'ETA {datetime.timedelta(seconds=round(left))}'
+        )
+      logging.info(
+        'step %d/%d (%d%%), loss %.4g%s', step, self.total, 100 * step // max(self.total, 1), loss, eta
+      )
     self._last_step, self._last_time = step, now
     return rates
 
@@ -91,13 +98,14 @@ class Progress:
 def plot_loss(workdir: str, out_name: str = 'loss.png'):
   """Draws train/loss (and sample PSNR when logged) from metrics.jsonl to a PNG."""
   rows = read_metrics(workdir)
-  points = [(r['step'], r['train/loss']) for r in rows
-            if isinstance(r.get('train/loss'), float)]
+  points = [(r['step'], r['train/loss']) for r in rows if isinstance(r.get('train/loss'), float)]
   if len(points) < 2:
     return None
   import matplotlib
+
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
+
   psnr = [(r['step'], r['sample/psnr'], r.get('sample/psnr_bicubic')) for r in rows if 'sample/psnr' in r]
   fig, axes = plt.subplots(1, 2 if psnr else 1, figsize=(10 if psnr else 6, 4), squeeze=False)
   ax = axes[0][0]
@@ -114,8 +122,8 @@ def plot_loss(workdir: str, out_name: str = 'loss.png'):
     ax.grid(alpha=0.3)
   fig.tight_layout()
   path = os.path.join(workdir, out_name)
-  tmp = path + '.tmp.png'
-  fig.savefig(tmp, dpi=100)
+  buf = io.BytesIO()
+  fig.savefig(buf, format='png', dpi=100)
   plt.close(fig)
-  os.replace(tmp, path)
+  files.write_atomic(path, buf.getvalue())
   return path

@@ -1,16 +1,16 @@
 """`zoom-enhance bench`: seconds per output megapixel and peak memory per bundle variant and accelerator.
 
-Each measurement runs in a fresh process (`python -m zoom_enhance.benchmark
-SPEC`), so its peak resident memory (getrusage's ru_maxrss) is its own: the
-runtime's imports, the model loaded on one accelerator, and one enhancement
-of the input photo, result included. The input is the packaged chelsea.jpg
-enlarged with Lanczos and cut to `input_mp` megapixels; the model's speed
-does not depend on the content, every tile costs the same.
+Each measurement runs in a fresh process (`python -m
+zoom_enhance.evaluation.runtime_bench SPEC`), so its peak resident memory
+(getrusage's ru_maxrss) is its own: the runtime's imports, the model loaded
+on one accelerator, and one enhancement of the input photo, result included.
+The input is the packaged chelsea.jpg enlarged with Lanczos and cut to
+`input_mp` megapixels; the model's speed does not depend on the content,
+every tile costs the same.
 """
 
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -20,17 +20,22 @@ import time
 import numpy as np
 from PIL import Image
 
-from zoom_enhance import bundle as bundle_lib
 from zoom_enhance import errors
+from zoom_enhance.evaluation import report
+from zoom_enhance.imaging import files
+from zoom_enhance.imaging import photo
+from zoom_enhance.runtime import bundle as bundle_lib
 
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets', 'chelsea.jpg')
+SOURCE = files.asset_path('chelsea.jpg')
 # Width over height of the input crop: a phone photo's.
 ASPECT = 4 / 3
 ACCELERATORS = ('npu', 'gpu', 'cpu')  # the runtime's chain (engine.CHAIN), each asked for alone
 QUANT_ORDER = ('fp32', 'fp16', 'int8', 'int8_full')
 MAX_INPUT_MP = 8.0
-MEMORY = ('peak resident set (getrusage ru_maxrss) of a fresh process per row: Python, numpy, Pillow, '
-          'LiteRT, the model on its accelerator and one enhancement with its result')
+MEMORY = (
+  'peak resident set (getrusage ru_maxrss) of a fresh process per row: Python, numpy, Pillow, '
+  'LiteRT, the model on its accelerator and one enhancement with its result'
+)
 
 
 def input_size(mp: float) -> tuple[int, int]:
@@ -42,10 +47,9 @@ def input_size(mp: float) -> tuple[int, int]:
 def make_input(mp: float) -> Image.Image:
   """The packaged photo enlarged with Lanczos to cover `input_size(mp)`, centre crop."""
   w, h = input_size(mp)
-  with Image.open(SOURCE) as im:
-    im = im.convert('RGB')
-    k = max(w / im.width, h / im.height)
-    big = im.resize((max(w, round(im.width * k)), max(h, round(im.height * k))), Image.Resampling.LANCZOS)
+  im = Image.fromarray(photo.load_rgb(SOURCE))
+  k = max(w / im.width, h / im.height)
+  big = im.resize((max(w, round(im.width * k)), max(h, round(im.height * k))), Image.Resampling.LANCZOS)
   x, y = (big.width - w) // 2, (big.height - h) // 2
   return big.crop((x, y, x + w, y + h))
 
@@ -64,41 +68,58 @@ def measure(spec: dict) -> dict:
   """One row, in this process: load the variant on the accelerator, enhance the input once."""
   from zoom_enhance.runtime import engine
   from zoom_enhance.runtime import pipeline
+
   try:
-    enhancer = pipeline.Enhancer(spec['bundle'], accelerator=spec['accelerator'], quant=spec['quant'],
-                                 threads=spec['threads'])
+    enhancer = pipeline.Enhancer(
+      spec['bundle'], accelerator=spec['accelerator'], quant=spec['quant'], threads=spec['threads']
+    )
   except engine.AcceleratorError as e:
     # The cause alone: '--accelerator npu: not available here (CAUSE); use ...' is for `enhance`.
     cause = re.search(r'not available here \((.*)\); use', str(e))
     return {'available': False, 'reason': cause.group(1) if cause else str(e)}
-  with enhancer, Image.open(spec['input']) as img:
-    img.load()
+  with enhancer:
+    img = Image.fromarray(photo.load_rgb(spec['input']))
     rss_before = _peak_rss_mb()
     t0, c0 = time.perf_counter(), time.process_time()
     result = enhancer.enhance(img, scale=spec['scale'], max_output_pixels=10**9)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    report = result.info['zoom_enhance']
-    w, h = report.output_size
-    return {'available': True, 'variant': report.variant, 'accelerator': report.accelerator,
-            'detail': report.detail, 'fallbacks': list(report.fallbacks), 'input_size': list(img.size),
-            'output_size': [w, h], 'tiles': report.tiles, 'seconds': round(seconds, 3),
-            'sec_per_mp': seconds / (w * h / 1e6), 'cpu_sec_per_mp': cpu / (w * h / 1e6),
-            'load_seconds': round(enhancer.engine.load_seconds, 3), 'rss_before_mb': rss_before,
-            'peak_rss_mb': _peak_rss_mb()}
+    ran = result.info['zoom_enhance']
+    w, h = ran.output_size
+    return {
+      'available': True,
+      'variant': ran.variant,
+      'accelerator': ran.accelerator,
+      'detail': ran.detail,
+      'fallbacks': list(ran.fallbacks),
+      'input_size': list(img.size),
+      'output_size': [w, h],
+      'tiles': ran.tiles,
+      'seconds': round(seconds, 3),
+      'sec_per_mp': seconds / (w * h / 1e6),
+      'cpu_sec_per_mp': cpu / (w * h / 1e6),
+      'load_seconds': round(enhancer.engine.load_seconds, 3),
+      'rss_before_mb': rss_before,
+      'peak_rss_mb': _peak_rss_mb(),
+    }
 
 
 def _measure_in_child(spec: dict) -> dict:
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   # This very package, wherever it was imported from (a checkout as well as an install).
   paths = [root] + [p for p in [os.environ.get('PYTHONPATH')] if p]
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
-  r = subprocess.run([sys.executable, '-m', 'zoom_enhance.benchmark', json.dumps(spec)],
-                     capture_output=True, text=True, env=env)
+  r = subprocess.run(
+    [sys.executable, '-m', 'zoom_enhance.evaluation.runtime_bench', json.dumps(spec)],
+    capture_output=True,
+    text=True,
+    env=env,
+  )
   lines = r.stdout.strip().splitlines()
   if r.returncode != 0 or not lines:
     last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1:] or [f'exit status {r.returncode}']
-    raise errors.ZoomEnhanceError(f'{spec["quant"]} on {spec["accelerator"]} at x{spec["scale"]:g} '
-                                  f'failed: {last[0]}')
+    raise errors.ZoomEnhanceError(
+      f'{spec["quant"]} on {spec["accelerator"]} at x{spec["scale"]:g} failed: {last[0]}'
+    )
   return json.loads(lines[-1])
 
 
@@ -113,8 +134,10 @@ def _variants(manifest: dict, quants) -> list[str]:
 
 
 def format_bench(rows: list[dict]) -> str:
-  lines = [f'{"variant":9s} {"accel":5s} {"scale":>5s} {"output":>11s} {"s/MP":>6s} {"CPU s/MP":>8s} '
-           f'{"peak MB":>8s} {"load s":>6s}  note']
+  lines = [
+    f'{"variant":9s} {"accel":5s} {"scale":>5s} {"output":>11s} {"s/MP":>6s} {"CPU s/MP":>8s} '
+    f'{"peak MB":>8s} {"load s":>6s}  note'
+  ]
   for r in rows:
     head = f'{r["quant"]:9s} {r["accelerator_asked"]:5s} {"x" + format(r["scale"], "g"):>5s}'
     if not r['available']:
@@ -122,15 +145,26 @@ def format_bench(rows: list[dict]) -> str:
       continue
     peak = '-' if r['peak_rss_mb'] is None else f'{r["peak_rss_mb"]:.0f}'
     note = r['detail'] + ('' if r['variant'] == r['quant'] else f', ran model {r["variant"]}')
-    lines.append(f'{head} {"x".join(map(str, r["output_size"])):>11s} {r["sec_per_mp"]:6.2f} '
-                 f'{r["cpu_sec_per_mp"]:8.2f} {peak:>8s} {r["load_seconds"]:6.2f}  {note}')
+    lines.append(
+      f'{head} {"x".join(map(str, r["output_size"])):>11s} {r["sec_per_mp"]:6.2f} '
+      f'{r["cpu_sec_per_mp"]:8.2f} {peak:>8s} {r["load_seconds"]:6.2f}  {note}'
+    )
   return '\n'.join(lines)
 
 
-def run_bench(bundle=None, *, threads: int = 2, input_mp: float = 1.0, scales=(2.0, 4.0), quants=None,
-              accelerators=ACCELERATORS, out: str | None = None) -> dict:
+def run_bench(
+  bundle=None,
+  *,
+  threads: int = 2,
+  input_mp: float = 1.0,
+  scales=(2.0, 4.0),
+  quants=None,
+  accelerators=ACCELERATORS,
+  out: str | None = None,
+) -> dict:
   """Measures every (variant, accelerator, scale), prints the table, writes `out` (JSON) if given."""
   from zoom_enhance.runtime import pipeline
+
   if threads < 1:
     raise errors.ConfigError(f'--threads {threads}: must be at least 1')
   if not 0 < input_mp <= MAX_INPUT_MP:
@@ -138,18 +172,17 @@ def run_bench(bundle=None, *, threads: int = 2, input_mp: float = 1.0, scales=(2
   bad = [s for s in scales if not 1.0 <= s <= 8.0]
   if bad or not scales:
     raise errors.ConfigError(f'--scales {",".join(format(s, "g") for s in scales)}: each must be in [1, 8]')
+  accelerators = list(accelerators or ())
   unknown = [a for a in accelerators if a not in ACCELERATORS]
   if unknown or not accelerators:
-    raise errors.ConfigError(f'--accelerators {",".join(accelerators)}: choose from '
-                             f'{", ".join(ACCELERATORS)}')
+    raise errors.ConfigError(
+      f'--accelerators {",".join(accelerators)}: choose from {", ".join(ACCELERATORS)}'
+    )
   bundle_dir = os.path.abspath(pipeline.resolve_bundle(bundle))
   manifest = bundle_lib.load_manifest(bundle_dir)
   variants = _variants(manifest, quants)
   if out:
-    out = os.path.abspath(out)
-    if os.path.isdir(out):
-      raise errors.ConfigError(f'--out {out}: is a folder; give the path of a .json file')
-    os.makedirs(os.path.dirname(out), exist_ok=True)
+    out = report.output_path(out)
   t0 = time.perf_counter()
   rows = []
   with tempfile.TemporaryDirectory(prefix='zoom-enhance-bench-') as tmp:
@@ -162,39 +195,58 @@ def run_bench(bundle=None, *, threads: int = 2, input_mp: float = 1.0, scales=(2
         for scale in scales:
           row = {'quant': quant, 'accelerator_asked': acc, 'scale': float(scale)}
           if unavailable is None:
-            spec = {'bundle': bundle_dir, 'quant': quant, 'accelerator': acc, 'scale': float(scale),
-                    'threads': threads, 'input': path}
+            spec = {
+              'bundle': bundle_dir,
+              'quant': quant,
+              'accelerator': acc,
+              'scale': float(scale),
+              'threads': threads,
+              'input': path,
+            }
             row.update(_measure_in_child(spec))
             if not row['available']:
               unavailable = row['reason']
           else:  # the same model on the same accelerator: no second try
             row.update(available=False, reason=unavailable)
           rows.append(row)
-  results = {'settings': {
-      'bundle': bundle_dir, 'steps': manifest['steps'], 'tile': manifest['tile'], 'threads': threads,
-      'input': {'source': 'zoom_enhance/assets/chelsea.jpg, Lanczos-enlarged, centre crop',
-                'size': list(photo.size), 'mp': round(photo.width * photo.height / 1e6, 3)},
-      'scales': [float(s) for s in scales], 'memory': MEMORY,
-      'host': {'platform': platform.platform(), 'cpus': os.cpu_count(), 'python': platform.python_version()}},
-      'rows': rows, 'seconds': round(time.perf_counter() - t0, 2)}
+  results = {
+    'settings': {
+      'bundle': bundle_dir,
+      'steps': manifest['steps'],
+      'tile': manifest['tile'],
+      'threads': threads,
+      'input': {
+        'source': 'zoom_enhance/assets/chelsea.jpg, Lanczos-enlarged, centre crop',
+        'size': list(photo.size),
+        'mp': round(photo.width * photo.height / 1e6, 3),
+      },
+      'scales': [float(s) for s in scales],
+      'memory': MEMORY,
+      'host': report.host(),
+    },
+    'rows': rows,
+    'seconds': round(time.perf_counter() - t0, 2),
+  }
   print(format_bench(rows))
-  print(f'input {photo.width}x{photo.height} ({results["settings"]["input"]["mp"]:g} MP), {threads} threads, '
-        f'bundle {bundle_dir} ({manifest["steps"]} steps, {manifest["tile"]["size"]}-px tiles); '
-        f'peak MB: {MEMORY}')
+  print(
+    f'input {photo.width}x{photo.height} ({results["settings"]["input"]["mp"]:g} MP), {threads} threads, '
+    f'bundle {bundle_dir} ({manifest["steps"]} steps, {manifest["tile"]["size"]}-px tiles); '
+    f'peak MB: {MEMORY}'
+  )
   if out:
-    from zoom_enhance import evaluate
-    evaluate.write_json_atomic(out, results)
+    report.write_json(out, results)
     print(f'wrote {out}')
   return results
 
 
 def _child_main(argv) -> int:
   from zoom_enhance.runtime import engine
+
   engine.quiet_native_exit()
   try:
     row = measure(json.loads(argv[0]))
   except errors.USER_ERRORS as e:
-    print(str(e).splitlines()[0] if str(e) else type(e).__name__, file=sys.stderr)
+    print(errors.first_line(e, limit=1000), file=sys.stderr)
     return 1
   print(json.dumps(row, default=lambda o: o.item() if isinstance(o, np.generic) else str(o)))
   return 0

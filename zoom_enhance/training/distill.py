@@ -1,0 +1,214 @@
+"""Progressive distillation (Salimans & Ho 2022) on the training machinery.
+
+Round r halves the sampler: a student that starts as the teacher learns to
+match two teacher DDIM steps (on the teacher's grid of N_t = start / 2^r steps)
+with one of its own (N_s = N_t / 2 steps); then the student becomes the
+teacher. Rounds run until N_s reaches `distill.end_steps`. Each round is
+`distill.steps_per_round` optimizer steps of the same jitted train step with
+the same loss core as training (train.denoising_loss), given the teacher's
+target instead of the data's; the teacher lives in the TrainState, so
+checkpoints and resumption work mid-round. After every round the student is
+scored (distill_report.py) and distill_report.json is rewritten.
+"""
+
+import functools
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from zoom_enhance import errors
+from zoom_enhance.data import sources
+from zoom_enhance.evaluation import protocol
+from zoom_enhance.model import diffusion
+from zoom_enhance.model import sampler
+from zoom_enhance.training import checkpoint
+from zoom_enhance.training import config as config_lib
+from zoom_enhance.training import distill_report
+from zoom_enhance.training import distributed
+from zoom_enhance.training import train
+
+
+def teacher_target(diff: diffusion.Diffusion, teacher, x, rng_i, rng_eps, student_steps):
+  """(x_target, z_t, logsnr_t): the x whose one student DDIM step from z_t lands where two teacher steps do.
+
+  For each example: i ~ U{1..N_s} (stratified over the batch), t = i / N_s,
+  t' = t - 1 / (2 N_s), t'' = t - 1 / N_s; z_t = alpha_t x + sigma_t eps;
+  z_t' and z_t'' are two teacher DDIM steps (teacher(z, logsnr) -> (x_hat,
+  eps_hat), with the sampler's clipping); the target is
+  distill_x_target(z_t, z_t'').
+  """
+  n = student_steps
+  i = jnp.floor(diffusion.low_discrepancy_times(rng_i, x.shape[0]) * n) + 1.0
+  logsnr_t, logsnr_mid, logsnr_s = diff.logsnr(i / n), diff.logsnr((i - 0.5) / n), diff.logsnr((i - 1.0) / n)
+  z_t = diffusion.diffuse(x=x, eps=jax.random.normal(rng_eps, x.shape), logsnr=logsnr_t)
+  x1, e1 = teacher(z_t, logsnr_t)
+  z_mid = diffusion.ddim_step(x_pred=x1, eps_pred=e1, logsnr_s=logsnr_mid)
+  x2, e2 = teacher(z_mid, logsnr_mid)
+  z_s = diffusion.ddim_step(x_pred=x2, eps_pred=e2, logsnr_s=logsnr_s)
+  target = diffusion.distill_x_target(z_t=z_t, z_s=z_s, logsnr_t=logsnr_t, logsnr_s=logsnr_s)
+  return jax.lax.stop_gradient(target), z_t, logsnr_t
+
+
+def distill_loss(params, batch, rng, teacher_params, *, model, diff: diffusion.Diffusion):
+  """The student's denoising loss against the teacher's two-step target (teacher_target)."""
+  rng_i, rng_eps, rng_drop = jax.random.split(rng, 3)
+  lr_up, scale = batch['lr_up'], batch['scale']
+  teacher = sampler.make_denoise_fn(model, diff, teacher_params, lr_up, scale)
+  x_target, z, logsnr = teacher_target(
+    diff, teacher, diff.encode(batch['hr'], lr_up), rng_i, rng_eps, batch['student_steps']
+  )
+  return train.denoising_loss(
+    params,
+    model=model,
+    diff=diff,
+    x_target=x_target,
+    z=z,
+    logsnr=logsnr,
+    lr_up=lr_up,
+    scale=scale,
+    rng_dropout=rng_drop,
+  )
+
+
+def _teacher_step(config):
+  return None if config.distill.teacher_step < 0 else config.distill.teacher_step
+
+
+def prepare_config(config):
+  """Takes the model and diffusion settings from the teacher's checkpoint, then validates the whole config."""
+  if not config.distill.teacher_workdir:
+    raise errors.ConfigError("set --config.distill.teacher_workdir to the teacher's training workdir")
+  teacher_config = checkpoint.restore_config(config.distill.teacher_workdir, _teacher_step(config))
+  with config.unlocked():
+    config.model = teacher_config.model
+    for key in ('logsnr_min', 'logsnr_max', 'prediction', 'residual', 'residual_scale'):
+      config.diffusion[key] = teacher_config.diffusion[key]
+  if config.diffusion.prediction == 'eps':
+    logging.warning('the teacher predicts eps; distillation works best with v-prediction')
+  config_lib.validate(config, distill=True)
+  return config
+
+
+def round_photos(config, source) -> tuple[list, str]:
+  """The photos each round is scored on, and where they come from (said in the log and the report).
+
+  distill.eval_source if set; else the last distill.eval_holdout images of
+  the training source, which distillation then does not train on; else, for a
+  source too small to spare them, scikit-image's sample photos. An
+  eval_holdout of 0 without an eval_source turns the reports off.
+  """
+  d = config.distill
+  if d.eval_source:
+    return protocol.load_hr_images(d.eval_source, d.eval_max_images), d.eval_source
+  if d.eval_holdout == 0:
+    return [], 'none: distill.eval_source is empty and distill.eval_holdout is 0, so no round is scored'
+  if len(source) > 2 * d.eval_holdout:
+    held = source.hold_out(d.eval_holdout)
+    return held, f'the last {d.eval_holdout} images of {source.name}, held out of distillation'
+  note = ', the training source itself' if config.data.source == 'skimage' else ''
+  return sources.skimage_photos(), (
+    f"scikit-image's sample photos{note} ({source.name} has too few images to hold {d.eval_holdout} out)"
+  )
+
+
+class DistillTask(train.Task):
+  """Training task whose loss is distillation and whose state carries the teacher."""
+
+  def __init__(self, config):
+    self.plan = config_lib.round_plan(config.distill.start_steps, config.distill.end_steps)
+    self.per_round = config.distill.steps_per_round
+    round_train = config.train.copy_and_resolve_references()
+    round_train.num_steps = self.per_round  # the schedule restarts every round
+    super().__init__(config)
+    self.tx, round_lr = train.make_optimizer(round_train)
+    self.lr_fn = lambda step: round_lr(step % self.per_round)
+    self.loss_fn = functools.partial(distill_loss, model=self.model, diff=self.diffusion)
+    self._teacher = None
+    self._next_round = None
+    self.evaluator = None
+
+  @property
+  def num_steps(self) -> int:
+    return len(self.plan) * self.per_round
+
+  def round_of(self, step: int) -> int:
+    """Round of 1-based step `step`."""
+    return (step - 1) // self.per_round
+
+  def open_sources(self):
+    """The training sources, less the photos held out for the round reports (see round_photos)."""
+    source, eval_source = super().open_sources()
+    photos, where = round_photos(self.config, source)
+    logging.info('distillation rounds are scored on %d photos: %s', len(photos), where)
+    if photos and distributed.is_main_process():
+      self.evaluator = distill_report.RoundEvaluator(
+        self.config, self.sampler, photos, where, self.teacher_params
+      )
+    return source, eval_source
+
+  def init(self, rng):
+    state = super().init(rng)
+    return state.replace(teacher_params=state.params)
+
+  def first_state(self, compiled, rng):
+    """Student, its EMA and the teacher all start as the teacher's EMA parameters."""
+    del rng
+    params = self.teacher_params()
+    state = compiled.init_fn(jax.random.PRNGKey(0))
+    put = lambda tree, like: jax.device_put(tree, jax.tree.map(lambda a: a.sharding, like))  # noqa: E731
+    return state.replace(
+      params=put(params, state.params),
+      ema_params=put(params, state.ema_params),
+      teacher_params=put(params, state.teacher_params),
+    )
+
+  def teacher_params(self):
+    """The original teacher's EMA parameters (host arrays), restored once."""
+    if self._teacher is None:
+      self._teacher, _, teacher_step = checkpoint.restore_params(
+        self.config.distill.teacher_workdir, _teacher_step(self.config)
+      )
+      logging.info('teacher: %s at step %d', self.config.distill.teacher_workdir, teacher_step)
+    return self._teacher
+
+  def begin_step(self, step, state, compiled):
+    """At a round's first step the student (EMA) becomes the teacher and Adam restarts."""
+    if step == 1 or (step - 1) % self.per_round:
+      return state
+    if self._next_round is None:
+
+      def next_round(state):
+        ema = state.ema_params
+        return state.replace(params=ema, teacher_params=ema, opt_state=self.tx.init(ema))
+
+      self._next_round = jax.jit(next_round, out_shardings=compiled.state_shardings, donate_argnums=(0,))
+    r = self.round_of(step)
+    logging.info('round %d: teacher %d steps -> student %d steps', r + 1, 2 * self.plan[r], self.plan[r])
+    return self._next_round(state)
+
+  def extend_batch(self, step, batch):
+    n = self.plan[self.round_of(step)]
+    return dict(batch, student_steps=np.full((len(batch['scale']),), n, np.float32))
+
+  def must_checkpoint(self, step):
+    return step % self.per_round == 0
+
+  def end_step(self, step, state, workdir):
+    if step % self.per_round == 0 and self.evaluator is not None:
+      r = self.round_of(step)
+      self.evaluator.evaluate_round(workdir, r, self.plan[r], jax.device_get(state.ema_params))
+
+  def sample_steps(self, step):
+    return self.plan[self.round_of(max(step, 1))]
+
+  def data_position(self, step):
+    r = self.round_of(max(step, 1))
+    return {'step': step, 'task': 'distill', 'round': r, 'student_steps': self.plan[r]}
+
+
+def distill(config, workdir: str) -> int:
+  """Runs (or resumes) progressive distillation of config.distill.teacher_workdir into workdir."""
+  config = prepare_config(config)
+  return train.run(config, workdir, DistillTask(config))
