@@ -42,6 +42,26 @@ def jax_env(devices: int, **extra) -> dict:
   )
 
 
+def random_params(model, *inputs, seed=0) -> dict:
+  """Parameters of `model` for these inputs, every weight random and non-zero (numpy, so nothing compiles).
+
+  Tests that only need a network whose output depends on every layer use
+  these: flax's own initialisation is a large program of random-number ops
+  that takes seconds to compile, and leaves the output layers at zero.
+  """
+  import jax
+
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), *inputs)['params']
+  rng = np.random.default_rng(seed)
+
+  def draw(leaf):
+    fan_in = int(np.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 1
+    scale = 1.0 / np.sqrt(fan_in) if len(leaf.shape) > 1 else 0.05
+    return (rng.standard_normal(leaf.shape) * scale).astype(leaf.dtype)
+
+  return jax.tree.map(draw, shapes)
+
+
 def load_config(name='tiny'):
   from zoom_enhance.training import config
 

@@ -253,24 +253,14 @@ def test_mobile_model_exports_without_transposed_convs_and_matches_jax(photo_dir
   import jax
   from ai_edge_litert.interpreter import Interpreter
   from conftest import load_config
+  from conftest import random_params
 
   from zoom_enhance.model import unet
 
   config = load_config('default_model')
   model = unet.UNet(unet.get_variant(config.model.variant))
   z = np.zeros((1, 32, 32, 3), np.float32)
-  params = jax.jit(model.init)(
-    jax.random.PRNGKey(0), z, z, np.zeros((1,), np.float32), np.full((1,), 4.0, np.float32)
-  )['params']
-
-  # Non-zero weights everywhere (some start at zero), so every layer reaches the output.
-  @jax.jit
-  def perturb(params):
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-    return tree.unflatten([p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
-
-  params = jax.device_get(perturb(params))
+  params = random_params(model, z, z, np.zeros((1,), np.float32), np.full((1,), 4.0, np.float32), seed=1)
   tile_fn = convert.make_tile_fn(params, config, 1)
   lite_model = convert.to_tflite(tile_fn, 32, 'fp16')
   interp = Interpreter(model_content=lite_model)

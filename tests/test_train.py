@@ -42,9 +42,15 @@ def _train_args(workdir, photo_dir, num_steps, *extra):
     f'--config.data.source=folder:{photo_dir}',
     '--config.train.log_every=1',
     '--config.train.num_samples=2',
+    '--config.train.warmup_steps=5',
+    '--config.train.checkpoint_every=20',
     '--config.diffusion.sample_steps=2',
     *extra,
   ]
+
+
+# The reference run's mesh: data 2 x fsdp 2 (ZeRO-3 style parameter sharding).
+FSDP = ('--config.mesh.data=2', '--config.mesh.fsdp=2')
 
 
 def _run(args, devices, timeout=300):
@@ -52,45 +58,12 @@ def _run(args, devices, timeout=300):
   return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
-def test_tiny_training_on_real_photos_lowers_the_loss(photo_dir, tmp_path):
-  config = load_config('tiny')
-  config.data.source = f'folder:{photo_dir}'
-  config.train.num_steps = 40
-  config.train.log_every = 1
-  config.train.checkpoint_every = 20
-  config.train.warmup_steps = 5
-  config.train.num_samples = 2
-  config.diffusion.sample_steps = 2
-  config.mesh.data, config.mesh.fsdp = 2, 2  # 4 simulated devices, parameters sharded in 2
-  workdir = str(tmp_path)
-  assert train.train_and_evaluate(config, workdir) == 40
-  losses = _losses(workdir)
-  assert len(losses) == 40 and all(np.isfinite(losses))
-  assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:5])
-  assert checkpoint.Checkpointer(workdir, keep=3).all_steps() == [20, 40]
-  assert os.path.exists(os.path.join(workdir, 'samples', 'step_000040.png'))
-  assert os.path.exists(os.path.join(workdir, 'loss.png'))
-  rows = metrics_log.read_metrics(workdir)
-  assert any('perf/samples_per_sec' in r for r in rows)
-  assert any('sample/psnr' in r for r in rows)
-  params, saved_config, step = checkpoint.restore_params(workdir)
-  assert step == 40 and json.loads(saved_config.to_json()) == json.loads(config.to_json())
-  # The EMA parameters of the model the config names, leaf for leaf, moved away from their initialisation.
-  x = np.zeros((1, 64, 64, 3), np.float32)
-  fresh = unet.from_config(config).init(jax.random.PRNGKey(config.seed), x, x, np.zeros((1,)), np.ones((1,)))
-  fresh = fresh['params']
-  assert jax.tree.structure(params) == jax.tree.structure(fresh)
-  assert [a.shape for a in jax.tree.leaves(params)] == [a.shape for a in jax.tree.leaves(fresh)]
-  assert all(isinstance(a, np.ndarray) and np.all(np.isfinite(a)) for a in jax.tree.leaves(params))
-  moved = sum(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(fresh)))
-  assert moved > len(jax.tree.leaves(params)) // 2
-
-
 @pytest.fixture(scope='module')
 def reference_run(photo_dir, tmp_path_factory):
-  """The acceptance command on this session's 4 simulated devices: 30 steps, then resumed to 40."""
+  """The acceptance command on this session's 4 simulated devices (parameters sharded in 2): 30 steps,
+  then resumed to 40."""
   workdir = tmp_path_factory.mktemp('ref')
-  assert cli.main(['zoom-enhance', *_train_args(workdir, photo_dir, 30)]) == 0
+  assert cli.main(['zoom-enhance', *_train_args(workdir, photo_dir, 30, *FSDP)]) == 0
   first = _losses(workdir)
   logged = []
   handler = logging.Handler()
@@ -100,7 +73,7 @@ def reference_run(photo_dir, tmp_path_factory):
   root.addHandler(handler)
   root.setLevel(logging.INFO)
   try:
-    assert cli.main(['zoom-enhance', *_train_args(workdir, photo_dir, 40)]) == 0
+    assert cli.main(['zoom-enhance', *_train_args(workdir, photo_dir, 40, *FSDP)]) == 0
   finally:
     root.removeHandler(handler)
     root.setLevel(level)
@@ -108,12 +81,37 @@ def reference_run(photo_dir, tmp_path_factory):
   return workdir, first
 
 
-def test_cli_train_writes_metrics_and_checkpoint_and_resumes(reference_run):
+def test_cli_train_lowers_the_loss_writes_its_outputs_and_resumes(reference_run):
   workdir, first = reference_run
   assert len(first) == 30 and first[-1] < first[0]
+  losses = _losses(workdir)
+  assert len(losses) == 40 and all(np.isfinite(losses))
+  assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:5])
   steps = [r['step'] for r in metrics_log.read_metrics(workdir) if 'train/loss' in r]
   assert steps == list(range(1, 41))  # resumed at 31, no step repeated
-  assert 40 in checkpoint.Checkpointer(str(workdir), keep=3).all_steps()
+  assert checkpoint.Checkpointer(str(workdir), keep=3).all_steps() == [20, 30, 40]
+  for name in ('samples/step_000030.png', 'samples/step_000040.png', 'loss.png'):
+    assert os.path.getsize(os.path.join(workdir, name)) > 1000, name
+  params, saved_config, step = checkpoint.restore_params(str(workdir))
+  config = load_config('tiny')
+  config.unlock()
+  config.update_from_flattened_dict({'data.source': saved_config.data.source, 'train.num_steps': 40,
+                                     'train.log_every': 1, 'train.num_samples': 2, 'train.warmup_steps': 5,
+                                     'train.checkpoint_every': 20, 'diffusion.sample_steps': 2,
+                                     'mesh.data': 2, 'mesh.fsdp': 2})  # fmt: skip
+  assert step == 40 and json.loads(saved_config.to_json()) == json.loads(config.to_json())
+  # The EMA parameters of the model the config names, leaf for leaf, moved away from their initialisation.
+  x = np.zeros((1, 64, 64, 3), np.float32)
+  shapes = jax.eval_shape(unet.from_config(config).init, jax.random.PRNGKey(0), x, x, np.zeros(1), np.ones(1))
+  assert jax.tree.structure(params) == jax.tree.structure(shapes['params'])
+  assert [a.shape for a in jax.tree.leaves(params)] == [a.shape for a in jax.tree.leaves(shapes['params'])]
+  assert all(isinstance(a, np.ndarray) and np.all(np.isfinite(a)) for a in jax.tree.leaves(params))
+  # Trained away from the initialisation: flax zero-initialises every bias and the output layers' kernels.
+  raw, _, _ = checkpoint.restore_params(str(workdir), ema=False)
+  nonzero = [np.abs(a).max() > 0 for a in jax.tree.leaves(params)]
+  assert sum(nonzero) > 0.9 * len(nonzero)
+  ema_differs = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(raw))]
+  assert sum(ema_differs) > 0.9 * len(ema_differs)  # the EMA, not the raw parameters
 
 
 def test_one_device_and_four_devices_give_the_same_losses(reference_run, photo_dir, tmp_path):
@@ -125,7 +123,7 @@ def test_one_device_and_four_devices_give_the_same_losses(reference_run, photo_d
 
 def test_sigterm_saves_and_resume_matches_an_uninterrupted_run(reference_run, photo_dir, tmp_path):
   workdir, _ = reference_run
-  cmd, env = _cli(_train_args(tmp_path, photo_dir, 30, '--config.train.checkpoint_every=1000'), 4)
+  cmd, env = _cli(_train_args(tmp_path, photo_dir, 30, *FSDP, '--config.train.checkpoint_every=1000'), 4)
   proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
   deadline = time.time() + 240
   while time.time() < deadline and proc.poll() is None:
@@ -139,7 +137,7 @@ def test_sigterm_saves_and_resume_matches_an_uninterrupted_run(reference_run, ph
   assert 'preempted' in err and 'Traceback' not in err
   saved = checkpoint.Checkpointer(str(tmp_path), keep=3).all_steps()
   assert len(saved) == 1 and 3 <= saved[0] < 30
-  r = _run(_train_args(tmp_path, photo_dir, 30), devices=4)
+  r = _run(_train_args(tmp_path, photo_dir, 30, *FSDP), devices=4)
   assert r.returncode == 0, r.stderr[-2000:]
   resumed, _, _ = checkpoint.restore_params(str(tmp_path), step=30, ema=False)
   reference, _, _ = checkpoint.restore_params(str(workdir), step=30, ema=False)

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import random_params
 
 from zoom_enhance.model import unet
 
@@ -40,18 +41,12 @@ def test_forward_shapes_and_conditioning(name):
   model = unet.UNet(variant)
   side = 2 * unet.size_multiple(variant)
   z = jax.random.normal(jax.random.PRNGKey(0), (2, side, side, 3))
-  # Jitted: op by op, every layer's shapes would compile on their own.
-  params = jax.jit(model.init)(jax.random.PRNGKey(1), z, z, jnp.zeros(2), jnp.ones(2))['params']
-  # Output layers start at zero; perturb every parameter so the output depends on inputs.
-  perturb = jax.jit(
-    lambda ps: jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(2), p.shape), ps)
-  )
-  params = perturb(params)
-  apply = jax.jit(model.apply)
-  out = apply({'params': params}, z, z, jnp.array([0.0, 0.0]), jnp.array([2.0, 2.0]))
+  params = random_params(model, z, z, jnp.zeros(2), jnp.ones(2), seed=1)
+  apply = jax.jit(lambda logsnr, scale: model.apply({'params': params}, z, z, logsnr, scale))
+  out = apply(jnp.array([0.0, 0.0]), jnp.array([2.0, 2.0]))
   assert out.shape == z.shape and out.dtype == jnp.float32
-  other_scale = apply({'params': params}, z, z, jnp.array([0.0, 0.0]), jnp.array([3.0, 3.0]))
-  other_noise = apply({'params': params}, z, z, jnp.array([5.0, 5.0]), jnp.array([2.0, 2.0]))
+  other_scale = apply(jnp.array([0.0, 0.0]), jnp.array([3.0, 3.0]))
+  other_noise = apply(jnp.array([5.0, 5.0]), jnp.array([2.0, 2.0]))
   assert float(jnp.abs(out - other_scale).max()) > 1e-4
   assert float(jnp.abs(out - other_noise).max()) > 1e-4
   with pytest.raises(ValueError, match='multiples'):
@@ -74,12 +69,11 @@ def test_mobile_model_at_t1_barely_depends_on_the_noise():
   lr_up = jax.random.uniform(jax.random.PRNGKey(1), (1, 32, 32, 3), minval=-1, maxval=1)
   z1, z2 = (jax.random.normal(jax.random.PRNGKey(k), (1, 32, 32, 3)) for k in (2, 3))
   logsnr, scale = jnp.array([-20.0]), jnp.array([4.0])
-  params = model.init(jax.random.PRNGKey(0), z1, lr_up, logsnr, scale)
-  # Non-zero weights everywhere, so the output depends on its inputs at all.
-  params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(4), p.shape), params)
-  out1, out2 = (model.apply(params, z, lr_up, logsnr, scale) for z in (z1, z2))
+  params = {'params': random_params(model, z1, lr_up, logsnr, scale, seed=4)}
+  apply = jax.jit(lambda z, logsnr: model.apply(params, z, lr_up, logsnr, scale))
+  out1, out2 = (apply(z, logsnr) for z in (z1, z2))
   assert float(jnp.abs(out1 - out2).max()) < 1e-3 * float(jnp.abs(out1).max())
-  out3 = model.apply(params, z2, lr_up, jnp.array([0.0]), scale)
+  out3 = apply(z2, jnp.array([0.0]))
   assert float(jnp.abs(out3 - out1).max()) > 1e-2  # at logsnr 0 the noise does reach the network
 
 
@@ -118,7 +112,9 @@ def test_subpixel_up_computes_what_a_transposed_conv_with_kernel_equal_to_stride
 def test_mobile_model_has_no_transposed_convolution():
   model = unet.UNet(unet.get_variant('mobile'))
   z = jnp.zeros((1, 16, 16, 3))
-  params = model.init(jax.random.PRNGKey(0), z, z, jnp.zeros((1,)), jnp.full((1,), 4.0))['params']
+  params = jax.eval_shape(model.init, jax.random.PRNGKey(0), z, z, jnp.zeros((1,)), jnp.full((1,), 4.0))[
+    'params'
+  ]
   names = jax.tree_util.tree_map_with_path(lambda p, _: jax.tree_util.keystr(p), params)
   assert not any('ConvTranspose' in n for n in jax.tree.leaves(names))
   assert any('SubpixelUp' in n for n in jax.tree.leaves(names))
