@@ -3,7 +3,7 @@
 import functools
 import json
 import os
-import signal
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +24,6 @@ from zoom_enhance.training import config as config_lib
 from zoom_enhance.training import distill
 from zoom_enhance.training import distill_report
 from zoom_enhance.training import metrics_log
-from zoom_enhance.training import train
 
 
 def _toy_teacher(z, logsnr):
@@ -144,35 +143,30 @@ def _distill_config(teacher, photo_dir, **distill_fields):
   return config
 
 
-class _StopAt(distill.DistillTask):
-  """Sends this process a real SIGTERM after a given step (a preemption mid-round)."""
-
-  stop_at = None
-
-  def end_step(self, step, state, workdir):
-    super().end_step(step, state, workdir)
-    if step == self.stop_at:
-      os.kill(os.getpid(), signal.SIGTERM)
-
-
 def test_resume_mid_round_matches_an_uninterrupted_run(teacher, photo_dir, tmp_path):
-  fields = dict(start_steps=4, end_steps=1, steps_per_round=3, eval_holdout=0)
-  whole = str(tmp_path / 'whole')
-  assert distill.distill(_distill_config(teacher, photo_dir, **fields), whole) == 6
+  """A run that stopped inside round 2 (its checkpoint of step 5, the state after it gone) resumes exactly.
 
-  cut = str(tmp_path / 'cut')
-  config = distill.prepare_config(_distill_config(teacher, photo_dir, **fields))
-  task = _StopAt(config)
-  task.stop_at = 5  # round 2, step 2 of 3
-  with pytest.raises(train.Preempted):
-    train.run(config, cut, task)
-  assert checkpoint.Checkpointer(cut, keep=3).latest_step() == 5
-  assert distill.distill(_distill_config(teacher, photo_dir, **fields), cut) == 6
-  steps = [r['step'] for r in metrics_log.read_metrics(cut) if 'train/loss' in r]
+  The stop itself (SIGTERM, a crash) is the training loop's, tested in test_train and test_multiprocess.
+  """
+  fields = dict(start_steps=4, end_steps=1, steps_per_round=3, eval_holdout=0)
+  whole = tmp_path / 'whole'
+  config = _distill_config(teacher, photo_dir, **fields)
+  config.train.checkpoint_every = 5  # and each round's end: steps 3, 5 and 6
+  assert distill.distill(config, str(whole)) == 6
+  assert checkpoint.Checkpointer(str(whole), keep=3).all_steps() == [3, 5, 6]
+
+  cut = tmp_path / 'cut'
+  shutil.copytree(whole, cut)
+  shutil.rmtree(checkpoint.step_dir(str(cut), 6))
+  os.remove(cut / checkpoint.CHECKSUMS / '6.json')
+  rows = (cut / 'metrics.jsonl').read_text().splitlines()
+  (cut / 'metrics.jsonl').write_text(''.join(r + '\n' for r in rows if json.loads(r)['step'] <= 5))
+  assert distill.distill(_distill_config(teacher, photo_dir, **fields), str(cut)) == 6  # round 2, step 3 of 3
+  steps = [r['step'] for r in metrics_log.read_metrics(str(cut)) if 'train/loss' in r]
   assert steps == list(range(1, 7))
   for ema in (False, True):
-    a, _, _ = checkpoint.restore_params(whole, ema=ema)
-    b, _, _ = checkpoint.restore_params(cut, ema=ema)
+    a, _, _ = checkpoint.restore_params(str(whole), ema=ema)
+    b, _, _ = checkpoint.restore_params(str(cut), ema=ema)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
       np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
 
