@@ -86,20 +86,46 @@ def photo_dir(tmp_path_factory):
 BUNDLE_TILE = 32
 
 
+# The reference run's mesh: data 2 x fsdp 2 (ZeRO-3 style parameter sharding) over the 4 devices.
+FSDP = ('--config.mesh.data=2', '--config.mesh.fsdp=2')
+
+
+def train_args(workdir, photo_dir, num_steps, *extra) -> list:
+  """`zoom-enhance train` of the tiny config on real photos, as the tests run it."""
+  return [
+    'train', '--config', str(ROOT / 'configs' / 'tiny.py'), '--workdir', str(workdir),
+    f'--config.train.num_steps={num_steps}', f'--config.data.source=folder:{photo_dir}',
+    '--config.train.log_every=1', '--config.train.num_samples=2', '--config.train.warmup_steps=5',
+    '--config.train.checkpoint_every=20', '--config.diffusion.sample_steps=2', *extra,
+  ]  # fmt: skip
+
+
 @pytest.fixture(scope='session')
 def trained(photo_dir, tmp_path_factory):
-  """A tiny model trained a few steps on `photo_dir`: its workdir."""
-  from zoom_enhance.training import train
+  """The acceptance command, in this process: the tiny model 30 steps on the 4 devices (parameters sharded
+  in 2), then resumed to 40. Its workdir is test_train's reference, the distillation's teacher and the
+  exported bundles' source.
+  """
+  import logging
 
-  config = load_config('tiny')
-  config.data.source = f'folder:{photo_dir}'
-  config.train.num_steps = 6
-  config.train.num_samples = 2
-  config.diffusion.sample_steps = 2
-  config.mesh.data = -1  # all 4 devices
-  workdir = str(tmp_path_factory.mktemp('trained'))
-  train.train_and_evaluate(config, workdir)
-  return workdir
+  from zoom_enhance import cli
+
+  workdir = tmp_path_factory.mktemp('trained')
+  assert cli.main(['zoom-enhance', *train_args(workdir, photo_dir, 30, *FSDP)]) == 0
+  logged = []
+  handler = logging.Handler()
+  handler.emit = lambda record: logged.append(record.getMessage())
+  root = logging.getLogger()
+  level = root.level
+  root.addHandler(handler)
+  root.setLevel(logging.INFO)
+  try:
+    assert cli.main(['zoom-enhance', *train_args(workdir, photo_dir, 40, *FSDP)]) == 0
+  finally:
+    root.removeHandler(handler)
+    root.setLevel(level)
+  assert f'resuming from step 30 in {workdir}' in logged
+  return str(workdir)
 
 
 @pytest.fixture(scope='session')

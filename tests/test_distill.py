@@ -131,93 +131,82 @@ def teacher(trained):
   return trained
 
 
-def _distill_config(teacher, photo_dir, **distill_fields):
-  config = load_config('distill_tiny')
-  config.data.source = f'folder:{photo_dir}'
-  config.distill.teacher_workdir = teacher
-  config.train.log_every = 1
-  config.train.num_samples = 2
-  config.mesh.data, config.mesh.fsdp = 2, 2
-  for key, value in distill_fields.items():
-    config.distill[key] = value
-  return config
-
-
-def test_resume_mid_round_matches_an_uninterrupted_run(teacher, photo_dir, tmp_path):
-  """A run that stopped inside round 2 (its checkpoint of step 5, the state after it gone) resumes exactly.
-
-  The stop itself (SIGTERM, a crash) is the training loop's, tested in test_train and test_multiprocess.
+def test_distillation_through_the_command_reports_held_out_photos_and_resumes_mid_round(
+  teacher, tmp_path, capsys, caplog
+):
+  """`zoom-enhance distill --config ... --config.data.source=folder:PHOTOS`, no eval source: two real rounds
+  (4 -> 2 -> 1 steps), each reported on photos held out of training (as the log and the report say),
+  checkpoints that record each round's student, and a run stopped inside round 2 (its step 5 checkpoint,
+  the state after it gone) that resumes exactly. The stop itself (SIGTERM, a crash) is the training
+  loop's, tested in test_train and test_multiprocess.
   """
-  fields = dict(start_steps=4, end_steps=1, steps_per_round=3, eval_holdout=0)
-  whole = tmp_path / 'whole'
-  config = _distill_config(teacher, photo_dir, **fields)
-  config.train.checkpoint_every = 5  # and each round's end: steps 3, 5 and 6
-  assert distill.distill(config, str(whole)) == 6
-  assert checkpoint.Checkpointer(str(whole), keep=3).all_steps() == [3, 5, 6]
-
-  cut = tmp_path / 'cut'
-  shutil.copytree(whole, cut)
-  shutil.rmtree(checkpoint.step_dir(str(cut), 6))
-  os.remove(cut / checkpoint.CHECKSUMS / '6.json')
-  rows = (cut / 'metrics.jsonl').read_text().splitlines()
-  (cut / 'metrics.jsonl').write_text(''.join(r + '\n' for r in rows if json.loads(r)['step'] <= 5))
-  assert distill.distill(_distill_config(teacher, photo_dir, **fields), str(cut)) == 6  # round 2, step 3 of 3
-  steps = [r['step'] for r in metrics_log.read_metrics(str(cut)) if 'train/loss' in r]
-  assert steps == list(range(1, 7))
-  for ema in (False, True):
-    a, _, _ = checkpoint.restore_params(str(whole), ema=ema)
-    b, _, _ = checkpoint.restore_params(str(cut), ema=ema)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-      np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
-
-
-def test_one_real_round_through_the_command_scores_held_out_photos(teacher, tmp_path, capsys, caplog):
-  """`zoom-enhance distill --config ... --config.data.source=folder:PHOTOS`, no eval source: a real round,
-  its report on photos held out of training (said in the log and the report), a restorable checkpoint."""
   photos = _small_photo_folder(tmp_path / 'photos', 6)
   workdir = tmp_path / 'W2'
+
+  def distill(workdir):
+    return cli.main([
+      'zoom-enhance', 'distill', '--config', str(ROOT / 'configs' / 'distill_tiny.py'),
+      '--workdir', str(workdir), f'--config.distill.teacher_workdir={teacher}',
+      f'--config.data.source=folder:{photos}', '--config.data.patch_size=32',
+      '--config.distill.start_steps=4', '--config.distill.end_steps=1', '--config.distill.steps_per_round=3',
+      '--config.distill.eval_holdout=2', '--config.distill.eval_scales=(4.0,)',
+      '--config.train.num_samples=2', '--config.train.log_every=1', '--config.train.checkpoint_every=5',
+      '--config.mesh.data=2', '--config.mesh.fsdp=2',
+    ])  # fmt: skip
+
   caplog.set_level('INFO')
-  rc = cli.main([
-    'zoom-enhance', 'distill', '--config', str(ROOT / 'configs' / 'distill_tiny.py'),
-    '--workdir', str(workdir),
-    f'--config.distill.teacher_workdir={teacher}', f'--config.data.source=folder:{photos}',
-    '--config.data.patch_size=32', '--config.distill.start_steps=4', '--config.distill.end_steps=2',
-    '--config.distill.steps_per_round=3', '--config.distill.eval_holdout=2',
-    '--config.distill.eval_scales=(4.0,)', '--config.train.num_samples=2',
-    '--config.train.log_every=1', '--config.mesh.data=2', '--config.mesh.fsdp=2',
-  ])  # fmt: skip
-  assert rc == 0, capsys.readouterr().err[-2000:]
+  assert distill(workdir) == 0, capsys.readouterr().err[-2000:]
   report = json.loads((workdir / distill_report.REPORT).read_text())
   assert report['images'] == 2 and report['reference'] == 'teacher@4'
   assert report['eval_source'] == f'the last 2 images of folder:{photos}, held out of distillation'
   assert any('distillation rounds are scored on 2 photos: the last 2 images' in r.getMessage()
              for r in caplog.records)  # fmt: skip
-  (round1,) = report['rounds']
-  assert round1['round'] == 1 and round1['student_steps'] == 2
-  assert set(round1['methods']) == {'student@2', 'teacher_ddim@2', 'teacher@4', 'bicubic'}
-  for method, by_scale in round1['methods'].items():
-    assert set(by_scale) == {'x4'}
-    for m in by_scale.values():
+  assert [(r['round'], r['student_steps']) for r in report['rounds']] == [(1, 2), (2, 1)]
+  for r in report['rounds']:
+    n = r['student_steps']
+    assert set(r['methods']) == {f'student@{n}', f'teacher_ddim@{n}', 'teacher@4', 'bicubic'}
+    for method, by_scale in r['methods'].items():
+      (m,) = by_scale.values()
+      assert list(by_scale) == ['x4']
       assert 15 < m['psnr_y'] < 40 and 0 <= m['lpips'] < 1 and 0 < m['ssim_y'] <= 1
       assert m['sec_per_mp'] > 0 and m['cpu_sec_per_mp'] > 0
       if method != 'teacher@4':
         assert 'psnr_y_vs_ref' in m and 'lpips_vs_ref' in m
-  # Teacher DDIM at 2 steps from the same noise is a different sampler from 4 steps.
-  assert round1['methods']['teacher_ddim@2']['x4']['psnr_y_vs_ref'] < 60
+    # Teacher DDIM in fewer steps from the same noise is a different sampler from 4 steps.
+    assert r['methods'][f'teacher_ddim@{n}']['x4']['psnr_y_vs_ref'] < 60
   # The bicubic row is the held-out photos' own bicubic PSNR-Y (p4, p5: not trained on).
-  held = [np.asarray(Image.open(photos / f'p{i}.png').convert('RGB')) for i in (4, 5)]
   want = []
-  for hr in held:
-    hr, lr = protocol.make_pair(hr, 4.0)
+  for i in (4, 5):
+    hr, lr = protocol.make_pair(np.asarray(Image.open(photos / f'p{i}.png').convert('RGB')), 4.0)
     want.append(metrics.psnr_y(protocol.bicubic(lr, hr.shape[:2]), hr, 4))
-  assert round1['methods']['bicubic']['x4']['psnr_y'] == pytest.approx(np.mean(want), abs=1e-9)
+  assert report['rounds'][0]['methods']['bicubic']['x4']['psnr_y'] == pytest.approx(np.mean(want), abs=1e-9)
+  # One checkpoint at each round's end and at checkpoint_every, each knowing its round's student.
+  assert checkpoint.Checkpointer(str(workdir), keep=3).all_steps() == [3, 5, 6]
+  for step, round_index, student in ((3, 0, 2), (6, 1, 1)):
+    position = checkpoint.read_position(str(workdir), step)
+    assert {k: position[k] for k in ('step', 'task', 'round', 'student_steps')} == {
+      'step': step, 'task': 'distill', 'round': round_index, 'student_steps': student}  # fmt: skip
   params, _, step = checkpoint.restore_params(str(workdir))
-  assert step == 3
-  position = checkpoint.read_position(str(workdir), 3)
-  assert {k: position[k] for k in ('step', 'task', 'round', 'student_steps')} == {
-    'step': 3, 'task': 'distill', 'round': 0, 'student_steps': 2}  # fmt: skip
   teacher_params, _, _ = checkpoint.restore_params(teacher)
   moved = max(
     float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(teacher_params))
   )
-  assert moved > 0  # the student trained away from its teacher
+  assert step == 6 and moved > 0  # the student trained away from its teacher
+
+  # Stopped after step 5, inside round 2: resumed, it ends where the uninterrupted run did.
+  cut = tmp_path / 'cut'
+  shutil.copytree(workdir, cut)
+  shutil.rmtree(checkpoint.step_dir(str(cut), 6))
+  os.remove(cut / checkpoint.CHECKSUMS / '6.json')
+  rows = (cut / 'metrics.jsonl').read_text().splitlines()
+  (cut / 'metrics.jsonl').write_text(''.join(r + '\n' for r in rows if json.loads(r)['step'] <= 5))
+  assert distill(cut) == 0, capsys.readouterr().err[-2000:]
+  steps = [r['step'] for r in metrics_log.read_metrics(str(cut)) if 'train/loss' in r]
+  assert steps == list(range(1, 7))
+  for ema in (False, True):
+    a, _, _ = checkpoint.restore_params(str(workdir), ema=ema)
+    b, _, _ = checkpoint.restore_params(str(cut), ema=ema)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+      np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+  resumed_report = json.loads((cut / distill_report.REPORT).read_text())
+  assert [r['round'] for r in resumed_report['rounds']] == [1, 2]  # round 2 scored again, round 1 kept

@@ -1,7 +1,6 @@
 """Real training runs of the tiny config: loss, sharding equivalence, resume, NaN, CLI errors."""
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -11,9 +10,11 @@ import time
 import jax
 import numpy as np
 import pytest
+from conftest import FSDP
 from conftest import ROOT
 from conftest import jax_env
 from conftest import load_config
+from conftest import train_args
 
 from zoom_enhance import cli
 from zoom_enhance.model import unet
@@ -31,54 +32,15 @@ def _cli(args, devices):
   return [sys.executable, '-m', 'zoom_enhance.cli', *args], jax_env(devices)
 
 
-def _train_args(workdir, photo_dir, num_steps, *extra):
-  return [
-    'train',
-    '--config',
-    str(ROOT / 'configs' / 'tiny.py'),
-    '--workdir',
-    str(workdir),
-    f'--config.train.num_steps={num_steps}',
-    f'--config.data.source=folder:{photo_dir}',
-    '--config.train.log_every=1',
-    '--config.train.num_samples=2',
-    '--config.train.warmup_steps=5',
-    '--config.train.checkpoint_every=20',
-    '--config.diffusion.sample_steps=2',
-    *extra,
-  ]
-
-
-# The reference run's mesh: data 2 x fsdp 2 (ZeRO-3 style parameter sharding).
-FSDP = ('--config.mesh.data=2', '--config.mesh.fsdp=2')
-
-
 def _run(args, devices, timeout=300):
   cmd, env = _cli(args, devices)
   return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
 @pytest.fixture(scope='module')
-def reference_run(photo_dir, tmp_path_factory):
-  """The acceptance command on this session's 4 simulated devices (parameters sharded in 2): 30 steps,
-  then resumed to 40."""
-  workdir = tmp_path_factory.mktemp('ref')
-  assert cli.main(['zoom-enhance', *_train_args(workdir, photo_dir, 30, *FSDP)]) == 0
-  first = _losses(workdir)
-  logged = []
-  handler = logging.Handler()
-  handler.emit = lambda record: logged.append(record.getMessage())
-  root = logging.getLogger()
-  level = root.level
-  root.addHandler(handler)
-  root.setLevel(logging.INFO)
-  try:
-    assert cli.main(['zoom-enhance', *_train_args(workdir, photo_dir, 40, *FSDP)]) == 0
-  finally:
-    root.removeHandler(handler)
-    root.setLevel(level)
-  assert any(f'resuming from step 30 in {workdir}' == line for line in logged)
-  return workdir, first
+def reference_run(trained):
+  """The session's reference run (conftest.trained) and its losses before the resumption."""
+  return trained, _losses(trained)[:30]
 
 
 def test_cli_train_lowers_the_loss_writes_its_outputs_and_resumes(reference_run):
@@ -116,14 +78,14 @@ def test_cli_train_lowers_the_loss_writes_its_outputs_and_resumes(reference_run)
 
 def test_one_device_and_four_devices_give_the_same_losses(reference_run, photo_dir, tmp_path):
   workdir, four = reference_run
-  r = _run(_train_args(tmp_path, photo_dir, 30), devices=1)
+  r = _run(train_args(tmp_path, photo_dir, 30), devices=1)
   assert r.returncode == 0, r.stderr[-2000:]
   np.testing.assert_allclose(_losses(tmp_path), four, rtol=2e-4)
 
 
 def test_sigterm_saves_and_resume_matches_an_uninterrupted_run(reference_run, photo_dir, tmp_path):
   workdir, _ = reference_run
-  cmd, env = _cli(_train_args(tmp_path, photo_dir, 30, *FSDP, '--config.train.checkpoint_every=1000'), 4)
+  cmd, env = _cli(train_args(tmp_path, photo_dir, 30, *FSDP, '--config.train.checkpoint_every=1000'), 4)
   proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
   deadline = time.time() + 240
   while time.time() < deadline and proc.poll() is None:
@@ -138,7 +100,7 @@ def test_sigterm_saves_and_resume_matches_an_uninterrupted_run(reference_run, ph
   saved = checkpoint.Checkpointer(str(tmp_path), keep=3).all_steps()
   assert len(saved) == 1 and 3 <= saved[0] < 30
   # The resumption, in this process (it has the same 4 devices).
-  assert cli.main(['zoom-enhance', *_train_args(tmp_path, photo_dir, 30, *FSDP)]) == 0
+  assert cli.main(['zoom-enhance', *train_args(tmp_path, photo_dir, 30, *FSDP)]) == 0
   resumed, _, _ = checkpoint.restore_params(str(tmp_path), step=30, ema=False)
   reference, _, _ = checkpoint.restore_params(str(workdir), step=30, ema=False)
   for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(reference)):
@@ -179,7 +141,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(photo_dir, tmp_path):
 def test_cli_bad_input_is_one_line(tmp_path, photo_dir, capsys, extra, code, message):
   empty = tmp_path / 'empty'
   empty.mkdir()
-  args = _train_args(tmp_path / 'w', photo_dir, 2, *[e.format(empty=empty) for e in extra])
+  args = train_args(tmp_path / 'w', photo_dir, 2, *[e.format(empty=empty) for e in extra])
   rc = cli.main(['zoom-enhance', *args])
   err = capsys.readouterr().err
   assert rc == code and 'Traceback' not in err
@@ -274,7 +236,7 @@ def test_a_checkpoint_of_an_older_run_gets_the_fields_it_lacks_when_restored(tra
   old = tmp_path / 'old'
   shutil.copytree(trained, old)
   shutil.rmtree(old / checkpoint.CHECKSUMS)  # older runs wrote none either
-  (step,) = [int(n) for n in os.listdir(old / 'checkpoints') if n.isdigit()]
+  step = max(int(n) for n in os.listdir(old / 'checkpoints') if n.isdigit())  # the one restored
   saved = old / 'checkpoints' / str(step) / 'config' / 'metadata'
   values = json.loads(saved.read_text())
   missing = (('diffusion', 'time_power'), ('diffusion', 'max_time_prob'), ('data', 'max_scale_prob'))
