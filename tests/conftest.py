@@ -11,16 +11,21 @@ import atexit
 import os
 import pathlib
 import shutil
+import signal
 import tempfile
+import threading
+import time
+import types
 
 FAST_COMPILE = '--xla_backend_optimization_level=0'
-_CACHE = tempfile.mkdtemp(prefix='zoom-enhance-test-jax-cache-')
-atexit.register(shutil.rmtree, _CACHE, True)
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _CACHE = tempfile.mkdtemp(prefix='zoom-enhance-test-jax-cache-')
+  atexit.register(shutil.rmtree, _CACHE, True)
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _CACHE
 # Four: enough for a (data 2, fsdp 2) mesh; more devices on a 2-core machine only cost compile time.
 os.environ.setdefault('XLA_FLAGS', f'--xla_force_host_platform_device_count=4 {FAST_COMPILE}')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', _CACHE)
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '-1')
 
@@ -100,32 +105,66 @@ def train_args(workdir, photo_dir, num_steps, *extra) -> list:
   ]  # fmt: skip
 
 
+# The reference run is preempted (SIGTERM) once this many steps are logged, then run again.
+PREEMPT_AFTER = 25
+
+
+def _preempt_after(metrics: pathlib.Path, rows: int, stop: threading.Event):
+  """Sends this process a SIGTERM once `metrics` has `rows` lines, as a preemption notice would come."""
+  while not stop.is_set():
+    if metrics.exists() and len(metrics.read_text().splitlines()) >= rows:
+      os.kill(os.getpid(), signal.SIGTERM)
+      return
+    time.sleep(0.02)
+
+
 @pytest.fixture(scope='session')
-def trained(photo_dir, tmp_path_factory):
-  """The acceptance command, in this process: the tiny model 30 steps on the 4 devices (parameters sharded
-  in 2), then resumed to 40. Its workdir is test_train's reference, the distillation's teacher and the
-  exported bundles' source.
+def trained_run(photo_dir, tmp_path_factory):
+  """The acceptance command, in this process: the tiny model 40 steps on the 4 devices (parameters sharded
+  in 2), preempted by a SIGTERM after step 25, then the same command again, which resumes and finishes.
+  Its workdir is test_train's reference, the distillation's teacher and the exported bundles' source.
   """
+  import contextlib
+  import io
   import logging
 
   from zoom_enhance import cli
 
   workdir = tmp_path_factory.mktemp('trained')
-  assert cli.main(['zoom-enhance', *train_args(workdir, photo_dir, 30, *FSDP)]) == 0
-  logged = []
+  argv = ['zoom-enhance', *train_args(workdir, photo_dir, 40, *FSDP)]
+  logged, stderr = [], io.StringIO()
   handler = logging.Handler()
   handler.emit = lambda record: logged.append(record.getMessage())
   root = logging.getLogger()
   level = root.level
   root.addHandler(handler)
   root.setLevel(logging.INFO)
+  # Training replaces this handler while it runs; a notice that came after it finished is ignored.
+  previous = signal.signal(signal.SIGTERM, lambda *_: None)
+  stop = threading.Event()
+  watcher = threading.Thread(target=_preempt_after, args=(workdir / 'metrics.jsonl', PREEMPT_AFTER, stop))
+  watcher.start()
   try:
-    assert cli.main(['zoom-enhance', *train_args(workdir, photo_dir, 40, *FSDP)]) == 0
+    with contextlib.redirect_stderr(stderr):
+      preempted = cli.main(argv)
+    stop.set()
+    watcher.join()
+    resumed = cli.main(argv)
   finally:
+    stop.set()
+    signal.signal(signal.SIGTERM, previous)
     root.removeHandler(handler)
     root.setLevel(level)
-  assert f'resuming from step 30 in {workdir}' in logged
-  return str(workdir)
+  return types.SimpleNamespace(
+    workdir=str(workdir), preempted=preempted, resumed=resumed, stderr=stderr.getvalue(), log=logged
+  )
+
+
+@pytest.fixture(scope='session')
+def trained(trained_run):
+  """The reference run's workdir, trained to step 40."""
+  assert trained_run.resumed == 0
+  return trained_run.workdir
 
 
 @pytest.fixture(scope='session')

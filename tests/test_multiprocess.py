@@ -17,6 +17,7 @@ import sys
 import textwrap
 import threading
 import time
+import typing
 
 import numpy as np
 import pytest
@@ -285,83 +286,110 @@ def one_process_run(photo_dir, tmp_path_factory):
   return workdir
 
 
+class Stage(typing.NamedTuple):
+  """One launch of the two-process run: its exit status, output, last logged step and checkpoints."""
+
+  code: int
+  output: str
+  last_step: int
+  checkpoints: list
+  stopped_after: float = 0.0
+  pids: dict = {}
+
+
 @pytest.fixture(scope='module')
 def two_process_run(photo_dir, tmp_path_factory, cache_dir):
-  """The same run as 2 processes x 2 simulated devices through the local launcher."""
+  """The same run as 2 processes x 2 simulated devices through the local launcher, stopped twice on the
+  way as clusters stop jobs, and each time launched again with the same command:
+  1. a SIGTERM to process 1 only (a preemption notice): both save at the same step and exit 143;
+  2. resumed, then process 1 killed with SIGKILL (a crash) once a later checkpoint is complete;
+  3. resumed from the last complete checkpoint, to the end.
+  """
   workdir = tmp_path_factory.mktemp('two_processes')
-  with _launch(_train_args(workdir, photo_dir), cache_dir) as run:
-    assert run.wait(timeout=500) == 0, run.output[-3000:]
-  return workdir, run.output
+  args = _train_args(workdir, photo_dir)
 
+  def stage(run, code, **extra):
+    return Stage(code, run.output, _last_step(workdir), _complete_checkpoints(workdir), **extra)
 
-def test_two_processes_give_the_losses_of_one(one_process_run, two_process_run):
-  workdir, output = two_process_run
-  one, two = _rows(one_process_run), _rows(workdir)
-  # Process 0 alone wrote the metrics: every step once.
-  assert [r['step'] for r in two] == list(range(1, STEPS + 1))
-  for key in ('train/loss', 'train/grad_norm'):
-    np.testing.assert_allclose([r[key] for r in two], [r[key] for r in one], rtol=RTOL)
-  assert os.listdir(os.path.join(workdir, 'samples')) == [f'step_{STEPS:06d}.png']
-  # Only process 0 logs once joined (the others show warnings and errors only).
-  assert f'INFO step {STEPS}/{STEPS}' in output
-  rank1_info = re.findall(r'\[rank 1\] .* INFO (.*)', output)
-  assert rank1_info == ['process 1 of 2 joined the distributed runtime'], rank1_info
-  # Both processes wrote their part of each checkpoint.
-  assert _complete_checkpoints(workdir) == [4, 8, 12]
-  state = os.path.join(checkpoint.step_dir(workdir, STEPS), 'state')
-  assert {'ocdbt.process_0', 'ocdbt.process_1'} <= set(os.listdir(state))
+  with _launch(args, cache_dir) as run:
+    run.wait_for(lambda: _last_step(workdir) >= 1, 400, 'step 1')
+    os.kill(run.child_pids()[1], signal.SIGTERM)  # the notice reaches one process only
+    preempted = stage(run, run.wait(timeout=120))
+  assert preempted.code == 143 and preempted.checkpoints, preempted.output[-3000:]
+  resumed_from = max(preempted.checkpoints)
 
-
-def test_kill_9_of_one_process_stops_the_run_and_a_relaunch_resumes(
-  two_process_run, photo_dir, tmp_path, cache_dir
-):
-  reference = {r['step']: r['train/loss'] for r in _rows(two_process_run[0])}
-  args = _train_args(tmp_path, photo_dir)
   with _launch(args, cache_dir) as run:
     run.wait_for(
       lambda: (
-        CHECKPOINT_EVERY in _complete_checkpoints(tmp_path) and _last_step(tmp_path) >= CHECKPOINT_EVERY + 2
+        any(s > resumed_from for s in _complete_checkpoints(workdir))
+        and _last_step(workdir) >= min(s for s in _complete_checkpoints(workdir) if s > resumed_from) + 2
       ),
       400,
-      'first checkpoint',
+      'a checkpoint after the resumption',
     )
     pids = run.child_pids()
     os.kill(pids[1], signal.SIGKILL)
     t0 = time.monotonic()
     code = run.wait(timeout=90)
-    stopped_after = time.monotonic() - t0
-  assert code != 0, run.output[-3000:]
-  assert stopped_after < 60, run.output[-3000:]
-  assert not any(_alive(pid) for pid in pids.values())
-  killed_at, saved = _last_step(tmp_path), _complete_checkpoints(tmp_path)
-  last = max(saved)
-  # At most the steps since the last complete checkpoint are lost (a save may still be under way).
-  assert killed_at < STEPS and 0 <= killed_at - last < 2 * CHECKPOINT_EVERY
+    killed = stage(run, code, stopped_after=time.monotonic() - t0, pids=pids)
 
-  with _launch(args, cache_dir) as rerun:
-    assert rerun.wait(timeout=500) == 0, rerun.output[-3000:]
-  assert f'resuming from step {last} ' in rerun.output
-  resumed = _rows(tmp_path)[killed_at:]  # the rows written after the relaunch
-  assert [r['step'] for r in resumed] == list(range(last + 1, STEPS + 1))
-  np.testing.assert_allclose(
-    [r['train/loss'] for r in resumed], [reference[r['step']] for r in resumed], rtol=RTOL
-  )
-
-
-def test_sigterm_to_one_process_checkpoints_and_every_process_exits_cleanly(photo_dir, tmp_path, cache_dir):
-  args = _train_args(tmp_path, photo_dir, '--config.train.checkpoint_every=1000')
   with _launch(args, cache_dir) as run:
-    run.wait_for(lambda: _last_step(tmp_path) >= 3, 400, 'step 3')
-    os.kill(run.child_pids()[1], signal.SIGTERM)  # the notice reaches one process only
-    assert run.wait(timeout=120) == 143, run.output[-3000:]
-  out = run.output
-  for rank in (0, 1):
-    assert re.search(rf'\[rank {rank}\] .*preempted \(SIGTERM\): saved a checkpoint at step \d+', out)
-  assert 'Traceback' not in out and 'killing' not in out
-  saved = _complete_checkpoints(tmp_path)
-  assert len(saved) == 1 and 3 <= saved[0] < STEPS
-  assert checkpoint.verify(str(tmp_path), saved[0]) is None
-  assert os.path.exists(os.path.join(tmp_path, checkpoint.CHECKSUMS, f'{saved[0]}.json'))
+    finished = stage(run, run.wait(timeout=500))
+  assert finished.code == 0, finished.output[-3000:]
+  return workdir, {'preempted': preempted, 'killed': killed, 'finished': finished}
+
+
+def test_sigterm_to_one_process_checkpoints_and_every_process_exits_cleanly(two_process_run):
+  workdir, stages = two_process_run
+  run = stages['preempted']
+  line = r'\[rank {}\] .*preempted \(SIGTERM\): saved a checkpoint at step (\d+)'
+  saved = [int(re.search(line.format(rank), run.output)[1]) for rank in (0, 1)]
+  assert saved[0] == saved[1] == run.last_step == max(run.checkpoints), run.output[-3000:]
+  assert saved[0] < STEPS
+  assert 'Traceback' not in run.output and 'killing' not in run.output
+  assert f'resuming from step {saved[0]} ' in stages['killed'].output
+
+
+def test_kill_9_of_one_process_stops_the_run_and_a_relaunch_resumes(two_process_run):
+  workdir, stages = two_process_run
+  run = stages['killed']
+  assert run.code != 0, run.output[-3000:]
+  assert run.stopped_after < 60, run.output[-3000:]
+  assert not any(_alive(pid) for pid in run.pids.values())
+  last = max(run.checkpoints)
+  # At most the steps since the last complete checkpoint are lost (a save may still be under way).
+  assert run.last_step < STEPS and 0 <= run.last_step - last < 2 * CHECKPOINT_EVERY
+  assert last > stages['preempted'].last_step
+  assert f'resuming from step {last} ' in stages['finished'].output
+
+
+def test_two_processes_give_the_losses_of_one(one_process_run, two_process_run):
+  """Through both stops and resumptions, every step's loss is the one-process run's."""
+  workdir, stages = two_process_run
+  one, two = _rows(one_process_run), _rows(workdir)
+  preempted_at, killed_at = stages['preempted'].last_step, stages['killed'].last_step
+  resumed_at = max(stages['killed'].checkpoints)
+  # Process 0 alone wrote the metrics: each launch's steps once.
+  expected = [*range(1, killed_at + 1), *range(resumed_at + 1, STEPS + 1)]
+  assert preempted_at < killed_at and [r['step'] for r in two] == expected
+  reference = {r['step']: r for r in one}
+  for key in ('train/loss', 'train/grad_norm'):
+    np.testing.assert_allclose([r[key] for r in two], [reference[r['step']][key] for r in two], rtol=RTOL)
+  assert os.listdir(os.path.join(workdir, 'samples')) == [f'step_{STEPS:06d}.png']
+  # Only process 0 logs once joined (the others show warnings and errors only).
+  output = stages['finished'].output
+  assert f'INFO step {STEPS}/{STEPS}' in output
+  rank1_info = re.findall(r'\[rank 1\] .* INFO (.*)', output)
+  assert rank1_info == ['process 1 of 2 joined the distributed runtime'], rank1_info
+  # Both processes wrote their part of each checkpoint; the last three are kept.
+  assert _complete_checkpoints(workdir)[-2:] == [STEPS - CHECKPOINT_EVERY, STEPS]
+  assert len(_complete_checkpoints(workdir)) == 3
+  # Each sealed, the one written just before the kill too (its checksums were recorded when it restored).
+  for step in _complete_checkpoints(workdir):
+    assert os.path.exists(os.path.join(workdir, checkpoint.CHECKSUMS, f'{step}.json'))
+    assert checkpoint.verify(str(workdir), step) is None
+  state = os.path.join(checkpoint.step_dir(workdir, STEPS), 'state')
+  assert {'ocdbt.process_0', 'ocdbt.process_1'} <= set(os.listdir(state))
 
 
 def test_nan_loss_stops_every_process_and_keeps_the_last_good_checkpoint(photo_dir, tmp_path, cache_dir):
@@ -447,20 +475,22 @@ def test_no_readable_checkpoint_is_an_error(two_process_run, tmp_path):
 
 
 def test_training_resumes_from_the_previous_checkpoint_when_the_latest_is_damaged(
-  one_process_run, two_process_run, photo_dir, tmp_path, cache_dir
+  one_process_run, two_process_run, photo_dir, tmp_path, caplog
 ):
   workdir = tmp_path / 'w'
   shutil.copytree(two_process_run[0], workdir)
   _damage(str(workdir), STEPS, 'flip')
-  with _cli(_train_args(workdir, photo_dir), cache_dir, devices=4) as run:
-    assert run.wait(timeout=300) == 0, run.output[-3000:]
+  caplog.set_level('INFO')
+  assert cli.main(['zoom-enhance', *_train_args(workdir, photo_dir)]) == 0  # this process: 4 devices
   bad = checkpoint.step_dir(str(workdir), STEPS)
-  assert re.search(rf'WARNING checkpoint {re.escape(bad)} is unreadable \(.*checksum', run.output)
-  assert f'resuming from step {STEPS - CHECKPOINT_EVERY} ' in run.output
+  messages = [(r.levelname, r.getMessage()) for r in caplog.records]
+  assert any(level == 'WARNING' and re.match(rf'checkpoint {re.escape(bad)} is unreadable \(.*checksum', m)
+             for level, m in messages), messages  # fmt: skip
+  assert ('INFO', f'resuming from step {STEPS - CHECKPOINT_EVERY} in {workdir}') in messages
   assert os.path.isdir(os.path.join(workdir, checkpoint.SET_ASIDE, str(STEPS)))
   assert checkpoint.verify(str(workdir), STEPS) is None  # written again, sound
   reference = {r['step']: r['train/loss'] for r in _rows(one_process_run)}
-  redone = _rows(workdir)[STEPS:]
+  redone = _rows(workdir)[-CHECKPOINT_EVERY:]
   assert [r['step'] for r in redone] == list(range(STEPS - CHECKPOINT_EVERY + 1, STEPS + 1))
   np.testing.assert_allclose(
     [r['train/loss'] for r in redone], [reference[r['step']] for r in redone], rtol=RTOL

@@ -164,6 +164,7 @@ class Checkpointer:
           self._set_aside(bad)
           if bad:
             logging.warning('resuming from step %d of %s instead', step, self.workdir)
+          self._seal_restored(step)
           return step, state, position
       logging.warning(
         'checkpoint %s is unreadable (%s); trying an older one',
@@ -178,6 +179,15 @@ class Checkpointer:
         f'{checkpoint_dir(self.workdir)} away to start from scratch'
       )
     return None
+
+  def _seal_restored(self, step):
+    """Records the checksums of a checkpoint that restored without any (its run stopped before writing
+    them), so that damage to it from now on is caught like any other's."""
+    if distributed.is_main_process() and not os.path.exists(_checksum_path(self.workdir, step)):
+      seal(self.workdir, step)
+      logging.info(
+        'checkpoint %s had no checksums (its run stopped first): recorded them', step_dir(self.workdir, step)
+      )
 
   def _set_aside(self, steps):
     if not steps:

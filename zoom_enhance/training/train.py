@@ -71,7 +71,10 @@ def make_optimizer(tcfg):
 def init_state(rng, *, model, tx, patch_size: int) -> TrainState:
   x = jnp.zeros((1, patch_size, patch_size, 3), jnp.float32)
   params = model.init({'params': rng}, x, x, jnp.zeros((1,)), jnp.ones((1,)))['params']
-  return TrainState.create(apply_fn=model.apply, params=params, tx=tx, ema_params=params)
+  state = TrainState.create(apply_fn=model.apply, params=params, tx=tx, ema_params=params)
+  # A strongly typed step, as a restored checkpoint has: a resumed run then compiles the same program
+  # (a compilation-cache hit) instead of a weakly typed variant of it.
+  return state.replace(step=jnp.zeros((), jnp.int32))
 
 
 def denoising_loss(
@@ -370,7 +373,8 @@ def run(config, workdir: str, task: Task) -> int:
         write_samples(step)
       task.end_step(step, state, workdir)
       if not last and preemption.reached(step):
-        save(step)
+        if last_saved != step:  # the notice may come at a step that was just checkpointed
+          save(step)
         ckpt.wait()
         raise Preempted(step)
   finally:
