@@ -110,6 +110,30 @@ def test_one_device_uninterrupted_gives_the_losses_of_four_devices_preempted_and
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
+def test_init_from_starts_a_new_run_from_a_trained_models_ema_parameters(reference_run, photo_dir, tmp_path,
+                                                                        caplog, capsys):  # fmt: skip
+  """Fine-tuning: at learning rate 0 the new run's parameters stay the reference run's EMA parameters."""
+  caplog.set_level('INFO')
+  start = f'--config.train.init_from={reference_run.workdir}'
+  args = train_args(tmp_path / 'tuned', photo_dir, 2, start, '--config.train.lr=0')
+  assert cli.main(['zoom-enhance', *args]) == 0, capsys.readouterr().err[-2000:]
+  assert f'starting from the EMA parameters of {reference_run.workdir} (step 40)' in caplog.messages
+  ema, _, _ = checkpoint.restore_params(reference_run.workdir)
+  for which in (False, True):
+    tuned, _, step = checkpoint.restore_params(str(tmp_path / 'tuned'), ema=which)
+    assert step == 2
+    for a, b in zip(jax.tree.leaves(tuned), jax.tree.leaves(ema), strict=True):
+      np.testing.assert_allclose(a, b, rtol=1e-6)  # the EMA update of equal values rounds at 1 ulp
+  # Another model: one line naming the parameter that does not fit, and nothing written.
+  args = train_args(tmp_path / 'other', photo_dir, 2, start, '--config.model.variant=small')
+  assert cli.main(['zoom-enhance', *args]) == 1
+  errors_ = [line for line in capsys.readouterr().err.splitlines() if 'error' in line]
+  assert len(errors_) == 1, errors_
+  assert f'train.init_from={reference_run.workdir}: its parameter' in errors_[0]
+  assert 'is model.variant the one it was trained with?' in errors_[0]
+  assert not list((tmp_path / 'other').glob('checkpoints/[0-9]*'))
+
+
 @pytest.mark.parametrize(
   'extra, code, message',
   [

@@ -110,6 +110,9 @@ def defaults() -> ml_collections.ConfigDict:
   c.train.sample_every = 100
   # Images in each sample grid.
   c.train.num_samples = 4
+  # A training workdir whose latest EMA parameters start this run instead of a random
+  # initialisation (fine-tuning: same model.variant; optimizer and schedule start afresh).
+  c.train.init_from = ''
 
   c.distill = ml_collections.ConfigDict()
   # Training workdir of the teacher (its EMA parameters start the student).
@@ -218,6 +221,7 @@ def _problems(c, *, distill: bool) -> list[str]:
   check(not (m.data == -1 and m.fsdp == -1), 'mesh: only one of data and fsdp may be -1')
   if distill:
     s = c.distill
+    check(not t.init_from, 'train.init_from is for training; distilling starts from distill.teacher_workdir')
     check(bool(s.teacher_workdir), "set --config.distill.teacher_workdir to the teacher's training workdir")
     check(
       _is_power_of_two(s.start_steps) and s.start_steps >= 2 and _is_power_of_two(s.end_steps),

@@ -77,6 +77,26 @@ def init_state(rng, *, model, tx, patch_size: int) -> TrainState:
   return state.replace(step=jnp.zeros((), jnp.int32))
 
 
+def initial_params(workdir: str, like):
+  """The latest EMA parameters of training workdir `workdir`, checked against the tree `like`."""
+  params, _, step = checkpoint.restore_params(workdir)
+  want = jax.tree_util.tree_flatten_with_path(like)[0]
+  got = dict(jax.tree_util.tree_flatten_with_path(params)[0])
+  for path, leaf in want:
+    found = got.get(path)
+    if found is None or tuple(found.shape) != tuple(leaf.shape):
+      name = jax.tree_util.keystr(path)
+      have = 'missing' if found is None else f'shaped {tuple(found.shape)}'
+      raise TrainingError(
+        f'train.init_from={workdir}: its parameter {name} is {have}, this model needs '
+        f'{tuple(leaf.shape)} (is model.variant the one it was trained with?)'
+      )
+  if len(got) != len(want):
+    raise TrainingError(f'train.init_from={workdir}: it has parameters this model lacks (another variant?)')
+  logging.info('starting from the EMA parameters of %s (step %d)', workdir, step)
+  return params
+
+
 def denoising_loss(
   params, *, model, diff: diffusion.Diffusion, x_target, z, logsnr, lr_up, scale, rng_dropout
 ):
@@ -155,7 +175,15 @@ class Task:
     return init_state(rng, model=self.model, tx=self.tx, patch_size=self.config.data.patch_size)
 
   def first_state(self, compiled, rng) -> TrainState:
-    return compiled.init_fn(rng)
+    """The state of a new run: a random initialisation, or train.init_from's EMA parameters."""
+    if not self.config.train.init_from:
+      return compiled.init_fn(rng)
+    params = initial_params(self.config.train.init_from, compiled.abstract_state.params)
+    # Two copies: the train step donates the state's buffers, so no two leaves may share one.
+    return compiled.init_fn(rng).replace(
+      params=jax.device_put(params, compiled.state_shardings.params),
+      ema_params=jax.device_put(params, compiled.state_shardings.ema_params),
+    )
 
   def begin_step(self, step: int, state, compiled):
     """Called before step `step` runs (1-based); may replace the state."""
