@@ -318,15 +318,12 @@ def two_process_run(photo_dir, tmp_path_factory, cache_dir):
   assert preempted.code == 143 and preempted.checkpoints, preempted.output[-3000:]
   resumed_from = max(preempted.checkpoints)
 
+  def two_steps_past_a_new_checkpoint():
+    newer = [s for s in _complete_checkpoints(workdir) if s > resumed_from]
+    return bool(newer) and _last_step(workdir) >= newer[0] + 2
+
   with _launch(args, cache_dir) as run:
-    run.wait_for(
-      lambda: (
-        any(s > resumed_from for s in _complete_checkpoints(workdir))
-        and _last_step(workdir) >= min(s for s in _complete_checkpoints(workdir) if s > resumed_from) + 2
-      ),
-      400,
-      'a checkpoint after the resumption',
-    )
+    run.wait_for(two_steps_past_a_new_checkpoint, 400, 'a checkpoint after the resumption')
     pids = run.child_pids()
     os.kill(pids[1], signal.SIGKILL)
     t0 = time.monotonic()
