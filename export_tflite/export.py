@@ -77,7 +77,7 @@ def measure(path: str, checks, expected, repeats: int = 5) -> tuple[float, float
       t0 = time.perf_counter()
       run(checks[0])
       times.append(time.perf_counter() - t0)
-    return parity, float(np.median(times)), engine.detail
+    return parity, float(np.median(times)), engine.runtime
   finally:
     engine.close()
 
@@ -112,6 +112,7 @@ def export(
   step: int | None = None,
   cpu_quant: str = 'fp32',
   noise_temperature: float = 1.0,
+  detail: float = 1.0,
 ) -> dict:
   """Writes the bundle `out` for the checkpoint in `workdir`; returns its manifest.
 
@@ -136,6 +137,8 @@ def export(
   overlap = tile // 8 if overlap is None else overlap
   if not 0.0 <= noise_temperature <= 1.0:
     raise errors.ConfigError(f'--noise-temperature {noise_temperature}: must be in [0, 1]')
+  if not 0.0 <= detail <= 1.0:
+    raise errors.ConfigError(f'--detail {detail}: must be in [0, 1]')
   tile_fn = convert.make_tile_fn(params, config, steps, noise_temperature)
   jax_fn = jax.jit(tile_fn)
   real = _photos(photos or config.data.eval_source or config.data.source)
@@ -200,6 +203,12 @@ def export(
       'tile': {'size': tile, 'overlap': overlap, 'multiple': mult},
       'steps': steps,
       'noise_temperature': noise_temperature,
+      # The runtime multiplies the noise it draws by the detail (enhance --detail): 0 feeds zeros.
+      'detail': {
+        'default': detail,
+        'meaning': 'scale of the starting noise: 0 the fidelity output (the same for every seed), '
+        '1 all the detail the model draws',
+      },
       'inputs': {
         'lr_up': {
           'shape': [1, tile, tile, 3],
@@ -249,12 +258,9 @@ def export(
 
 def _publish(staging: str, out: str):
   """Renames the finished bundle into place, replacing an older one only once complete."""
-  old = None
-  if os.path.exists(out):
-    if not os.path.isfile(os.path.join(out, bundle.MANIFEST)) and os.listdir(out):
-      raise ExportError(f'{out}: exists and is not a bundle; choose another --out')
-    old = f'{out}.old-{os.getpid()}'
-    os.replace(out, old)
-  os.replace(staging, out)
-  if old:
-    shutil.rmtree(old, ignore_errors=True)
+  try:
+    files.publish_dir(
+      staging, out, is_ours=lambda d: os.path.isfile(os.path.join(d, bundle.MANIFEST)), what='bundle'
+    )
+  except FileExistsError as e:
+    raise ExportError(str(e)) from None

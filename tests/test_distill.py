@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 from conftest import load_config
+from flax import traverse_util
 from PIL import Image
 
 from zoom_enhance import cli
@@ -72,9 +73,10 @@ def test_teacher_target_is_the_x_of_one_student_step_landing_on_two_teacher_step
   diff = diffusion.Diffusion.from_config(config_lib.defaults().diffusion)
   x = jnp.tanh(jax.random.normal(jax.random.PRNGKey(1), (6, 8, 8, 3)))
   n = jnp.full((6,), 4.0)
-  target, z_t, logsnr_t = distill.teacher_target(
-    diff, _toy_teacher, x, jax.random.PRNGKey(2), jax.random.PRNGKey(3), n
+  target, z_t, logsnr_t, final, detail = distill.teacher_target(
+    diff, _toy_teacher, x, jax.random.PRNGKey(2), n, False
   )
+  assert np.array_equal(final, logsnr_t == diff.logsnr(jnp.full((6,), 0.25))) and np.all(detail == 1)
   # Recover each example's time from its noise level, and replay the two teacher steps.
   t = np.array([float(jnp.argmin(jnp.abs(diff.logsnr(jnp.arange(1, 5) / 4.0) - lt))) + 1 for lt in logsnr_t])
   assert sorted(set(t)) == [1, 2, 3, 4]  # stratified over the batch: every student step appears
@@ -152,19 +154,33 @@ def test_distillation_through_the_command_reports_held_out_photos_and_resumes_mi
       '--config.distill.eval_holdout=2', '--config.distill.eval_scales=(4.0,)',
       '--config.train.num_samples=2', '--config.train.log_every=1', '--config.train.checkpoint_every=5',
       '--config.mesh.data=2', '--config.mesh.fsdp=2',
+      # The shipped recipe: a student with the ungated noise input, LPIPS-VGG + L1 against the teacher's
+      # images (and LPIPS against the ground truth), trained over the detail range.
+      '--config.model.direct_noise=True', '--config.distill.loss=perceptual',
+      '--config.distill.train_detail=True', '--config.distill.hr_lpips_weight=0.5',
+      '--config.distill.fidelity_from_data=True',
     ])  # fmt: skip
 
   caplog.set_level('INFO')
   assert distill(workdir) == 0, capsys.readouterr().err[-2000:]
   report = json.loads((workdir / distill_report.REPORT).read_text())
   assert report['images'] == 2 and report['reference'] == 'teacher@4'
+  loss_keys = ('loss', 'l1_weight', 'lpips_weight', 'hr_lpips_weight', 'train_detail', 'fidelity_from_data')
+  assert [report['loss'][k] for k in loss_keys] == ['perceptual', 1.0, 1.0, 0.5, True, True]
   assert report['eval_source'] == f'the last 2 images of folder:{photos}, held out of distillation'
   assert any('distillation rounds are scored on 2 photos: the last 2 images' in r.getMessage()
              for r in caplog.records)  # fmt: skip
   assert [(r['round'], r['student_steps']) for r in report['rounds']] == [(1, 2), (2, 1)]
   for r in report['rounds']:
     n = r['student_steps']
-    assert set(r['methods']) == {f'student@{n}', f'teacher_ddim@{n}', 'teacher@4', 'bicubic'}
+    assert set(r['methods']) == {
+      f'student@{n}',
+      f'student@{n} detail=0',
+      f'teacher_ddim@{n}',
+      'teacher@4',
+      'bicubic',
+    }
+    assert r['noise_effect']['used'] and r['noise_effect']['mean_abs_8bit'] > 0.1
     for method, by_scale in r['methods'].items():
       (m,) = by_scale.values()
       assert list(by_scale) == ['x4']
@@ -186,12 +202,13 @@ def test_distillation_through_the_command_reports_held_out_photos_and_resumes_mi
     position = checkpoint.read_position(str(workdir), step)
     assert {k: position[k] for k in ('step', 'task', 'round', 'student_steps')} == {
       'step': step, 'task': 'distill', 'round': round_index, 'student_steps': student}  # fmt: skip
-  params, _, step = checkpoint.restore_params(str(workdir))
+  params, student_config, step = checkpoint.restore_params(str(workdir))
   teacher_params, _, _ = checkpoint.restore_params(teacher)
-  moved = max(
-    float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(teacher_params))
-  )
+  student_flat, teacher_flat = (traverse_util.flatten_dict(p) for p in (params, teacher_params))
+  moved = max(float(np.abs(student_flat[k] - v).max()) for k, v in teacher_flat.items())
   assert step == 6 and moved > 0  # the student trained away from its teacher
+  # ... and learned to use the noise input it added (zero at the start).
+  assert student_config.model.direct_noise and float(np.abs(params['noise_in']['kernel']).max()) > 0
 
   # Stopped after step 5, inside round 2: resumed, it ends where the uninterrupted run did.
   cut = tmp_path / 'cut'

@@ -142,6 +142,34 @@ def test_eval_writes_before_after_crops(results):
       assert im.format == 'PNG' and im.width == panels * 96 + (panels - 1) * 4 and im.height == 96 + 14
 
 
+def test_eval_scores_each_detail_and_a_baseline_bundle_in_one_run_and_draws_the_curve(
+  hr_dir, bundle_dir, tmp_path
+):
+  """--detail 0,1 --baseline-bundle: one method per detail value, the other bundle at its default (1 here, the
+  same bundle and seed, so the same scores as detail 1), and fidelity_detail.png beside results.json."""
+  out = tmp_path / 'r.json'
+  rc, stdout, err = cli(
+    'eval', '--hr-dir', hr_dir, '--scale', '4', '--bundle', bundle_dir, '--methods', 'bicubic,zoom-enhance',
+    '--detail', '0,1', '--baseline-bundle', bundle_dir, '--out', out, '--crops', '0', '--accelerator', 'cpu',
+  )  # fmt: skip
+  assert rc == 0, err[-10:]
+  res = json.loads(out.read_text())
+  baseline = f'zoom-enhance[{os.path.basename(bundle_dir)}]'
+  assert list(res['methods']) == ['bicubic', 'zoom-enhance detail=0', 'zoom-enhance detail=1', baseline]
+  m = res['methods']
+  assert m['zoom-enhance detail=1']['psnr_y'] == m[baseline]['psnr_y']
+  assert (
+    m['zoom-enhance detail=0']['psnr_y'] != m['zoom-enhance detail=1']['psnr_y']
+  )  # this bundle uses noise
+  assert res['settings']['details'] == [0.0, 1.0] and res['settings']['bundle']['detail'] == 0.0
+  assert res['settings']['baselines'][baseline]['default_detail'] == 1.0
+  curve = tmp_path / 'fidelity_detail.png'
+  with Image.open(curve) as im:
+    assert im.format == 'PNG' and im.width > 400 and im.height > 300
+    assert len(np.unique(np.asarray(im.convert('L')))) > 10  # drawn, not blank
+  assert str(curve) in stdout
+
+
 def test_realistic_degradation_is_reproducible_and_per_photo():
   from skimage import data
 
@@ -253,6 +281,8 @@ def test_bench_reports_the_cpu_and_unavailable_accelerators(bundle_dir, tmp_path
     (('--hr-dir', '{hr}', '--scale', 'four'), "--scale 'four': not a number"),
     (('--hr-dir', '{hr}', '--bundle', '{tmp}/nowhere'), 'nowhere: no such bundle directory'),
     (('--hr-dir', '{hr}', '--methods', 'bicubic,esrgan'), "--methods 'bicubic,esrgan': choose from"),
+    (('--hr-dir', '{hr}', '--detail', '0,1.5'), '--detail 0,1.5: values must be in [0, 1]'),
+    (('--hr-dir', '{hr}', '--detail', 'lots'), "--detail: 'lots': expected numbers separated by commas"),
   ],
 )
 def test_eval_bad_input_is_one_line_and_writes_nothing(args, message, hr_dir, tmp_path):

@@ -96,7 +96,7 @@ def test_the_manifest_figures_are_what_the_runtime_engine_measures(exported, tra
   measured = engine.open_model(os.path.join(out, manifest['models']['fp32']['file']), threads=2)
   try:
     with pipeline.Enhancer(out, accelerator='cpu', quant='fp32', threads=2) as enhancer:
-      assert enhancer.engine.detail == measured.detail
+      assert enhancer.engine.runtime == measured.runtime
       np.testing.assert_array_equal(
         enhancer.engine.run(tile['lr_up'], tile['noise'], tile['scale']),
         measured.run(tile['lr_up'], tile['noise'], tile['scale']),
@@ -134,6 +134,18 @@ def test_manifest_round_trip_and_damaged_bundles(exported, tmp_path):
     (rewrite_manifest(lambda m: m.update(format_version=99)), 'format version 99'),
     (lambda d: (d / 'manifest.json').write_text('{not json'), 'unreadable manifest'),
     (lambda d: (d / 'manifest.json').unlink(), 'not a bundle'),
+    # Valid JSON, wrong fields: each named, before any model is opened.
+    (rewrite_manifest(lambda m: m['models']['fp32'].pop('sha256')), '"models.fp32.sha256" is missing'),
+    (rewrite_manifest(lambda m: m['models'].update(fp32='model.tflite')), '"models.fp32" is not an object'),
+    (rewrite_manifest(lambda m: m['models']['fp32'].update(file='../x.tflite')), 'a file name inside the'),
+    (rewrite_manifest(lambda m: m.pop('tile')), '"tile" is missing'),
+    (rewrite_manifest(lambda m: m['tile'].update(size='32')), '"tile.size" must be a positive whole number'),
+    (rewrite_manifest(lambda m: m['tile'].update(overlap=m['tile']['size'])), '"tile.overlap" must be'),
+    (rewrite_manifest(lambda m: m.update(steps=0)), '"steps" must be a whole number >= 1'),
+    (rewrite_manifest(lambda m: m.update(scale_range=[4.0, 1.0])), '"scale_range" must be'),
+    (rewrite_manifest(lambda m: m.update(scale_range=[1.0, float('nan')])), '"scale_range" must be'),
+    (rewrite_manifest(lambda m: m.update(detail={'default': 2})), '"detail.default" must be a number'),
+    (rewrite_manifest(lambda m: m['inputs']['noise'].update(used='no')), '"inputs.noise.used" must be'),
   ]
   for edit, message in cases:
     with pytest.raises(bundle.BundleError, match=message):
@@ -186,7 +198,8 @@ def test_gpu_check_flags_what_the_delegate_cannot_run():
 
 
 def test_step_cpu_quant_and_noise_temperature_reach_the_bundle(trained, photo_dir, tmp_path):
-  """--step picks the checkpoint, --noise-temperature 0 is baked in, --cpu-quant is the CPU default."""
+  """--step picks the checkpoint, --noise-temperature 0 is baked in, --cpu-quant is the CPU default, --detail
+  the runtime's default detail."""
   from zoom_enhance.runtime import pipeline
   from zoom_enhance.training import checkpoint
 
@@ -203,8 +216,10 @@ def test_step_cpu_quant_and_noise_temperature_reach_the_bundle(trained, photo_di
     step=step,
     cpu_quant='int8',
     noise_temperature=0.0,
+    detail=0.6,
   )
   assert manifest['model']['checkpoint_step'] == step
+  assert manifest['detail']['default'] == 0.6
   assert manifest['noise_temperature'] == 0.0 and manifest['default_quant'] == {'cpu': 'int8'}
   # Measured, not assumed: at temperature 0 no noise reaches the output, and the runtime skips it.
   assert manifest['inputs']['noise'] == {**manifest['inputs']['noise'], 'used': False, 'effect_max_abs': 0.0}
@@ -218,7 +233,7 @@ def test_step_cpu_quant_and_noise_temperature_reach_the_bundle(trained, photo_di
   lite.close()
   np.testing.assert_array_equal(outputs[0], outputs[1])  # the noise is multiplied by 0 in the graph
   with pipeline.Enhancer(out, accelerator='cpu', threads=1) as enhancer:
-    assert enhancer.engine.variant == 'int8' and not enhancer.noise_used
+    assert enhancer.engine.variant == 'int8' and not enhancer.noise_used and enhancer.default_detail == 0.6
 
 
 @pytest.mark.parametrize(
@@ -227,6 +242,7 @@ def test_step_cpu_quant_and_noise_temperature_reach_the_bundle(trained, photo_di
     (('--step', '999999'), 'no checkpoint at step 999999'),
     (('--cpu-quant', 'fp16'), '--cpu-quant fp16'),
     (('--noise-temperature', '2'), '--noise-temperature 2'),
+    (('--detail', '-1'), '--detail -1.0: must be in [0, 1]'),
   ],
 )
 def test_export_cli_bad_step_quant_or_temperature_is_one_line(trained, tmp_path, capsys, args, message):

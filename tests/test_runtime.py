@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,7 @@ from PIL import Image
 from PIL import ImageCms
 
 import zoom_enhance
+from zoom_enhance import errors
 from zoom_enhance.imaging import resample
 from zoom_enhance.runtime import bundle
 from zoom_enhance.runtime import engine
@@ -128,6 +130,28 @@ def test_tiles_blend_without_seams(out_hw):
   noise = tiling.NoiseField(7).region(0, 0, *out_hw)
   want = np.clip(np.rint((np.clip(lr_up + 0.1 * noise, -1, 1) + 1) * 127.5), 0, 255)
   assert np.abs(got.astype(int) - want).max() <= 1
+
+
+@pytest.mark.parametrize('detail', [0.0, 0.35, 1.0])
+def test_detail_scales_the_noise_and_tiles_stay_seamless(detail):
+  """detail D feeds D * noise (the sampler's temperature); tiled, a pointwise model still equals the whole
+  image at once; at D = 0 the noise is zeros, so the output is the same for every seed."""
+  rng = np.random.default_rng(5)
+  lr = rng.integers(0, 256, (30, 27, 3), dtype=np.uint8)
+  out_hw = (90, 81)
+  pointwise = lambda lr_up, noise, scale: np.clip(lr_up + 0.1 * noise, -1, 1)  # noqa: E731
+  runs = {
+    seed: tiling.enhance_tiled(
+      pointwise, lr, out_hw, tile=TILE, overlap=6, scale=3.0, seed=seed, detail=detail
+    )
+    for seed in (7, 8)
+  }
+  lr_up = resample.lr_up(lr, out_hw)
+  noise = tiling.NoiseField(7).region(0, 0, *out_hw)
+  want = np.clip(np.rint((np.clip(lr_up + 0.1 * detail * noise, -1, 1) + 1) * 127.5), 0, 255)
+  assert np.abs(runs[7].astype(int) - want).max() <= 1
+  changed = np.abs(runs[7].astype(int) - runs[8]).max()
+  assert changed == 0 if detail == 0 else changed > 5
 
 
 def test_a_bundle_without_noise_gets_zeros_instead():
@@ -255,6 +279,56 @@ def test_enhance_sizes_crops_and_strength(enhancer, photo_path):
   again = np.asarray(enhancer.enhance(photo_path, crop=(11, 7, 41, 23), scale=2, strength=1))
   other = np.asarray(enhancer.enhance(photo_path, crop=(11, 7, 41, 23), scale=2, seed=1))
   assert np.array_equal(full, again) and not np.array_equal(full, other)
+  # Detail 0 is the same for every seed; the API refuses a detail outside [0, 1] in one line.
+  calm = [enhancer.enhance(photo_path, crop=(11, 7, 41, 23), scale=2, detail=0, seed=s) for s in (0, 1)]
+  assert np.array_equal(np.asarray(calm[0]), np.asarray(calm[1]))
+  assert not np.array_equal(np.asarray(calm[0]), full)
+  assert calm[0].info['zoom_enhance'].detail == 0 and out.info['zoom_enhance'].detail == 1
+  with pytest.raises(errors.ConfigError, match=r'^detail 2: must be in \[0, 1\]'):
+    enhancer.enhance(photo_path, detail=2)
+
+
+def test_python_api_arguments_are_checked_first_with_the_librarys_own_errors(
+  enhancer, bundle_dir, photo_path
+):
+  """Each malformed argument of Enhancer.enhance is the library's own error (a ZoomEnhanceError) with a short
+  message, raised before the photo is enhanced."""
+  from zoom_enhance.imaging import photo as photo_lib
+
+  image_error, geometry_error = photo_lib.ImageError, geometry.GeometryError
+  cases = [
+    (dict(image={}), image_error, r'^<dict>: not an image: pass a file path, a PIL image or an array$'),
+    (dict(image=7), image_error, '<int>: not an image'),
+    (dict(image=None), image_error, '<NoneType>: not an image'),
+    (dict(image=b'\xff\xd8' + bytes(30000)), image_error, r'^<bytes>: not an image: .*io\.BytesIO.{0,40}$'),
+    (dict(image=Image.new('RGB', (0, 0))), image_error, '0x0: the image has no pixels'),
+    (dict(image=np.zeros((0, 5, 3), np.uint8)), image_error, 'the image has no pixels'),
+    (dict(crop=(1, 2, 3)), geometry_error, r'crop \(1, 2, 3\): expected \(x, y, w, h\), four numbers'),
+    (dict(crop=(0, 0, 'w', 4)), geometry_error, 'expected \\(x, y, w, h\\), four numbers'),
+    (dict(crop=object()), geometry_error, 'four numbers'),
+    (dict(size=(10,)), geometry_error, r'size \(10,\): expected \(width, height\)'),
+    (dict(size=(10.5, 3)), geometry_error, 'width and height must be whole numbers'),
+    (dict(scale='2'), geometry_error, "scale '2': must be a positive number"),
+    (dict(scale=float('inf')), geometry_error, 'must be a positive number'),
+    (dict(seed='abc'), errors.ConfigError, "seed 'abc': must be a whole number >= 0"),
+    (dict(seed=-3), errors.ConfigError, 'seed -3: must be a whole number >= 0'),
+    (dict(strength='x'), errors.ConfigError, "strength 'x': must be in"),
+    (dict(detail=True), errors.ConfigError, 'detail True: must be in'),
+    (dict(max_pixels=0), errors.ConfigError, 'max_pixels 0: must be a whole number >= 1'),
+  ]
+  for kwargs, error, message in cases:
+    image = kwargs.pop('image', photo_path)
+    with pytest.raises(error, match=message) as caught:
+      enhancer.enhance(image, **kwargs)
+    assert isinstance(caught.value, errors.ZoomEnhanceError) and len(str(caught.value)) < 200, kwargs
+  # numpy whole numbers are pixels, as Python ints are (not fractions of the photo).
+  out = enhancer.enhance(photo_path, crop=tuple(np.array([0, 0, 16, 12])), scale=1)
+  assert out.size == (16, 12) and out.info['zoom_enhance'].crop == (0, 0, 16, 12)
+  # A float image in [0, 1] is read as 1 = white, not as near-black levels.
+  grey = enhancer.enhance(Image.fromarray(np.full((12, 16), 0.5, np.float32)), scale=1, strength=0)
+  assert abs(float(np.asarray(grey).mean()) - 127.5) < 2
+  with pytest.raises(errors.ConfigError, match="threads 'two': must be a whole number >= 1"):
+    pipeline.Enhancer(bundle_dir, threads='two')
 
 
 def test_photo_metadata_orientation_and_alpha_end_to_end(bundle_dir, photo_path, tmp_path):
@@ -317,7 +391,7 @@ def test_auto_falls_back_to_the_cpu_and_reports_it(bundle_dir, photo_path, tmp_p
   tried = [f.split(':')[0] for f in r.fallbacks]
   if r.accelerator == 'cpu':  # no NPU or GPU on this machine: both were tried first and said why
     assert tried == ['npu', 'gpu'] and all(len(f) > 6 for f in r.fallbacks)
-    assert 'XNNPACK' in r.detail
+    assert 'XNNPACK' in r.runtime
   assert r.variant == 'fp32' and r.tiles == 1
   rc, _, err = cli(
     photo_path, '--crop', '0,0,16,16', '-o', tmp_path / 'v.png', '--bundle', bundle_dir, '--verbose'
@@ -381,7 +455,7 @@ def test_without_compiled_model_the_classic_interpreter_runs_the_same_model(
                                  threads=2)
       np.save({str(tmp_path / 'out.npy')!r}, np.asarray(img))
       r = img.info['zoom_enhance']
-      print(json.dumps({{'acc': r.accelerator, 'detail': r.detail, 'fallbacks': r.fallbacks}}))
+      print(json.dumps({{'acc': r.accelerator, 'runtime': r.runtime, 'fallbacks': r.fallbacks}}))
   """)
   r = subprocess.run(
     [sys.executable, '-c', code],
@@ -393,7 +467,7 @@ def test_without_compiled_model_the_classic_interpreter_runs_the_same_model(
   )
   assert r.returncode == 0, r.stderr[-2000:]
   got = json.loads(r.stdout.strip().splitlines()[-1])
-  assert got['acc'] == 'cpu' and got['detail'] == 'LiteRT interpreter, 2 threads'
+  assert got['acc'] == 'cpu' and got['runtime'] == 'LiteRT interpreter, 2 threads'
   assert [f.split(':')[0] for f in got['fallbacks']] == ['npu', 'gpu']
   assert all('CompiledModel API' in f for f in got['fallbacks'])
   assert np.abs(np.load(tmp_path / 'out.npy').astype(int) - np.asarray(want)).max() <= 1
@@ -523,6 +597,12 @@ def test_each_bad_input_is_one_line_naming_the_file_and_leaves_no_file(bundle_di
     ((tmp_path / 'bomb.png',), 'bomb.png: 20000x20000 is 400.0 MP, over the 120 MP limit'),
     ((good, '--bundle', tmp_path / 'nowhere'), 'nowhere: no such bundle directory'),
     ((good, '--bundle', broken), 'zoom_enhance_fp32.tflite: checksum mismatch'),
+    ((good, '--detail', '1.5'), '--detail 1.5: must be in [0, 1]'),
+    ((good, '--detail', '-0.1'), '--detail -0.1: must be in [0, 1]'),
+    ((good, '--detail', 'nan'), '--detail nan: must be in [0, 1]'),
+    ((good, '--threads', '0'), '--threads 0: must be at least 1'),
+    ((good, '--max-pixels', '-5'), '--max-pixels -5: must be at least 1'),
+    ((good, '--seed', '-1'), '--seed -1: must be >= 0'),
   ]
   for args, message in cases:
     extra = () if '--bundle' in args else ('--bundle', bundle_dir)
@@ -534,6 +614,52 @@ def test_each_bad_input_is_one_line_naming_the_file_and_leaves_no_file(bundle_di
   rc, _, err = cli(good, '--crop', '0,0,16,16', '-o', unwritable, '--bundle', bundle_dir)
   assert rc == 1 and len(err) == 1 and f'{unwritable}: cannot write' in err[0], err
   assert os.listdir(tmp_path / 'out') == []
+
+
+def _exif_with_text_orientation(value: bytes = b'6') -> bytes:
+  """EXIF whose Orientation is ASCII text, as some tools write it (Pillow itself cannot write this)."""
+  entry = struct.pack('>HHI4s', 0x0112, 2, len(value) + 1, value + b'\x00' * (4 - len(value)))
+  return b'Exif\x00\x00' + b'MM\x00\x2a\x00\x00\x00\x08' + struct.pack('>H', 1) + entry + b'\x00' * 4
+
+
+def test_a_folder_survives_every_kind_of_bad_photo_and_old_temp_files(bundle_dir, photo_dir, tmp_path):
+  """Good photos between a text EXIF orientation, a non-image and a result too wide for WebP: one line per bad
+  file, every good one written (the text orientation applied), temp files of a killed run removed (a live
+  writer's kept); outputs at or above the input folder, or onto the input, are refused before any work."""
+  src, out = tmp_path / 'in', tmp_path / 'out'
+  src.mkdir()
+  out.mkdir()
+  with Image.open(photo_dir / 'coffee.jpg') as im:
+    small = im.convert('RGB').resize((24, 16))
+  small.save(src / 'a_good.jpg')
+  small.save(src / 'b_text_orientation.jpg', exif=_exif_with_text_orientation())
+  (src / 'c_not_an_image.jpg').write_text('hello')
+  Image.new('RGB', (4200, 4)).save(src / 'd_too_wide.png')  # x4 is 16800 px: over WebP's 16383
+  small.save(src / 'e_good.png')
+  stale = out / f'.e_good.webp.{2**31 - 2}.deadbeef.tmp'  # a pid that cannot be running
+  live = out / f'.a_good.webp.{os.getpid()}.cafebabe.tmp'
+  stale.write_bytes(b'partial')
+  live.write_bytes(b'partial')
+  rc, _, err = cli(src, '-o', out, '--scale', '4', '--ext', 'webp', '--bundle', bundle_dir)
+  assert rc == 1 and len(err) == 2, err
+  assert 'c_not_an_image.jpg: not an image file' in err[0]
+  assert 'd_too_wide.png: ' in err[1] and 'the result would be 16800x16; WEBP stores at most 16383' in err[1]
+  written = sorted(p.name for p in out.iterdir() if not p.name.startswith('.'))
+  assert written == ['a_good.webp', 'b_text_orientation.webp', 'e_good.webp']
+  with Image.open(out / 'b_text_orientation.webp') as im:
+    assert im.size == (64, 96)  # upright: orientation 6 turns 24x16 into 16x24
+  assert not stale.exists() and live.exists()
+  # The output folder is the input folder, or above it; the output file is the input.
+  for output in (src, tmp_path):
+    rc, _, err = cli(src, '-o', output, '--bundle', bundle_dir)
+    assert rc == 1 and len(err) == 1 and 'is the input folder' in err[0], err
+  rc, _, err = cli(src / 'a_good.jpg', '-o', src / 'a_good.jpg', '--bundle', bundle_dir)
+  assert rc == 1 and len(err) == 1 and 'is the input itself' in err[0], err
+  # JPEG's limit, found from the header: the 16400-px wide photo is never decoded.
+  Image.new('RGB', (16400, 2)).save(tmp_path / 'wide.png')
+  rc, _, err = cli(tmp_path / 'wide.png', '-o', tmp_path / 'wide.jpg', '--scale', '4', '--bundle', bundle_dir)
+  assert rc == 1 and len(err) == 1 and 'JPEG stores at most 65500 pixels a side' in err[0], err
+  assert not (tmp_path / 'wide.jpg').exists()
 
 
 def test_a_batch_goes_on_past_bad_files(bundle_dir, photo_dir, tmp_path):

@@ -152,10 +152,9 @@ def test_psnr_exists_once():
 
 
 def test_atomic_writes_and_checksums_exist_once():
-  # export.py also swaps a finished bundle directory into place (os.replace of a folder).
+  # Finished directories (bundles, weights) are swapped into place by files.publish_dir too.
   assert _where(lambda p: any(c in ('os.replace', 'os.rename') for c in _calls(p))) == {
     'zoom_enhance/imaging/files.py',
-    'export_tflite/export.py',
   }
   assert _where(lambda p: 'hashlib' in _imports(p)) == {'zoom_enhance/imaging/files.py'}
   assert _where(lambda p: 'json.dump' in _calls(p)) == set()  # files.write_json writes JSON files

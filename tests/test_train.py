@@ -112,13 +112,24 @@ def test_one_device_uninterrupted_gives_the_losses_of_four_devices_preempted_and
 
 def test_init_from_starts_a_new_run_from_a_trained_models_ema_parameters(reference_run, photo_dir, tmp_path,
                                                                         caplog, capsys):  # fmt: skip
-  """Fine-tuning: at learning rate 0 the new run's parameters stay the reference run's EMA parameters."""
+  """Fine-tuning from a weights directory (`zoom-enhance save-weights`, what ships in the repository): at
+  learning rate 0 the new run's parameters stay the reference run's EMA parameters."""
   caplog.set_level('INFO')
-  start = f'--config.train.init_from={reference_run.workdir}'
+  saved = tmp_path / 'weights'
+  rc = cli.main(['zoom-enhance', 'save-weights', '--workdir', reference_run.workdir, '--out', str(saved)])
+  assert rc == 0 and sorted(os.listdir(saved)) == ['config.json', 'params.msgpack', 'weights.json']
+  info = json.loads((saved / 'weights.json').read_text())
+  assert info['step'] == 40 and info['position']['task'] == 'train' and info['parameters'] > 0
+  start = f'--config.train.init_from={saved}'
   args = train_args(tmp_path / 'tuned', photo_dir, 2, start, '--config.train.lr=0')
   assert cli.main(['zoom-enhance', *args]) == 0, capsys.readouterr().err[-2000:]
-  assert f'starting from the EMA parameters of {reference_run.workdir} (step 40)' in caplog.messages
-  ema, _, _ = checkpoint.restore_params(reference_run.workdir)
+  assert f'starting from the EMA parameters of {saved} (step 40)' in caplog.messages
+  ema, config, _ = checkpoint.restore_params(reference_run.workdir)
+  assert checkpoint.restore_config(str(saved)).to_dict() == config.to_dict()
+  for a, b in zip(
+    jax.tree.leaves(checkpoint.restore_params(str(saved))[0]), jax.tree.leaves(ema), strict=True
+  ):
+    np.testing.assert_array_equal(a, b)
   for which in (False, True):
     tuned, _, step = checkpoint.restore_params(str(tmp_path / 'tuned'), ema=which)
     assert step == 2
@@ -129,9 +140,29 @@ def test_init_from_starts_a_new_run_from_a_trained_models_ema_parameters(referen
   assert cli.main(['zoom-enhance', *args]) == 1
   errors_ = [line for line in capsys.readouterr().err.splitlines() if 'error' in line]
   assert len(errors_) == 1, errors_
-  assert f'train.init_from={reference_run.workdir}: its parameter' in errors_[0]
+  assert f'train.init_from={saved}: its parameter' in errors_[0]
   assert 'is model.variant the one it was trained with?' in errors_[0]
   assert not list((tmp_path / 'other').glob('checkpoints/[0-9]*'))
+  # A damaged weights file is refused in one line, not loaded.
+  with open(saved / 'params.msgpack', 'r+b') as f:
+    f.seek(100)
+    f.write(b'\x00\x01\x02')
+  args = train_args(tmp_path / 'damaged', photo_dir, 2, start)
+  assert cli.main(['zoom-enhance', *args]) == 1
+  err = [line for line in capsys.readouterr().err.splitlines() if 'error' in line]
+  assert len(err) == 1 and 'params.msgpack: its SHA-256 differs' in err[0], err
+
+
+@pytest.mark.parametrize('name', sorted(p.stem for p in (ROOT / 'configs').glob('*.py')))
+def test_every_config_file_validates(name):
+  """Each experiment's config file, as shipped, passes the schema (a distillation's with a teacher set)."""
+  from zoom_enhance.training import config as config_lib
+
+  c = load_config(name)
+  is_distill = name.startswith('distill')
+  if is_distill and not c.distill.teacher_workdir:
+    c.distill.teacher_workdir = 'W'
+  config_lib.validate(c, distill=is_distill)
 
 
 @pytest.mark.parametrize(

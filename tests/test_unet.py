@@ -77,6 +77,37 @@ def test_mobile_model_at_t1_barely_depends_on_the_noise():
   assert float(jnp.abs(out3 - out1).max()) > 1e-2  # at logsnr 0 the noise does reach the network
 
 
+def test_direct_noise_student_starts_as_its_gated_teacher_and_can_see_its_noise_at_t1():
+  """model.direct_noise adds only zero-initialised kernels: with them at zero the student is the gated teacher
+  (distill.student_params), noise-blind at t = 1; once they are trained, two noise draws differ there."""
+  import dataclasses
+
+  from zoom_enhance.training import distill
+
+  teacher = unet.UNet(unet.get_variant('mobile'))
+  student = unet.UNet(dataclasses.replace(unet.get_variant('mobile'), direct_noise=True))
+  lr_up = jax.random.uniform(jax.random.PRNGKey(1), (1, 32, 32, 3), minval=-1, maxval=1)
+  z1, z2 = (jax.random.normal(jax.random.PRNGKey(k), (1, 32, 32, 3)) for k in (2, 3))
+  logsnr, scale = jnp.array([-20.0]), jnp.array([4.0])
+  teacher_params = random_params(teacher, z1, lr_up, logsnr, scale, seed=4)
+  like = jax.eval_shape(student.init, jax.random.PRNGKey(0), z1, lr_up, logsnr, scale)['params']
+  params = distill.student_params(teacher_params, like)
+  assert set(params) - set(teacher_params) == {'noise_in', 'noise_out'}
+  assert not any(np.any(leaf) for name in ('noise_in', 'noise_out') for leaf in jax.tree.leaves(params[name]))
+  run_t = jax.jit(lambda z: teacher.apply({'params': teacher_params}, z, lr_up, logsnr, scale))
+  run_s = jax.jit(lambda p, z: student.apply({'params': p}, z, lr_up, logsnr, scale))
+  np.testing.assert_allclose(run_s(params, z1), run_t(z1), rtol=1e-5, atol=1e-6)  # XLA may fuse differently
+  trained = random_params(student, z1, lr_up, logsnr, scale, seed=5)
+  trained = dict(params, noise_in=trained['noise_in'], noise_out=trained['noise_out'])
+  out1, out2 = run_s(trained, z1), run_s(trained, z2)
+  assert float(jnp.abs(out1 - out2).max()) > 0.1 * float(jnp.abs(out1).max())
+  # A teacher with parameters the student lacks, or of another shape, is refused by name.
+  with pytest.raises(ValueError, match='Conv_0/kernel is shaped'):
+    bad = jax.tree.map(lambda a: a, teacher_params)
+    bad['Conv_0'] = dict(bad['Conv_0'], kernel=np.zeros((1, 1, 1, 1), np.float32))
+    distill.student_params(bad, like)
+
+
 def _depth_to_space_rank6(x, r):
   """Reference pixel shuffle (rank-6 transpose) in the channel order of unet.pixel_shuffle."""
   b, h, w, c = x.shape

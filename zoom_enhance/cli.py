@@ -3,9 +3,11 @@
   zoom-enhance train --config configs/tiny.py --workdir W [--config.train.num_steps=30 ...]
   zoom-enhance distill --config configs/distill_tiny.py --workdir W2 --config.distill.teacher_workdir=W
   zoom-enhance export --workdir W2 --out BUNDLE [--quant fp32,fp16,int8] [--tile 128] [--steps N] [--npu]
+  zoom-enhance save-weights --workdir W --out DIR [--step N]
   zoom-enhance sample --workdir W -i photo.jpg -o out.png --scale 4
   zoom-enhance enhance photo.jpg [--crop X,Y,W,H] [--scale S | --size WxH] -o out.png [--bundle B]
-  zoom-enhance eval --hr-dir DIR --scale 4 [--degradation bicubic|realistic] [--bundle B] --out results.json
+  zoom-enhance eval --hr-dir DIR --scale 4 [--degradation bicubic|realistic] [--bundle B]
+      [--detail 0,0.5,1] --out results.json
   zoom-enhance bench [--bundle B] [--threads 2] [--input-mp 1] [--out bench.json]
   zoom-enhance bench-train [--variants tiny,base]
 
@@ -265,6 +267,13 @@ def cmd_export(argv):
     'trades generated texture for fidelity (default 1)',
   )
   p.add_argument(
+    '--detail',
+    type=float,
+    default=1.0,
+    help="the bundle's default detail (enhance --detail): the scale of the noise the runtime feeds, "
+    '0 fidelity, 1 all the drawn detail (default 1)',
+  )
+  p.add_argument(
     '--cpu-quant',
     default='fp32',
     help='variant the runtime runs on the CPU when none is asked for (default fp32)',
@@ -281,6 +290,30 @@ def cmd_export(argv):
   manifest = export.export(**vars(args))
   models = ', '.join(manifest['models'])
   logging.info('wrote %s: %d steps, tile %d, models %s', args.out, manifest['steps'], args.tile, models)
+  return 0
+
+
+def cmd_save_weights(argv):
+  p = _Parser(
+    prog='zoom-enhance save-weights',
+    description="Write a checkpoint's EMA parameters and config to a weights directory (params.msgpack, "
+    'config.json, weights.json): what ships in the repository, and what --config.train.init_from, '
+    '--config.distill.teacher_workdir and export --workdir accept in place of a workdir.',
+  )
+  p.add_argument('--workdir', required=True, help='training or distillation workdir')
+  p.add_argument('--out', required=True, help='weights directory to write (replaced if it exists)')
+  p.add_argument('--step', type=int, default=None, help='checkpoint step (default: the latest)')
+  args = p.parse_args(argv[1:])
+  from zoom_enhance.training import checkpoint
+  from zoom_enhance.training import weights
+
+  params, config, step = checkpoint.restore_params(args.workdir, args.step)
+  position = checkpoint.read_position(args.workdir, step)
+  info = weights.write(args.out, params, config, source=args.workdir, step=step, position=position)
+  size = os.path.getsize(os.path.join(args.out, weights.PARAMS))
+  logging.info(
+    'wrote %s: %s parameters of step %d (%s bytes)', args.out, f'{info["parameters"]:,}', step, f'{size:,}'
+  )
   return 0
 
 
@@ -341,6 +374,13 @@ def cmd_enhance(argv):
   p.add_argument(
     '--strength', type=float, default=1.0, help='0 = plain bicubic enlargement, 1 = the model (default)'
   )
+  p.add_argument(
+    '--detail',
+    type=float,
+    default=None,
+    help='0 = the fidelity output (best PSNR, the same for every seed), 1 = all the detail the model '
+    "draws (default: the bundle's)",
+  )
   p.add_argument('--quality', type=int, default=95, help='JPEG and WebP quality (default 95)')
   p.add_argument('--ext', default='png', help='output extension for folder outputs: png, jpg, webp, bmp, tif')
   p.add_argument('--seed', type=int, default=0, help='seed of the starting noise')
@@ -380,6 +420,7 @@ def cmd_enhance(argv):
     scale=args.scale,
     size=args.size,
     strength=args.strength,
+    detail=args.detail,
     seed=args.seed,
     max_pixels=args.max_pixels,
   )
@@ -401,6 +442,21 @@ def cmd_eval(argv):
     'photo (default bicubic)',
   )
   p.add_argument('--bundle', default=None, help='bundle directory (default: the embedded one)')
+  p.add_argument(
+    '--detail',
+    dest='details',
+    type=_float_list,
+    default=None,
+    help="comma-separated detail values to score the bundle at, e.g. 0,0.5,1 (default: the bundle's)",
+  )
+  p.add_argument(
+    '--baseline-bundle',
+    dest='baselines',
+    action='append',
+    default=[],
+    metavar='DIR',
+    help='another bundle to score in the same run, at its default detail (repeatable)',
+  )
   p.add_argument('--out', required=True, help='results JSON to write (only once every photo is scored)')
   p.add_argument(
     '--methods',
@@ -467,6 +523,7 @@ COMMANDS = {
   'train': cmd_train,
   'distill': cmd_distill,
   'export': cmd_export,
+  'save-weights': cmd_save_weights,
   'sample': cmd_sample,
   'enhance': cmd_enhance,
   'eval': cmd_eval,

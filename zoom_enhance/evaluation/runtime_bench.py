@@ -89,7 +89,7 @@ def measure(spec: dict) -> dict:
       'available': True,
       'variant': ran.variant,
       'accelerator': ran.accelerator,
-      'detail': ran.detail,
+      'runtime': ran.runtime,
       'fallbacks': list(ran.fallbacks),
       'input_size': list(img.size),
       'output_size': [w, h],
@@ -144,7 +144,7 @@ def format_bench(rows: list[dict]) -> str:
       lines.append(f'{head} {"-":>11s} {"-":>6s} {"-":>8s} {"-":>8s} {"-":>6s}  unavailable: {r["reason"]}')
       continue
     peak = '-' if r['peak_rss_mb'] is None else f'{r["peak_rss_mb"]:.0f}'
-    note = r['detail'] + ('' if r['variant'] == r['quant'] else f', ran model {r["variant"]}')
+    note = r['runtime'] + ('' if r['variant'] == r['quant'] else f', ran model {r["variant"]}')
     lines.append(
       f'{head} {"x".join(map(str, r["output_size"])):>11s} {r["sec_per_mp"]:6.2f} '
       f'{r["cpu_sec_per_mp"]:8.2f} {peak:>8s} {r["load_seconds"]:6.2f}  {note}'

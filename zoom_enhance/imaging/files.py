@@ -3,14 +3,17 @@
 Every file the project writes goes through `write_atomic`: the bytes go to a
 hidden temporary file in the same folder that is then renamed over the
 target, so a reader never sees a half-written file and a failed or
-interrupted write leaves none.
+interrupted write leaves none; a directory (a bundle, a weights directory) is
+built beside its target and renamed into place by `publish_dir`.
 """
 
 import hashlib
 import importlib.resources
 import json
 import os
+import shutil
 import uuid
+from typing import Callable
 
 # Extensions (lower case, no dot) that folders are scanned for.
 IMAGE_EXTENSIONS = ('jpg', 'jpeg', 'png', 'webp', 'bmp', 'tif', 'tiff')
@@ -37,10 +40,43 @@ def list_images(folder) -> list[str]:
 
 
 def temp_name(path) -> str:
-  """The hidden temporary file `write_atomic` writes before renaming it to `path`."""
+  """The hidden temporary file `write_atomic` writes before renaming it to `path`: .NAME.PID.RANDOM.tmp."""
   folder, name = os.path.split(os.path.abspath(path))
-  # No image extension, so a folder scan never lists it.
-  return os.path.join(folder, f'.{name}.{uuid.uuid4().hex[:8]}.tmp')
+  # No image extension, so a folder scan never lists it; the writer's pid tells a leftover from a live write.
+  return os.path.join(folder, f'.{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp')
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # another user's live process
+    return True
+  return True
+
+
+def remove_stale_temps(path) -> int:
+  """Removes the temporary files of writes to `path` whose writer is gone (killed); returns how many."""
+  folder, name = os.path.split(os.path.abspath(path))
+  prefix = f'.{name}.'
+  removed = 0
+  try:
+    entries = os.listdir(folder)
+  except OSError:
+    return 0
+  for entry in entries:
+    if not (entry.startswith(prefix) and entry.endswith('.tmp')):
+      continue
+    parts = entry[len(prefix) : -len('.tmp')].split('.')
+    if len(parts) != 2 or not parts[0].isdigit() or _alive(int(parts[0])):
+      continue
+    try:
+      os.remove(os.path.join(folder, entry))
+      removed += 1
+    except OSError:
+      pass
+  return removed
 
 
 def write_atomic(path, data: bytes) -> None:
@@ -55,6 +91,24 @@ def write_atomic(path, data: bytes) -> None:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+def publish_dir(staging: str, out: str, *, is_ours: Callable[[str], bool], what: str) -> None:
+  """Renames the finished directory `staging` to `out`, replacing an older one only once complete.
+
+  An existing `out` must be empty or pass `is_ours` (an older copy of the
+  same kind of directory); otherwise an OSError says to choose another path.
+  `staging` must be on the same file system (a sibling of `out`).
+  """
+  old = None
+  if os.path.exists(out):
+    if os.listdir(out) and not is_ours(out):
+      raise FileExistsError(f'{out}: exists and is not a {what}; choose another path')
+    old = f'{out}.old-{os.getpid()}'
+    os.replace(out, old)
+  os.replace(staging, out)
+  if old:
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json(path, obj, *, indent: int | None = 2, sort_keys: bool = False) -> None:

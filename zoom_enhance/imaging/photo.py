@@ -14,6 +14,7 @@ alpha onto white, as viewers show it.
 import contextlib
 import dataclasses
 import io
+import logging
 import os
 import threading
 import warnings
@@ -25,6 +26,9 @@ from PIL import ImageOps
 
 from zoom_enhance import errors
 from zoom_enhance.imaging import files
+
+# The runtime's logger (enhance -v shows its INFO lines).
+logger = logging.getLogger('zoom_enhance.runtime')
 
 # Decoded pixels above which a file is refused unless the caller raises the
 # limit: a few-kilobyte PNG can claim 100 000 x 100 000 pixels. 120 MP covers
@@ -142,6 +146,8 @@ def _own_pixel_limit():
 
 def _check_pixels(where: str, size, max_pixels: int):
   w, h = size
+  if w < 1 or h < 1:
+    raise ImageError(where, f'{w}x{h}: the image has no pixels')
   if w * h > max_pixels:
     raise ImageError(
       where,
@@ -151,10 +157,17 @@ def _check_pixels(where: str, size, max_pixels: int):
     )
 
 
-def _wide_to_uint8(a: np.ndarray, sixteen_bit: bool) -> np.ndarray:
-  """16-bit, 32-bit or float grey levels to 8 bits: the full 16-bit range maps to 0..255."""
+def _wide_to_uint8(a: np.ndarray, sixteen_bit: bool, unit_float: bool = False) -> np.ndarray:
+  """16-bit, 32-bit or float grey levels to 8 bits: the full 16-bit range maps to 0..255.
+
+  With `unit_float` (a float image), values all within [0, 1] are read as
+  the usual float convention, 1 = white.
+  """
   a = np.asarray(a, np.float64)
-  if sixteen_bit or a.max(initial=0) > 255:
+  a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+  if unit_float and a.size and a.min() >= 0.0 and a.max() <= 1.0:
+    a = a * 255.0
+  elif sixteen_bit or a.max(initial=0) > 255:
     a = a / 257.0
   return np.clip(np.rint(a), 0, 255).astype(np.uint8)
 
@@ -187,6 +200,10 @@ def open_photo(source, *, max_pixels: int = MAX_PIXELS) -> Photo:
       return _decode(source, where)
     except DECODE_ERRORS as e:
       raise decode_error(where, e) from e
+  if not isinstance(source, (str, os.PathLike)):
+    kind = type(source).__name__
+    hint = ' (encoded bytes: wrap them in io.BytesIO and open with PIL.Image.open)' if kind == 'bytes' else ''
+    raise ImageError(f'<{kind}>', f'not an image: pass a file path, a PIL image or an array{hint}')
   where = os.fspath(source)
   try:
     with _own_pixel_limit():
@@ -210,12 +227,23 @@ def load_rgb(source, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
 def _decode(im: Image.Image, where: str) -> Photo:
   exif = im.getexif()
+  orientation = exif.get(ExifTags.Base.Orientation)
+  if isinstance(orientation, (str, bytes)):
+    # Written as text by some tools ('6'): read as the number it spells, else dropped.
+    text = orientation.decode('latin-1') if isinstance(orientation, bytes) else orientation
+    text = text.strip().strip('\x00')
+    if text.isdigit() and 1 <= int(text) <= 8:
+      exif[ExifTags.Base.Orientation] = int(text)
+    else:
+      del exif[ExifTags.Base.Orientation]
   icc = im.info.get('icc_profile') or None
   im = ImageOps.exif_transpose(im)
   if im.mode == 'CMYK':
     im, icc = _cmyk_to_rgb(im, icc)
   elif im.mode in _WIDE_MODES:
-    im = Image.fromarray(_wide_to_uint8(np.asarray(im), im.mode.startswith('I;16')))
+    im = Image.fromarray(
+      _wide_to_uint8(np.asarray(im), im.mode.startswith('I;16'), unit_float=im.mode == 'F')
+    )
   elif im.mode == '1':
     im = im.convert('L')
   elif im.mode == 'P':
@@ -258,12 +286,35 @@ def output_exif(exif: Image.Exif | None, size) -> bytes | None:
   if exif is None:
     return None
   out = Image.Exif()
-  out.load(exif.tobytes())
+  try:
+    out.load(exif.tobytes())
+  # Pillow raises struct.error, TypeError, ... for a tag whose value does not fit its type.
+  except Exception as e:
+    out = _writable_tags(exif, e)
   out[ExifTags.Base.Orientation] = 1
   sub = out.get_ifd(ExifTags.IFD.Exif)
   if ExifTags.Base.ExifImageWidth in sub or ExifTags.Base.ExifImageHeight in sub:
     sub[ExifTags.Base.ExifImageWidth], sub[ExifTags.Base.ExifImageHeight] = int(size[0]), int(size[1])
   return out.tobytes()
+
+
+def _writable_tags(exif: Image.Exif, error: Exception) -> Image.Exif:
+  """The base-IFD tags of `exif` that can be written one by one; the others are dropped and logged."""
+  out, dropped = Image.Exif(), []
+  for tag, value in exif.items():
+    if tag in (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo, ExifTags.IFD.Interop):
+      dropped.append(f'{tag:#x} (sub-IFD)')
+      continue
+    trial = Image.Exif()
+    trial[tag] = value
+    try:
+      trial.tobytes()
+    except Exception:
+      dropped.append(f'{ExifTags.TAGS.get(tag, hex(tag))}')
+      continue
+    out[tag] = value
+  logger.info('EXIF cannot be written as read (%s); dropped: %s', error, ', '.join(dropped) or 'nothing')
+  return out
 
 
 def to_image(rgb: np.ndarray, alpha: np.ndarray | None = None, *, gray: bool = False) -> Image.Image:
@@ -277,6 +328,40 @@ def to_image(rgb: np.ndarray, alpha: np.ndarray | None = None, *, gray: bool = F
   return im
 
 
+# Largest side each format can store (libwebp: 16383; libjpeg: 65500).
+MAX_SIDE = {'WEBP': 16383, 'JPEG': 65500, 'PNG': 2**31 - 1, 'BMP': 2**31 - 1, 'TIFF': 2**31 - 1}
+
+
+def check_output_size(path, size) -> None:
+  """Raises ImageError when a (width, height) result cannot be stored in the format of `path`."""
+  fmt = format_for(path)
+  limit = MAX_SIDE.get(fmt)
+  if limit is not None and max(size) > limit:
+    raise ImageError(
+      path,
+      f'the result would be {size[0]}x{size[1]}; {fmt} stores at most {limit} pixels a side '
+      '(choose a smaller --scale or --size, or PNG)',
+    )
+
+
+def upright_size(source) -> tuple[int, int] | None:
+  """(width, height) of a photo file as it will be decoded (EXIF orientation applied), from its header
+  alone; None when the header cannot be read (decoding then says why)."""
+  if not isinstance(source, (str, os.PathLike)):
+    return None
+  try:
+    with _own_pixel_limit():
+      im = Image.open(source)
+    with im:
+      w, h = im.size
+      orientation = im.getexif().get(ExifTags.Base.Orientation)
+  except Exception:  # whatever the header holds, decoding reports it properly
+    return None
+  if str(orientation).strip().strip('\x00') in ('5', '6', '7', '8'):
+    w, h = h, w
+  return w, h
+
+
 def format_for(path) -> str:
   """The Pillow format of an output path, by its extension."""
   ext = os.path.splitext(os.fspath(path))[1][1:].lower()
@@ -288,9 +373,13 @@ def format_for(path) -> str:
 def _as_image(image) -> Image.Image:
   if isinstance(image, Image.Image):
     return image
-  a = np.asarray(image)
+  if not isinstance(image, np.ndarray):
+    raise ImageError(f'<{type(image).__name__}>', 'cannot be saved: pass a PIL image or a uint8 array')
+  a = image
   if a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (1, 3, 4)):
-    raise ValueError(f'expected a PIL image or a uint8 (H, W[, 1|3|4]) array, got {a.dtype} {a.shape}')
+    raise ImageError(
+      f'<array {a.dtype} {a.shape}>', 'cannot be saved: expected a uint8 (H, W[, 1|3|4]) array or a PIL image'
+    )
   return Image.fromarray(np.ascontiguousarray(a[..., 0] if a.ndim == 3 and a.shape[-1] == 1 else a))
 
 
@@ -328,4 +417,5 @@ def save_photo(path, image, *, quality: int = 95) -> None:
 
   The whole file is encoded in memory first, so a failure leaves no partial file.
   """
+  check_output_size(path, _as_image(image).size)
   files.write_atomic(path, encode(image, format_for(path), quality=quality))

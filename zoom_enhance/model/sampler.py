@@ -63,16 +63,22 @@ class Sampler:
     )
     return jnp.clip(self.diffusion.decode(x, lr_up), -1.0, 1.0)
 
-  def jitted(self, num_steps: int):
-    """sample(params, lr_up, noise, scale) jitted for `num_steps` (compiled once per shape)."""
-    if num_steps not in self._jitted:
-      self._jitted[num_steps] = jax.jit(functools.partial(self.sample, num_steps=num_steps))
-    return self._jitted[num_steps]
+  def jitted(self, num_steps: int, temperature: float = 1.0):
+    """sample(params, lr_up, noise, scale) jitted per step count and temperature (compiled once per shape)."""
+    key = (num_steps, float(temperature))
+    if key not in self._jitted:
+      self._jitted[key] = jax.jit(
+        functools.partial(self.sample, num_steps=num_steps, temperature=float(temperature))
+      )
+    return self._jitted[key]
 
-  def upscale_image(self, params, lr_uint8, out_hw, *, num_steps: int, seed: int = 0) -> np.ndarray:
+  def upscale_image(
+    self, params, lr_uint8, out_hw, *, num_steps: int, seed: int = 0, temperature: float = 1.0
+  ) -> np.ndarray:
     """Enhances a whole uint8 image to `out_hw` (no tiling): lr_up, mirror-padded to the model's multiple.
 
-    The noise is N(0, 1) from jax.random.PRNGKey(seed), over the padded size.
+    The noise is N(0, 1) from jax.random.PRNGKey(seed), over the padded size,
+    times `temperature` (the runtime's detail).
     """
     h, w = out_hw
     scale = 0.5 * (h / lr_uint8.shape[0] + w / lr_uint8.shape[1])
@@ -81,5 +87,7 @@ class Sampler:
       resample.lr_up(lr_uint8, (h, w)), ((0, -h % mult), (0, -w % mult), (0, 0)), mode='symmetric'
     )[None]
     noise = jax.random.normal(jax.random.PRNGKey(seed), cond.shape, jnp.float32)
-    out = self.jitted(num_steps)(params, jnp.asarray(cond), noise, jnp.asarray([scale], jnp.float32))
+    out = self.jitted(num_steps, temperature)(
+      params, jnp.asarray(cond), noise, jnp.asarray([scale], jnp.float32)
+    )
     return resample.from_signed(np.asarray(out)[0, :h, :w])

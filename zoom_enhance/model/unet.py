@@ -60,6 +60,10 @@ class Variant:
   # of a transposed convolution: the same function (kernel = stride), but
   # LiteRT's TRANSPOSE_CONV took 2.5 of the 5.9 ms of a 192-px mobile tile.
   subpixel: bool = False
+  # Also feed the noisy input ungated, through zero-initialised convolutions
+  # (see UNet): a distilled few-step student needs its noise at t = 1, where
+  # the gate scales it away. Set by config.model.direct_noise.
+  direct_noise: bool = False
 
 
 VARIANTS = {
@@ -122,8 +126,14 @@ def get_variant(name: str) -> Variant:
 
 
 def from_config(config, dtype=jnp.float32) -> 'UNet':
-  """The network of `config.model.variant`, computing in `dtype` (parameters stay float32)."""
-  return UNet(get_variant(config.model.variant), dtype=dtype)
+  """The network of `config.model.variant` (and `model.direct_noise`), computing in `dtype`.
+
+  Parameters stay float32.
+  """
+  variant = dataclasses.replace(
+    get_variant(config.model.variant), direct_noise=bool(config.model.direct_noise)
+  )
+  return UNet(variant, dtype=dtype)
 
 
 def size_multiple(variant: Variant) -> int:
@@ -318,6 +328,7 @@ class UNet(nn.Module):
     emb = nn.Dense(v.emb_dim, dtype=self.dtype)(emb)
     emb = nn.Dense(v.emb_dim, dtype=self.dtype)(nn.silu(emb))
 
+    z_direct = z
     if v.gate_input:
       learned = nn.Dense(z.shape[-1], dtype=self.dtype, kernel_init=nn.initializers.zeros, name='input_gate')(
         emb
@@ -327,6 +338,18 @@ class UNet(nn.Module):
     h = nn.Conv(
       v.channels[0], (v.patch, v.patch), strides=(v.patch, v.patch), padding='VALID', dtype=self.dtype
     )(x_in)
+    if v.direct_noise:
+      # Zero at initialisation: a student made from a gated teacher starts as that teacher.
+      h = h + nn.Conv(
+        v.channels[0],
+        (v.patch, v.patch),
+        strides=(v.patch, v.patch),
+        padding='VALID',
+        use_bias=False,
+        kernel_init=nn.initializers.zeros,
+        dtype=self.dtype,
+        name='noise_in',
+      )(z_direct.astype(self.dtype))
     block = lambda f: ResBlock(f, v.norm_groups, v.dropout, self.dtype)  # noqa: E731
 
     def up(features, factor, **kw):
@@ -360,4 +383,9 @@ class UNet(nn.Module):
     out = up(3, v.patch, kernel_init=nn.initializers.zeros)(h)
     # A full-resolution path so the output can depend on exact input pixels.
     out = out + nn.Conv(3, (3, 3), dtype=self.dtype, kernel_init=nn.initializers.zeros)(x_in)
+    if v.direct_noise:
+      # Per-pixel noise for per-pixel texture (the trunk works at 1 / patch of the resolution).
+      out = out + nn.Conv(
+        3, (3, 3), use_bias=False, kernel_init=nn.initializers.zeros, dtype=self.dtype, name='noise_out'
+      )(z_direct.astype(self.dtype))
     return out.astype(jnp.float32)

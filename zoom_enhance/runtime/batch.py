@@ -43,6 +43,11 @@ def plan_jobs(inputs, output: str, ext: str = 'png') -> tuple[list[Job], list[st
   problems, sources = [], []
   out_dir = os.path.abspath(output) + os.sep
   for item in inputs:
+    if os.path.isdir(item) and (os.path.abspath(item) + os.sep).startswith(out_dir):
+      raise errors.ConfigError(
+        f'-o {output}: is the input folder {item} or a folder above it; the results would mix with the '
+        'photos (and be read as inputs next time): choose an output folder outside it'
+      )
     if os.path.isdir(item):
       # Not the results of an earlier run when the output folder is inside the input folder.
       found = [p for p in files.list_images(item) if not os.path.abspath(p).startswith(out_dir)]
@@ -58,6 +63,13 @@ def plan_jobs(inputs, output: str, ext: str = 'png') -> tuple[list[Job], list[st
     photo_lib.format_for(output)  # an unknown extension is an error before any work
     if len(inputs) > 1 or any(os.path.isdir(i) for i in inputs):
       raise errors.ConfigError(f'-o {output}: several inputs need an output folder, not a file')
+    same = [
+      src
+      for src, _ in sources
+      if os.path.normcase(os.path.abspath(src)) == os.path.normcase(os.path.abspath(output))
+    ]
+    if same:
+      raise errors.ConfigError(f'-o {output}: is the input itself; choose another output file')
     return [Job(src, output) for src, _ in sources], problems
   jobs, taken = [], {}
   for src, stem in sources:
@@ -102,8 +114,15 @@ def run_jobs(jobs, enhancer: pipeline.Enhancer, *, quality: int = 95, **enhance_
         dynamic_ncols=True,
       )
 
+    files.remove_stale_temps(job.output)  # left by a run killed while writing this output
     try:
-      image = enhancer.enhance(job.source, on_start=on_start, on_tile=lambda: bar.update(), **enhance_options)
+      image = enhancer.enhance(
+        job.source,
+        on_start=on_start,
+        on_tile=lambda: bar.update(),
+        check_output=lambda wh, job=job: photo_lib.check_output_size(job.output, wh),
+        **enhance_options,
+      )
     except errors.USER_ERRORS as e:
       failed += 1
       _fail(_name_file(e, job.source))
@@ -129,7 +148,14 @@ def run_jobs(jobs, enhancer: pipeline.Enhancer, *, quality: int = 95, **enhance_
 
 
 def check_options(
-  *, crop=None, scale=None, size=None, strength: float = 1.0, seed: int = 0, max_pixels=None
+  *,
+  crop=None,
+  scale=None,
+  size=None,
+  strength: float = 1.0,
+  detail: float | None = None,
+  seed: int = 0,
+  max_pixels=None,
 ) -> dict:
   """Enhancer.enhance's options, parsed and checked before any work is done."""
   if isinstance(crop, str):
@@ -140,11 +166,18 @@ def check_options(
     raise errors.ConfigError(f'--scale {scale:g}: must be positive')
   if not 0.0 <= strength <= 1.0:
     raise errors.ConfigError(f'--strength {strength:g}: must be in [0, 1]')
+  if detail is not None and not 0.0 <= detail <= 1.0:
+    raise errors.ConfigError(f'--detail {detail:g}: must be in [0, 1] (0 fidelity, 1 all the drawn detail)')
+  if max_pixels is not None and max_pixels < 1:
+    raise errors.ConfigError(f'--max-pixels {max_pixels}: must be at least 1')
+  if seed < 0:
+    raise errors.ConfigError(f'--seed {seed}: must be >= 0')
   return dict(
     crop=crop,
     scale=scale,
     size=size,
     strength=strength,
+    detail=detail,
     seed=seed,
     max_pixels=max_pixels or photo_lib.MAX_PIXELS,
   )
@@ -155,6 +188,9 @@ def enhance_files(
 ) -> int:
   """The whole command: check, plan, load the bundle once, enhance each file. Returns the exit status."""
   options = check_options(**enhance_options)
+  threads = (enhancer_options or {}).get('threads')
+  if threads is not None and threads < 1:
+    raise errors.ConfigError(f'--threads {threads}: must be at least 1')
   if not 1 <= quality <= 100:
     raise errors.ConfigError(f'--quality {quality}: must be in [1, 100]')
   jobs, problems = plan_jobs(inputs, output, ext)

@@ -265,7 +265,7 @@ class Engine:
 
   backend: object
   accelerator: str  # 'npu', 'gpu', 'cpu' or 'delegate'
-  detail: str  # e.g. 'LiteRT CompiledModel, XNNPACK, 2 threads'
+  runtime: str  # e.g. 'LiteRT CompiledModel, XNNPACK, 2 threads'
   variant: str  # the manifest's model key
   file: str
   tile: int
@@ -282,7 +282,7 @@ class Engine:
         self.backend = None
 
   def describe(self) -> str:
-    text = f'{self.accelerator} ({self.detail}), model {self.variant}'
+    text = f'{self.accelerator} ({self.runtime}), model {self.variant}'
     if self.fallbacks:
       text += '; passed over: ' + '; '.join(self.fallbacks)
     return text
@@ -348,7 +348,10 @@ def _warm_up(backend, tile: int):
 
 
 def _load(path: str, accelerator: str, threads: int):
-  """(backend, detail) of one model file on one accelerator: CompiledModel, else the classic interpreter."""
+  """(backend, runtime description) of one model file on one accelerator.
+
+  CompiledModel, else the classic interpreter.
+  """
   cm = _compiled_model_module()
   if cm is not None:
     backend = _CompiledBackend(cm, path, accelerator, threads)
@@ -369,13 +372,13 @@ def open_model(path: str, *, accelerator: str = 'cpu', threads: int | None = Non
   threads = threads or default_threads()
   t0 = time.perf_counter()
   try:
-    backend, detail = _load(path, accelerator, threads)
+    backend, runtime = _load(path, accelerator, threads)
     tile = int(backend.input_shapes['lr_up'][1])
     _warm_up(backend, tile)
   except _Unavailable as e:
     raise AcceleratorError(f'{path}: cannot run on the {accelerator} ({e})') from None
   return Engine(
-    backend, accelerator, detail, os.path.basename(path), path, tile, [], time.perf_counter() - t0
+    backend, accelerator, runtime, os.path.basename(path), path, tile, [], time.perf_counter() - t0
   )
 
 
@@ -421,15 +424,15 @@ def open_engine(
       path = os.path.join(bundle_dir, entry['file'])
       t0 = time.perf_counter()
       try:
-        backend, detail = _load(path, acc, threads)
+        backend, runtime = _load(path, acc, threads)
         _check_shapes(backend, manifest, path)
         _warm_up(backend, tile)
       except _Unavailable as e:
         fallbacks.append(f'{acc}: {e}')
         continue
       if entry.get('npu_target'):
-        detail += f', compiled for {entry["npu_target"]}'
-      engine = Engine(backend, acc, detail, key, path, tile, fallbacks, time.perf_counter() - t0)
+        runtime += f', compiled for {entry["npu_target"]}'
+      engine = Engine(backend, acc, runtime, key, path, tile, fallbacks, time.perf_counter() - t0)
       logger.info('accelerator: %s', engine.describe())
       return engine
   if accelerator == 'auto':
@@ -477,7 +480,7 @@ def _open_delegate(manifest, bundle_dir, accelerator, quant, delegate, threads, 
       f"--delegate {delegate}: the delegate took none of model {key}'s ops, "
       'so all of it would run on the CPU; try another --quant, or drop --delegate'
     )
-  detail = f'{os.path.basename(delegate)}, {backend.delegated} partition(s), the rest on the CPU'
-  engine = Engine(backend, 'delegate', detail, key, path, tile, [], time.perf_counter() - t0)
+  runtime = f'{os.path.basename(delegate)}, {backend.delegated} partition(s), the rest on the CPU'
+  engine = Engine(backend, 'delegate', runtime, key, path, tile, [], time.perf_counter() - t0)
   logger.info('accelerator: %s', engine.describe())
   return engine

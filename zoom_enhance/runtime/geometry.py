@@ -7,6 +7,7 @@ and tested on its own. Sizes are (width, height) as people write them
 
 import dataclasses
 import math
+import numbers
 
 from zoom_enhance import errors
 
@@ -57,12 +58,12 @@ def resolve_crop(crop, image_wh) -> Box:
   iw, ih = image_wh
   if crop is None:
     return Box(0, 0, iw, ih)
-  if len(crop) != 4:
-    raise GeometryError(f'crop {crop!r}: expected (x, y, w, h)')
-  if all(isinstance(v, int) for v in crop):
-    x, y, w, h = crop
+  values = _four_numbers(crop, 'crop', '(x, y, w, h)')
+  # Whole numbers of any type (numpy's too) are pixels; any other number makes them fractions.
+  if all(isinstance(v, numbers.Integral) for v in values):
+    x, y, w, h = (int(v) for v in values)
   else:
-    fx, fy, fw, fh = (float(v) for v in crop)
+    fx, fy, fw, fh = (float(v) for v in values)
     if not all(0.0 <= v <= 1.0 for v in (fx, fy, fw, fh)) or fx + fw > 1.0 + 1e-9 or fy + fh > 1.0 + 1e-9:
       raise GeometryError(
         f'normalized crop {fx:g},{fy:g},{fw:g},{fh:g} is not inside [0, 1] '
@@ -75,6 +76,51 @@ def resolve_crop(crop, image_wh) -> Box:
   if x < 0 or y < 0 or x + w > iw or y + h > ih:
     raise GeometryError(f'crop {x},{y},{w},{h} extends past the {iw}x{ih} image')
   return Box(x, y, w, h)
+
+
+def _is_number(v) -> bool:
+  return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _four_numbers(value, name: str, form: str) -> list:
+  """The four numbers of a crop given from Python, or a GeometryError saying what was expected."""
+  if isinstance(value, (str, bytes)) or not hasattr(value, '__len__') or len(value) != 4:
+    raise GeometryError(f'{name} {_short(value)}: expected {form}, four numbers')
+  values = list(value)
+  if not all(_is_number(v) and math.isfinite(v) for v in values):
+    raise GeometryError(f'{name} {_short(value)}: expected {form}, four numbers')
+  return values
+
+
+def _short(value, limit: int = 60) -> str:
+  text = repr(value)
+  return text if len(text) <= limit else text[: limit - 3] + '...'
+
+
+def check_crop(crop):
+  """A crop given from Python or parsed: None, or four finite numbers (checked before any decoding)."""
+  if crop is not None:
+    _four_numbers(crop, 'crop', '(x, y, w, h)')
+  return crop
+
+
+def check_size(size) -> tuple[int, int]:
+  """A size given from Python: (width, height) of positive whole numbers."""
+  if isinstance(size, (str, bytes)) or not hasattr(size, '__len__') or len(size) != 2:
+    raise GeometryError(f'size {_short(size)}: expected (width, height) or "WxH"')
+  if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in size):
+    raise GeometryError(f'size {_short(size)}: width and height must be whole numbers')
+  w, h = int(size[0]), int(size[1])
+  if w < 1 or h < 1:
+    raise GeometryError(f'size {w}x{h}: width and height must be positive')
+  return w, h
+
+
+def check_scale(scale) -> float:
+  """A factor given from Python: a positive finite number."""
+  if not _is_number(scale) or not math.isfinite(scale) or scale <= 0:
+    raise GeometryError(f'scale {_short(scale)}: must be a positive number')
+  return float(scale)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -93,13 +139,8 @@ def output_size(crop_wh, *, scale: float | None = None, size=None) -> tuple[int,
   if size is not None and scale is not None:
     raise GeometryError('give a scale or a size, not both')
   if size is not None:
-    w, h = int(size[0]), int(size[1])
-    if w < 1 or h < 1:
-      raise GeometryError(f'size {w}x{h}: width and height must be positive')
-    return w, h
-  scale = 1.0 if scale is None else float(scale)
-  if not math.isfinite(scale) or scale <= 0:
-    raise GeometryError(f'scale {scale:g}: must be a positive number')
+    return check_size(size)
+  scale = 1.0 if scale is None else check_scale(scale)
   return max(1, round(crop_wh[0] * scale)), max(1, round(crop_wh[1] * scale))
 
 

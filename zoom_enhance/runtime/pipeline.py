@@ -7,6 +7,8 @@ with it and, under 'zoom_enhance', the `Report` of what ran.
 """
 
 import dataclasses
+import logging
+import numbers
 import os
 import time
 from typing import Callable
@@ -22,6 +24,8 @@ from zoom_enhance.runtime import engine as engine_lib
 from zoom_enhance.runtime import geometry
 from zoom_enhance.runtime import tiling
 
+logger = logging.getLogger('zoom_enhance.runtime')
+
 DEFAULT_BUNDLE = files.asset_path('default_bundle')
 
 # Largest result, in pixels: 400 MP of uint8 RGB is 1.2 GB.
@@ -34,7 +38,7 @@ class Report:
 
   source: str
   accelerator: str  # 'npu', 'gpu', 'cpu' or 'delegate': what actually ran
-  detail: str  # runtime, threads or delegate library
+  runtime: str  # runtime, threads or delegate library
   variant: str  # the bundle's model key: fp32, fp16, int8, ...
   fallbacks: tuple  # 'npu: reason' for accelerators passed over
   crop: tuple  # (x, y, w, h) in the upright image
@@ -44,6 +48,7 @@ class Report:
   resampled: bool  # Lanczos took model_size to output_size (factor outside the bundle's range)
   steps: int
   strength: float
+  detail: float  # scale of the starting noise: 0 fidelity, 1 all the drawn detail
   seed: int
   tiles: int
   seconds: float
@@ -54,7 +59,7 @@ class Report:
     resample = f', Lanczos from {self.model_size[0]}x{self.model_size[1]}' if self.resampled else ''
     return (
       f'{self.crop[2]}x{self.crop[3]} -> {w}x{h} (x{self.model_scale:.3g} model{resample}), '
-      f'{self.tiles} tiles on {self.accelerator} ({self.detail}), model {self.variant}, '
+      f'{self.tiles} tiles on {self.accelerator} ({self.runtime}), model {self.variant}, '
       f'{self.seconds:.2f} s ({per_mp:.2f} s/MP)'
     )
 
@@ -71,6 +76,23 @@ def resolve_bundle(path=None) -> str:
   )
 
 
+def _whole(value, name: str, low: int, *, none_ok: bool = False):
+  """A whole-number option given from Python or the command line, checked before any work."""
+  if value is None and none_ok:
+    return None
+  if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+    raise errors.ConfigError(f'{name} {value!r}: must be a whole number >= {low}')
+  return int(value)
+
+
+def _fraction(value, name: str, what: str):
+  """A number in [0, 1] given from Python or the command line."""
+  if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0.0 <= float(value) <= 1.0:
+    shown = f'{value:g}' if isinstance(value, numbers.Real) and not isinstance(value, bool) else repr(value)
+    raise errors.ConfigError(f'{name} {shown}: must be in [0, 1] ({what})')
+  return float(value)
+
+
 class Enhancer:
   """A bundle loaded on an accelerator, ready for many photos. Use as a context manager or call close()."""
 
@@ -85,6 +107,11 @@ class Enhancer:
     tile: int | None = None,
     steps: int | None = None,
   ):
+    threads = _whole(threads, 'threads', 1, none_ok=True)
+    if threads is not None and threads > 4 * (os.cpu_count() or 1):
+      logger.warning(
+        '%d threads on %d cores: more threads than cores make LiteRT slower', threads, os.cpu_count()
+      )
     self.bundle_dir = resolve_bundle(bundle)
     self.manifest = bundle_lib.load_manifest(self.bundle_dir)
     self.tile = int(self.manifest['tile']['size'])
@@ -93,6 +120,8 @@ class Enhancer:
     self.scale_range = tuple(float(v) for v in self.manifest['scale_range'])
     # Bundles before 'used' was measured draw noise.
     self.noise_used = bool(self.manifest.get('inputs', {}).get('noise', {}).get('used', True))
+    # The detail a bundle's export chose (bundles before the control: 1, a full sample).
+    self.default_detail = float(self.manifest.get('detail', {}).get('default', 1.0))
     if tile is not None and int(tile) != self.tile:
       # Checked on LiteRT 2.3: the models have static shapes. CompiledModel's
       # strict resize refuses them; the non-strict one fails in XNNPACK; the
@@ -131,6 +160,23 @@ class Enhancer:
     """The largest factor the model was trained for."""
     return self.scale_range[1]
 
+  @staticmethod
+  def _plan_output(source, image_wh, crop, scale, size, max_output_pixels, check_output):
+    """(crop box, result size) of an image of `image_wh`, checked against the limits; errors name `source`."""
+    try:
+      box = geometry.resolve_crop(crop, image_wh)
+      out_wh = geometry.output_size((box.w, box.h), scale=scale, size=size)
+    except geometry.GeometryError as e:
+      raise geometry.GeometryError(f'{source}: {e}') from None
+    if out_wh[0] * out_wh[1] > max_output_pixels:
+      raise geometry.GeometryError(
+        f'{source}: the result would be {out_wh[0]}x{out_wh[1]}, over '
+        f'{max_output_pixels / 1e6:g} MP; choose a smaller --scale or --size'
+      )
+    if check_output is not None:
+      check_output(out_wh)
+    return box, out_wh
+
   def count_tiles(self, model_wh) -> int:
     return tiling.count_tiles((model_wh[1], model_wh[0]), self.tile, self.overlap)
 
@@ -142,11 +188,13 @@ class Enhancer:
     scale: float | None = None,
     size=None,
     strength: float = 1.0,
+    detail: float | None = None,
     seed: int = 0,
     max_pixels: int = photo_lib.MAX_PIXELS,
     max_output_pixels: int = MAX_OUTPUT_PIXELS,
     on_start: Callable[[int], None] | None = None,
     on_tile: Callable[[], None] | None = None,
+    check_output: Callable[[tuple], None] | None = None,
   ) -> Image.Image:
     """Enhances a path or PIL image; returns a PIL image (see the module docstring for its info).
 
@@ -156,30 +204,41 @@ class Enhancer:
     scale / size: the factor, or the output (width, height) or 'WxH'; neither
       gives the bundle's largest factor.
     strength: 0 is the plain bicubic enlargement, 1 the model's output.
+    detail: 0 is the model's fidelity output (the best PSNR, the same for
+      every seed), 1 all the detail it draws; None is the bundle's default.
+      A bundle whose noise is unused gives the same output for every value.
     on_start(tiles), on_tile(): progress callbacks.
+    check_output((w, h)): raises if the result cannot be written (a format's
+      size limit); called before decoding when the file's header tells the
+      size, and again once the photo is decoded.
     """
     t0 = time.perf_counter()
     if self.engine is None:
       raise errors.ZoomEnhanceError('this Enhancer is closed')
-    if not 0.0 <= float(strength) <= 1.0:
-      raise errors.ConfigError(f'strength {strength:g}: must be in [0, 1]')
-    if isinstance(crop, str):
-      crop = geometry.parse_crop(crop)
-    if isinstance(size, str):
-      size = geometry.parse_size(size)
+    strength = _fraction(strength, 'strength', '0 bicubic, 1 the model')
+    detail = (
+      self.default_detail
+      if detail is None
+      else _fraction(detail, 'detail', '0 fidelity, 1 all the drawn detail')
+    )
+    seed = _whole(seed, 'seed', 0)
+    max_pixels = _whole(max_pixels, 'max_pixels', 1)
+    max_output_pixels = _whole(max_output_pixels, 'max_output_pixels', 1)
+    crop = geometry.check_crop(geometry.parse_crop(crop) if isinstance(crop, str) else crop)
+    if size is not None:
+      size = geometry.parse_size(size) if isinstance(size, str) else geometry.check_size(size)
+    if scale is not None:
+      scale = geometry.check_scale(scale)
     if scale is None and size is None:
       scale = self.default_scale()
+    # The result's size from the file's header first: a result over the limits is refused before decoding.
+    header = photo_lib.upright_size(image)
+    if header is not None and header[0] * header[1] <= max_pixels:
+      self._plan_output(os.fspath(image), header, crop, scale, size, max_output_pixels, check_output)
     photo = photo_lib.open_photo(image, max_pixels=max_pixels)
-    try:
-      box = geometry.resolve_crop(crop, photo.size)
-      out_wh = geometry.output_size((box.w, box.h), scale=scale, size=size)
-    except geometry.GeometryError as e:
-      raise geometry.GeometryError(f'{photo.source}: {e}') from None
-    if out_wh[0] * out_wh[1] > max_output_pixels:
-      raise geometry.GeometryError(
-        f'{photo.source}: the result would be {out_wh[0]}x{out_wh[1]}, over '
-        f'{max_output_pixels / 1e6:g} MP; choose a smaller --scale or --size'
-      )
+    box, out_wh = self._plan_output(
+      photo.source, photo.size, crop, scale, size, max_output_pixels, check_output
+    )
     plan = geometry.plan((box.w, box.h), out_wh, self.scale_range)
     lr = photo.rgb[box.y : box.y + box.h, box.x : box.x + box.w]
     tiles = self.count_tiles(plan.model_wh)
@@ -194,6 +253,7 @@ class Enhancer:
       scale=plan.model_scale,
       seed=seed,
       strength=float(strength),
+      detail=detail,
       noise_used=self.noise_used,
       on_tile=on_tile,
     )
@@ -214,7 +274,7 @@ class Enhancer:
     result.info['zoom_enhance'] = Report(
       source=photo.source,
       accelerator=eng.accelerator,
-      detail=eng.detail,
+      runtime=eng.runtime,
       variant=eng.variant,
       fallbacks=tuple(eng.fallbacks),
       crop=(box.x, box.y, box.w, box.h),
@@ -224,6 +284,7 @@ class Enhancer:
       resampled=plan.resample,
       steps=self.steps,
       strength=float(strength),
+      detail=detail,
       seed=int(seed),
       tiles=tiles,
       seconds=time.perf_counter() - t0,
@@ -242,6 +303,7 @@ def enhance(
   quant: str | None = None,
   delegate: str | None = None,
   strength: float = 1.0,
+  detail: float | None = None,
   steps: int | None = None,
   seed: int = 0,
   threads: int | None = None,
@@ -255,4 +317,6 @@ def enhance(
   with Enhancer(
     bundle, accelerator=accelerator, quant=quant, delegate=delegate, threads=threads, steps=steps
   ) as enhancer:
-    return enhancer.enhance(image, crop=crop, scale=scale, size=size, strength=strength, seed=seed)
+    return enhancer.enhance(
+      image, crop=crop, scale=scale, size=size, strength=strength, detail=detail, seed=seed
+    )

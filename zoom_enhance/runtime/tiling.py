@@ -121,6 +121,7 @@ def enhance_tiled(
   scale: float,
   seed: int = 0,
   strength: float = 1.0,
+  detail: float = 1.0,
   noise_used: bool = True,
   on_tile: Callable[[], None] | None = None,
 ) -> np.ndarray:
@@ -129,16 +130,21 @@ def enhance_tiled(
   run_tile(lr_up, noise, scale) takes and returns float32 (1, T, T, 3) in
   [-1, 1]. `strength` mixes each pixel between the bicubic upsampling (0) and
   the model (1). Images smaller than a tile are mirror-padded, run, cropped.
+  `detail` scales the starting noise (the sampler's temperature): 0 is the
+  deterministic fidelity output, 1 draws all the detail the model learned.
   With `noise_used` False (a bundle whose export measured that its output
-  does not move with the noise) every tile gets zeros instead of drawn noise.
+  does not move with the noise) or detail 0, every tile gets zeros instead
+  of drawn noise.
   """
   out_h, out_w = out_hw
   ys, xs = tile_starts(out_h, tile, overlap), tile_starts(out_w, tile, overlap)
   canvas_w = max(out_w, tile)
   wx = [edge_weights(tile, overlap, x > 0, x + tile < out_w) for x in xs]
   up = resample.LrUpStrips(lr_uint8, out_hw)
-  noise = NoiseField(seed) if noise_used else None
-  zeros = None if noise_used else np.zeros((tile, tile, 3), np.float32)
+  draw = noise_used and detail != 0.0
+  noise = NoiseField(seed) if draw else None
+  zeros = None if draw else np.zeros((tile, tile, 3), np.float32)
+  detail = np.float32(detail)
   scale_in = np.array([scale], np.float32)
   result = np.empty((out_h, out_w, 3), np.uint8)
   # Accumulators for the rows of the current strip only: [top, top + tile).
@@ -158,6 +164,8 @@ def enhance_tiled(
     for col, x in enumerate(xs):
       lr_tile = lr_strip[:, x : x + tile]
       z = zeros if noise is None else noise.region(y, x, tile, tile)
+      if noise is not None and detail != 1.0:
+        z = z * detail
       out = np.asarray(run_tile(lr_tile[None], z[None], scale_in), np.float32)[0]
       if strength != 1.0:
         out = lr_tile + np.float32(strength) * (out - lr_tile)

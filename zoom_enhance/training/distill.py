@@ -13,10 +13,12 @@ scored (distill_report.py) and distill_report.json is rewritten.
 
 import functools
 import logging
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from zoom_enhance import errors
 from zoom_enhance.data import sources
@@ -27,49 +29,151 @@ from zoom_enhance.training import checkpoint
 from zoom_enhance.training import config as config_lib
 from zoom_enhance.training import distill_report
 from zoom_enhance.training import distributed
+from zoom_enhance.training import perceptual
 from zoom_enhance.training import train
 
+# Modules a student adds to its teacher (zero-initialised; see unet.UNet).
+NEW_STUDENT_MODULES = ('noise_in', 'noise_out')
 
-def teacher_target(diff: diffusion.Diffusion, teacher, x, rng_i, rng_eps, student_steps):
-  """(x_target, z_t, logsnr_t): the x whose one student DDIM step from z_t lands where two teacher steps do.
+
+def training_detail(rng, batch: int):
+  """Per-example detail D = clip(1.4 u - 0.2, 0, 1), u ~ U(0, 1): 1/7 at 0, 1/7 at 1, the rest uniform.
+
+  The sampler starts from z_1 = D * eps (Sampler.sample's temperature):
+  D = 0 is the deterministic fidelity end, D = 1 a full sample.
+  """
+  return jnp.clip(1.4 * jax.random.uniform(rng, (batch,)) - 0.2, 0.0, 1.0)
+
+
+class Target(NamedTuple):
+  """What the student is scored against at one (z_t, t) per example."""
+
+  x: jax.Array  # the x whose one student DDIM step from z_t lands where two teacher steps do
+  z: jax.Array  # z_t
+  logsnr: jax.Array  # logsnr(t)
+  final: jax.Array  # True where the step ends at t = 0, so that x is the sampler's output image
+  detail: jax.Array  # D of the examples that start at t = 1 (1 elsewhere)
+
+
+def teacher_target(diff: diffusion.Diffusion, teacher, x, rng, student_steps, train_detail: bool) -> Target:
+  """The student's target: two teacher DDIM steps from z_t, read as one student step.
 
   For each example: i ~ U{1..N_s} (stratified over the batch), t = i / N_s,
-  t' = t - 1 / (2 N_s), t'' = t - 1 / N_s; z_t = alpha_t x + sigma_t eps;
-  z_t' and z_t'' are two teacher DDIM steps (teacher(z, logsnr) -> (x_hat,
-  eps_hat), with the sampler's clipping); the target is
-  distill_x_target(z_t, z_t'').
+  t' = t - 1 / (2 N_s), t'' = t - 1 / N_s; z_t = alpha_t x + sigma_t eps,
+  except at t = 1 with train_detail, where z_1 = D eps as the sampler starts
+  (D from training_detail); z_t' and z_t'' are two teacher DDIM steps
+  (teacher(z, logsnr) -> (x_hat, eps_hat), with the sampler's clipping); the
+  target is distill_x_target(z_t, z_t'').
   """
+  rng_i, rng_eps, rng_detail = jax.random.split(rng, 3)
   n = student_steps
   i = jnp.floor(diffusion.low_discrepancy_times(rng_i, x.shape[0]) * n) + 1.0
   logsnr_t, logsnr_mid, logsnr_s = diff.logsnr(i / n), diff.logsnr((i - 0.5) / n), diff.logsnr((i - 1.0) / n)
-  z_t = diffusion.diffuse(x=x, eps=jax.random.normal(rng_eps, x.shape), logsnr=logsnr_t)
+  eps = jax.random.normal(rng_eps, x.shape)
+  z_t = diffusion.diffuse(x=x, eps=eps, logsnr=logsnr_t)
+  detail = jnp.ones_like(i)
+  if train_detail:
+    detail = jnp.where(i == n, training_detail(rng_detail, x.shape[0]), 1.0)
+    z_t = jnp.where((i == n)[:, None, None, None], detail[:, None, None, None] * eps, z_t)
   x1, e1 = teacher(z_t, logsnr_t)
   z_mid = diffusion.ddim_step(x_pred=x1, eps_pred=e1, logsnr_s=logsnr_mid)
   x2, e2 = teacher(z_mid, logsnr_mid)
   z_s = diffusion.ddim_step(x_pred=x2, eps_pred=e2, logsnr_s=logsnr_s)
   target = diffusion.distill_x_target(z_t=z_t, z_s=z_s, logsnr_t=logsnr_t, logsnr_s=logsnr_s)
-  return jax.lax.stop_gradient(target), z_t, logsnr_t
+  return Target(jax.lax.stop_gradient(target), z_t, logsnr_t, i == 1.0, detail)
 
 
-def distill_loss(params, batch, rng, teacher_params, *, model, diff: diffusion.Diffusion):
-  """The student's denoising loss against the teacher's two-step target (teacher_target)."""
-  rng_i, rng_eps, rng_drop = jax.random.split(rng, 3)
+def image_loss(vgg, student_img, target_img, hr, detail, weights):
+  """Per example: w_l1 |s - T|_1 + w_lpips LPIPS_vgg(s, T) + w_hr D LPIPS_vgg(s, HR), images in [-1, 1].
+
+  T is the teacher's output image, HR the ground truth; its term grows with
+  the detail D, so the fidelity end (D = 0) stays the teacher's.
+  """
+  l1_w, lpips_w, hr_w = weights
+  feats = perceptual.vgg_features(vgg, student_img)
+  loss = l1_w * jnp.mean(jnp.abs(student_img - target_img), axis=(1, 2, 3))
+  if lpips_w:
+    loss = loss + lpips_w * perceptual.lpips_distance(vgg, feats, perceptual.vgg_features(vgg, target_img))
+  if hr_w:
+    loss = loss + hr_w * detail * perceptual.lpips_distance(vgg, feats, perceptual.vgg_features(vgg, hr))
+  return loss
+
+
+def distill_loss(
+  params,
+  batch,
+  rng,
+  teacher_params,
+  *,
+  model,
+  diff: diffusion.Diffusion,
+  train_detail=False,
+  fidelity_from_data=False,
+  vgg=None,
+  weights=(),
+):
+  """The student against the teacher's two-step target (teacher_target).
+
+  Without `vgg`: the config's weighted x-space squared error everywhere
+  (Salimans & Ho). With it: where the step ends at t = 0 the target is an
+  image and the loss is image_loss of the decoded, clipped images; elsewhere
+  the squared error. With `fidelity_from_data`, the examples at detail 0
+  whose step ends at t = 0 learn the data instead: |x_pred - x|^2, whose
+  minimiser is the posterior mean E[x | LR], the best-PSNR output.
+  """
+  rng_target, rng_drop = jax.random.split(rng)
   lr_up, scale = batch['lr_up'], batch['scale']
   teacher = sampler.make_denoise_fn(model, diff, teacher_params, lr_up, scale)
-  x_target, z, logsnr = teacher_target(
-    diff, teacher, diff.encode(batch['hr'], lr_up), rng_i, rng_eps, batch['student_steps']
-  )
-  return train.denoising_loss(
+  x_data = diff.encode(batch['hr'], lr_up)
+  target = teacher_target(diff, teacher, x_data, rng_target, batch['student_steps'], train_detail)
+  x_pred = train.predict_x(
     params,
     model=model,
     diff=diff,
-    x_target=x_target,
-    z=z,
-    logsnr=logsnr,
+    z=target.z,
+    logsnr=target.logsnr,
     lr_up=lr_up,
     scale=scale,
     rng_dropout=rng_drop,
   )
+  weight = diffusion.LOSS_WEIGHTINGS[diff.loss_weighting](target.logsnr)
+  loss = weight * jnp.mean(jnp.square(x_pred - target.x), axis=(1, 2, 3))
+  if vgg is not None:
+    image = lambda x: jnp.clip(diff.decode(x, lr_up), -1.0, 1.0)  # noqa: E731
+    per_image = image_loss(vgg, image(x_pred), image(target.x), batch['hr'], target.detail, weights)
+    loss = jnp.where(target.final, per_image, loss)
+  if fidelity_from_data:
+    data_mse = jnp.mean(jnp.square(x_pred - x_data), axis=(1, 2, 3))
+    loss = jnp.where(target.final & (target.detail == 0.0), data_mse, loss)
+  return jnp.mean(loss)
+
+
+def student_params(teacher, like):
+  """The teacher's parameters in the student's tree `like`: leaves the teacher lacks are zeros.
+
+  The student may add model.direct_noise's zero-initialised input convolutions
+  to a gated teacher; with them at zero it computes exactly the teacher's function.
+  """
+  flat_teacher = traverse_util.flatten_dict(teacher)
+  flat_like = traverse_util.flatten_dict(like)
+  extra = sorted('/'.join(k) for k in set(flat_teacher) - set(flat_like))
+  if extra:
+    raise errors.ConfigError(f'the teacher has parameters the student lacks: {", ".join(extra)}')
+  out = {}
+  for key, leaf in flat_like.items():
+    got = flat_teacher.get(key)
+    if got is None:
+      if key[0] not in NEW_STUDENT_MODULES:
+        raise errors.ConfigError(f'the teacher lacks parameter {"/".join(key)} (another model variant?)')
+      out[key] = np.zeros(leaf.shape, leaf.dtype)
+    elif tuple(got.shape) != tuple(leaf.shape):
+      raise errors.ConfigError(
+        f'teacher parameter {"/".join(key)} is shaped {tuple(got.shape)}, '
+        f'the student needs {tuple(leaf.shape)}'
+      )
+    else:
+      out[key] = got
+  return traverse_util.unflatten_dict(out)
 
 
 def _teacher_step(config):
@@ -82,7 +186,10 @@ def prepare_config(config):
     raise errors.ConfigError("set --config.distill.teacher_workdir to the teacher's training workdir")
   teacher_config = checkpoint.restore_config(config.distill.teacher_workdir, _teacher_step(config))
   with config.unlocked():
+    direct_noise = config.model.direct_noise or teacher_config.model.direct_noise
     config.model = teacher_config.model
+    # The student may add the ungated noise input the teacher lacks (student_params).
+    config.model.direct_noise = direct_noise
     for key in ('logsnr_min', 'logsnr_max', 'prediction', 'residual', 'residual_scale'):
       config.diffusion[key] = teacher_config.diffusion[key]
   if config.diffusion.prediction == 'eps':
@@ -124,7 +231,16 @@ class DistillTask(train.Task):
     super().__init__(config)
     self.tx, round_lr = train.make_optimizer(round_train)
     self.lr_fn = lambda step: round_lr(step % self.per_round)
-    self.loss_fn = functools.partial(distill_loss, model=self.model, diff=self.diffusion)
+    d = config.distill
+    self.loss_fn = functools.partial(
+      distill_loss,
+      model=self.model,
+      diff=self.diffusion,
+      train_detail=d.train_detail,
+      fidelity_from_data=d.fidelity_from_data,
+      vgg=perceptual.load_vgg_lpips() if d.loss == 'perceptual' else None,
+      weights=(d.l1_weight, d.lpips_weight, d.hr_lpips_weight),
+    )
     self._teacher = None
     self._next_round = None
     self.evaluator = None
@@ -165,11 +281,13 @@ class DistillTask(train.Task):
     )
 
   def teacher_params(self):
-    """The original teacher's EMA parameters (host arrays), restored once."""
+    """The original teacher's EMA parameters (host arrays) in the student's tree, restored once."""
     if self._teacher is None:
-      self._teacher, _, teacher_step = checkpoint.restore_params(
+      restored, _, teacher_step = checkpoint.restore_params(
         self.config.distill.teacher_workdir, _teacher_step(self.config)
       )
+      like = jax.eval_shape(self.init, jax.random.PRNGKey(0)).params
+      self._teacher = student_params(restored, like)
       logging.info('teacher: %s at step %d', self.config.distill.teacher_workdir, teacher_step)
     return self._teacher
 

