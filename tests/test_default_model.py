@@ -69,3 +69,26 @@ def test_the_default_model_beats_bicubic_on_real_photos(default_enhancer, degrad
     bic = resample.bicubic_uint8(lr, hr.shape[:2])
     gains.append(metrics.psnr_y(sr, hr, 4) - metrics.psnr_y(bic, hr, 4))
   assert min(gains) > 0.0, gains
+
+
+def test_the_weights_behind_the_default_model_ship_intact_and_fit_their_model():
+  """zoom_enhance/assets/weights/: the teacher's EMA parameters (what distillation and fine-tuning start from)
+  read with their checksum and config, leaf for leaf the shapes of the model the config builds."""
+  import jax
+  import jax.numpy as jnp
+
+  from zoom_enhance.model import unet
+  from zoom_enhance.training import checkpoint
+
+  root = files.asset_path('weights')
+  size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs)
+  assert size <= 15 * 2**20, size
+  params, config, step = checkpoint.restore_params(os.path.join(root, 'default_teacher'))
+  assert config.model.variant == 'mobile' and not config.model.direct_noise and step > 0
+  x = jnp.zeros((1, 64, 64, 3))
+  like = jax.eval_shape(unet.from_config(config).init, jax.random.PRNGKey(0), x, x, jnp.zeros(1), jnp.ones(1))
+  want = {
+    jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_flatten_with_path(like['params'])[0]
+  }
+  got = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+  assert got == want

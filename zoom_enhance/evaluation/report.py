@@ -94,7 +94,7 @@ def plot_fidelity_detail(path: str, means: dict, title: str = '') -> str | None:
       ax.annotate(
         f'detail {d:g}', (v['lpips'], v['psnr_y']), textcoords='offset points', xytext=(6, -10), fontsize=8
       )
-    ax.legend(loc='lower left')
+    ax.legend(loc='best')
   ax.set(
     xlabel='LPIPS (AlexNet), lower = closer in appearance',
     ylabel='PSNR-Y (dB), higher = closer in pixels',
