@@ -227,13 +227,11 @@ def load_rgb(source, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
 def _decode(im: Image.Image, where: str) -> Photo:
   exif = im.getexif()
-  orientation = exif.get(ExifTags.Base.Orientation)
-  if isinstance(orientation, (str, bytes)):
-    # Written as text by some tools ('6'): read as the number it spells, else dropped.
-    text = orientation.decode('latin-1') if isinstance(orientation, bytes) else orientation
-    text = text.strip().strip('\x00')
-    if text.isdigit() and 1 <= int(text) <= 8:
-      exif[ExifTags.Base.Orientation] = int(text)
+  if isinstance(exif.get(ExifTags.Base.Orientation), (str, bytes)):
+    # Written as text by some tools ('6'): the number it spells, which exif_transpose then applies.
+    orientation = _orientation(exif)
+    if orientation:
+      exif[ExifTags.Base.Orientation] = orientation
     else:
       del exif[ExifTags.Base.Orientation]
   icc = im.info.get('icc_profile') or None
@@ -354,12 +352,21 @@ def upright_size(source) -> tuple[int, int] | None:
       im = Image.open(source)
     with im:
       w, h = im.size
-      orientation = im.getexif().get(ExifTags.Base.Orientation)
+      orientation = _orientation(im.getexif())
   except Exception:  # whatever the header holds, decoding reports it properly
     return None
-  if str(orientation).strip().strip('\x00') in ('5', '6', '7', '8'):
-    w, h = h, w
-  return w, h
+  return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def _orientation(exif: Image.Exif) -> int | None:
+  """The EXIF orientation 1-8, also when a tool wrote it as text ('6'); None when absent or not one."""
+  value = exif.get(ExifTags.Base.Orientation)
+  if isinstance(value, bytes):
+    value = value.decode('latin-1')
+  if isinstance(value, str):
+    value = value.strip().strip('\x00')
+    value = int(value) if value.isdigit() else None
+  return value if isinstance(value, int) and 1 <= value <= 8 else None
 
 
 def format_for(path) -> str:

@@ -154,10 +154,15 @@ def snr_trunc(logsnr):
 LOSS_WEIGHTINGS = {'snr_plus_one': snr_plus_one, 'snr_trunc': snr_trunc}
 
 
-def weighted_x_loss(*, x_pred, x_target, logsnr, weighting):
-  """mean_b w(logsnr_b) * mean_pixels (x_pred - x_target)^2, w one of LOSS_WEIGHTINGS."""
+def weighted_x_errors(*, x_pred, x_target, logsnr, weighting):
+  """Per example b: w(logsnr_b) * mean_pixels (x_pred - x_target)^2, w one of LOSS_WEIGHTINGS."""
   per_example = jnp.mean(jnp.square(x_pred - x_target), axis=tuple(range(1, x_pred.ndim)))
-  return jnp.mean(LOSS_WEIGHTINGS[weighting](logsnr) * per_example)
+  return LOSS_WEIGHTINGS[weighting](logsnr) * per_example
+
+
+def weighted_x_loss(*, x_pred, x_target, logsnr, weighting):
+  """mean_b of weighted_x_errors."""
+  return jnp.mean(weighted_x_errors(x_pred=x_pred, x_target=x_target, logsnr=logsnr, weighting=weighting))
 
 
 def ddim_step(*, x_pred, eps_pred, logsnr_s):

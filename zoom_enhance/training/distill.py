@@ -18,7 +18,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import traverse_util
 
 from zoom_enhance import errors
 from zoom_enhance.data import sources
@@ -31,6 +30,7 @@ from zoom_enhance.training import distill_report
 from zoom_enhance.training import distributed
 from zoom_enhance.training import perceptual
 from zoom_enhance.training import train
+from zoom_enhance.training import weights
 
 # Modules a student adds to its teacher (zero-initialised; see unet.UNet).
 NEW_STUDENT_MODULES = ('noise_in', 'noise_out')
@@ -136,8 +136,9 @@ def distill_loss(
     scale=scale,
     rng_dropout=rng_drop,
   )
-  weight = diffusion.LOSS_WEIGHTINGS[diff.loss_weighting](target.logsnr)
-  loss = weight * jnp.mean(jnp.square(x_pred - target.x), axis=(1, 2, 3))
+  loss = diffusion.weighted_x_errors(
+    x_pred=x_pred, x_target=target.x, logsnr=target.logsnr, weighting=diff.loss_weighting
+  )
   if vgg is not None:
     image = lambda x: jnp.clip(diff.decode(x, lr_up), -1.0, 1.0)  # noqa: E731
     per_image = image_loss(vgg, image(x_pred), image(target.x), batch['hr'], target.detail, weights)
@@ -149,31 +150,15 @@ def distill_loss(
 
 
 def student_params(teacher, like):
-  """The teacher's parameters in the student's tree `like`: leaves the teacher lacks are zeros.
+  """The teacher's parameters in the student's tree `like`: the modules the student adds are zeros.
 
   The student may add model.direct_noise's zero-initialised input convolutions
   to a gated teacher; with them at zero it computes exactly the teacher's function.
   """
-  flat_teacher = traverse_util.flatten_dict(teacher)
-  flat_like = traverse_util.flatten_dict(like)
-  extra = sorted('/'.join(k) for k in set(flat_teacher) - set(flat_like))
-  if extra:
-    raise errors.ConfigError(f'the teacher has parameters the student lacks: {", ".join(extra)}')
-  out = {}
-  for key, leaf in flat_like.items():
-    got = flat_teacher.get(key)
-    if got is None:
-      if key[0] not in NEW_STUDENT_MODULES:
-        raise errors.ConfigError(f'the teacher lacks parameter {"/".join(key)} (another model variant?)')
-      out[key] = np.zeros(leaf.shape, leaf.dtype)
-    elif tuple(got.shape) != tuple(leaf.shape):
-      raise errors.ConfigError(
-        f'teacher parameter {"/".join(key)} is shaped {tuple(got.shape)}, '
-        f'the student needs {tuple(leaf.shape)}'
-      )
-    else:
-      out[key] = got
-  return traverse_util.unflatten_dict(out)
+  params, problem = weights.fit_params(teacher, like, zero_fill=NEW_STUDENT_MODULES)
+  if problem:
+    raise errors.ConfigError(f"the teacher's {problem} (another model variant?)")
+  return params
 
 
 def _teacher_step(config):

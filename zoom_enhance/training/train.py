@@ -36,6 +36,7 @@ from zoom_enhance.training import config as config_lib
 from zoom_enhance.training import distributed
 from zoom_enhance.training import metrics_log
 from zoom_enhance.training import sharding
+from zoom_enhance.training import weights
 
 
 class TrainingError(errors.ZoomEnhanceError):
@@ -78,21 +79,13 @@ def init_state(rng, *, model, tx, patch_size: int) -> TrainState:
 
 
 def initial_params(workdir: str, like):
-  """The latest EMA parameters of training workdir `workdir`, checked against the tree `like`."""
-  params, _, step = checkpoint.restore_params(workdir)
-  want = jax.tree_util.tree_flatten_with_path(like)[0]
-  got = dict(jax.tree_util.tree_flatten_with_path(params)[0])
-  for path, leaf in want:
-    found = got.get(path)
-    if found is None or tuple(found.shape) != tuple(leaf.shape):
-      name = jax.tree_util.keystr(path)
-      have = 'missing' if found is None else f'shaped {tuple(found.shape)}'
-      raise TrainingError(
-        f'train.init_from={workdir}: its parameter {name} is {have}, this model needs '
-        f'{tuple(leaf.shape)} (is model.variant the one it was trained with?)'
-      )
-  if len(got) != len(want):
-    raise TrainingError(f'train.init_from={workdir}: it has parameters this model lacks (another variant?)')
+  """The EMA parameters of a workdir or weights directory, checked against the tree `like`."""
+  restored, _, step = checkpoint.restore_params(workdir)
+  params, problem = weights.fit_params(restored, like)
+  if problem:
+    raise TrainingError(
+      f'train.init_from={workdir}: its {problem} (is model.variant the one it was trained with?)'
+    )
   logging.info('starting from the EMA parameters of %s (step %d)', workdir, step)
   return params
 

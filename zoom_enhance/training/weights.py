@@ -22,6 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 from flax import serialization
+from flax import traverse_util
 
 from zoom_enhance import errors
 from zoom_enhance.imaging import files
@@ -33,6 +34,33 @@ INFO = 'weights.json'
 
 class WeightsError(errors.ZoomEnhanceError):
   """A weights directory is incomplete or damaged."""
+
+
+def fit_params(params, like, *, zero_fill=()) -> tuple[dict, str | None]:
+  """`params` in the tree `like` (arrays or shape structs): (tree, None), or (None, what does not fit).
+
+  What does not fit is a phrase naming the first parameter: 'parameter A/B is
+  missing', 'parameter A/B is shaped (..), the model needs (..)', or
+  'parameters the model lacks: ...'. Parameters under a top-level module named
+  in `zero_fill` that `params` lacks become zeros (a student's new,
+  zero-initialised inputs).
+  """
+  have, want = traverse_util.flatten_dict(params), traverse_util.flatten_dict(like)
+  extra = sorted('/'.join(k) for k in set(have) - set(want))
+  if extra:
+    return None, f'parameters the model lacks: {", ".join(extra)}'
+  out = {}
+  for key, leaf in want.items():
+    name, got = '/'.join(key), have.get(key)
+    if got is None and key[0] in zero_fill:
+      out[key] = np.zeros(leaf.shape, leaf.dtype)
+    elif got is None:
+      return None, f'parameter {name} is missing'
+    elif tuple(got.shape) != tuple(leaf.shape):
+      return None, f'parameter {name} is shaped {tuple(got.shape)}, the model needs {tuple(leaf.shape)}'
+    else:
+      out[key] = got
+  return traverse_util.unflatten_dict(out), None
 
 
 def is_weights_dir(path: str) -> bool:
