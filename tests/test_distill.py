@@ -158,7 +158,7 @@ def test_distillation_through_the_command_reports_held_out_photos_and_resumes_mi
       # images (and LPIPS against the ground truth), trained over the detail range.
       '--config.model.direct_noise=True', '--config.distill.loss=perceptual',
       '--config.distill.train_detail=True', '--config.distill.hr_lpips_weight=0.5',
-      '--config.distill.fidelity_from_data=True',
+      '--config.distill.fidelity_from_data=True', '--config.distill.fidelity_weight=4',
     ])  # fmt: skip
 
   caplog.set_level('INFO')
@@ -167,6 +167,7 @@ def test_distillation_through_the_command_reports_held_out_photos_and_resumes_mi
   assert report['images'] == 2 and report['reference'] == 'teacher@4'
   loss_keys = ('loss', 'l1_weight', 'lpips_weight', 'hr_lpips_weight', 'train_detail', 'fidelity_from_data')
   assert [report['loss'][k] for k in loss_keys] == ['perceptual', 1.0, 1.0, 0.5, True, True]
+  assert report['loss']['fidelity_weight'] == 4.0
   assert report['eval_source'] == f'the last 2 images of folder:{photos}, held out of distillation'
   assert any('distillation rounds are scored on 2 photos: the last 2 images' in r.getMessage()
              for r in caplog.records)  # fmt: skip

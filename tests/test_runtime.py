@@ -595,6 +595,7 @@ def test_each_bad_input_is_one_line_naming_the_file_and_leaves_no_file(bundle_di
     ((good, '--crop', '10,10,0,20'), 'chelsea.jpg: crop 10,10,0,20 has zero area'),
     ((good, '--crop', '400,250,100,100'), 'chelsea.jpg: crop 400,250,100,100 extends past the 451x300 image'),
     ((tmp_path / 'bomb.png',), 'bomb.png: 20000x20000 is 400.0 MP, over the 120 MP limit'),
+    ((good, '--max-pixels', '1000'), 'chelsea.jpg: 451x300 is 0.1 MP, over the 0.001 MP limit'),
     ((good, '--bundle', tmp_path / 'nowhere'), 'nowhere: no such bundle directory'),
     ((good, '--bundle', broken), 'zoom_enhance_fp32.tflite: checksum mismatch'),
     ((good, '--detail', '1.5'), '--detail 1.5: must be in [0, 1]'),
@@ -609,11 +610,42 @@ def test_each_bad_input_is_one_line_naming_the_file_and_leaves_no_file(bundle_di
     rc, _, err = cli(*args, '-o', out, *extra)
     assert rc == 1 and len(err) == 1, (args, err)
     assert err[0].startswith('zoom-enhance enhance: error: ') and message in err[0], (args, err)
+    assert err[0].count(os.path.basename(str(args[0]))) <= 1, err  # the file is named once
     assert os.listdir(out.parent) == [], args
+  rc, _, err = cli(good, '-o', tmp_path / 'a_file', '--bundle', bundle_dir)  # as -o /dev/null
+  assert rc == 1 and len(err) == 1 and 'a_file: exists and is not a folder' in err[0], err
   unwritable = tmp_path / 'a_file' / 'result.png'  # its folder is a file
   rc, _, err = cli(good, '--crop', '0,0,16,16', '-o', unwritable, '--bundle', bundle_dir)
   assert rc == 1 and len(err) == 1 and f'{unwritable}: cannot write' in err[0], err
   assert os.listdir(tmp_path / 'out') == []
+
+
+def test_ctrl_c_while_a_model_loads_is_one_line(bundle_dir, photo_path, tmp_path):
+  """Ctrl-C (here raised just after the CPU model compiled) is 'interrupted' and exit 130; the LiteRT objects
+  it leaves in the traceback log their destruction, which stays off stderr (-vv shows it)."""
+  code = (
+    'import sys\n'
+    'from zoom_enhance import cli\n'
+    'from zoom_enhance.runtime import engine\n'
+    'loaded = engine._CompiledBackend.__init__\n'
+    'def ctrl_c(self, *a, **k):\n'
+    '  loaded(self, *a, **k)\n'
+    '  raise KeyboardInterrupt\n'
+    'engine._CompiledBackend.__init__ = ctrl_c\n'
+    'sys.exit(cli.main())\n'
+  )
+  out = tmp_path / 'out.png'
+  for verbose, quiet in ((), True), (('-vv',), False):
+    args = ['enhance', photo_path, '-o', out, '--bundle', bundle_dir, '--accelerator', 'cpu']
+    command = [sys.executable, '-c', code, *map(str, args + list(verbose))]
+    r = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 130 and not out.exists(), r.stderr
+    if quiet:
+      assert lines == ['zoom-enhance enhance: interrupted'], r.stderr
+    else:
+      assert 'zoom-enhance enhance: interrupted' in lines, lines
+      assert any('DestroyAccelerator' in line for line in lines), lines
 
 
 def _exif_with_text_orientation(value: bytes = b'6') -> bytes:
@@ -622,10 +654,17 @@ def _exif_with_text_orientation(value: bytes = b'6') -> bytes:
   return b'Exif\x00\x00' + b'MM\x00\x2a\x00\x00\x00\x08' + struct.pack('>H', 1) + entry + b'\x00' * 4
 
 
+def _exif_pointing_past_its_end() -> bytes:
+  """EXIF with a 100-byte text tag whose offset lies past the block: Pillow warns 'Truncated File Read'."""
+  entry = struct.pack('>HHII', 0x010F, 2, 100, 0xFFF0)
+  return b'Exif\x00\x00' + b'MM\x00\x2a\x00\x00\x00\x08' + struct.pack('>H', 1) + entry + b'\x00' * 4
+
+
 def test_a_folder_survives_every_kind_of_bad_photo_and_old_temp_files(bundle_dir, photo_dir, tmp_path):
   """Good photos between a text EXIF orientation, a non-image and a result too wide for WebP: one line per bad
-  file, every good one written (the text orientation applied), temp files of a killed run removed (a live
-  writer's kept); outputs at or above the input folder, or onto the input, are refused before any work."""
+  file, every good one written (the text orientation applied; a corrupt EXIF without Pillow's warnings),
+  temp files of a killed run removed (a live writer's kept); outputs at or above the input folder, or onto the
+  input, are refused before any work."""
   src, out = tmp_path / 'in', tmp_path / 'out'
   src.mkdir()
   out.mkdir()
@@ -636,6 +675,7 @@ def test_a_folder_survives_every_kind_of_bad_photo_and_old_temp_files(bundle_dir
   (src / 'c_not_an_image.jpg').write_text('hello')
   Image.new('RGB', (4200, 4)).save(src / 'd_too_wide.png')  # x4 is 16800 px: over WebP's 16383
   small.save(src / 'e_good.png')
+  small.save(src / 'f_corrupt_exif.jpg', exif=_exif_pointing_past_its_end())  # Pillow tolerates it, warning
   stale = out / f'.e_good.webp.{2**31 - 2}.deadbeef.tmp'  # a pid that cannot be running
   live = out / f'.a_good.webp.{os.getpid()}.cafebabe.tmp'
   stale.write_bytes(b'partial')
@@ -645,7 +685,7 @@ def test_a_folder_survives_every_kind_of_bad_photo_and_old_temp_files(bundle_dir
   assert 'c_not_an_image.jpg: not an image file' in err[0]
   assert 'd_too_wide.png: ' in err[1] and 'the result would be 16800x16; WEBP stores at most 16383' in err[1]
   written = sorted(p.name for p in out.iterdir() if not p.name.startswith('.'))
-  assert written == ['a_good.webp', 'b_text_orientation.webp', 'e_good.webp']
+  assert written == ['a_good.webp', 'b_text_orientation.webp', 'e_good.webp', 'f_corrupt_exif.webp']
   with Image.open(out / 'b_text_orientation.webp') as im:
     assert im.size == (64, 96)  # upright: orientation 6 turns 24x16 into 16x24
   assert not stale.exists() and live.exists()

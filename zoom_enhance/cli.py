@@ -533,6 +533,7 @@ COMMANDS = {
 
 
 def main(argv=None) -> int:
+  as_command = argv is None
   argv = list(sys.argv if argv is None else argv)
   if len(argv) < 2 or argv[1] in ('-h', '--help'):
     print(f'usage:\n{USAGE}\n\ncommands: {", ".join(COMMANDS)}')
@@ -546,17 +547,27 @@ def main(argv=None) -> int:
   try:
     return COMMANDS[name]([prog] + argv[2:])
   except UsageError as e:
-    print(f'{prog}: error: {e}', file=sys.stderr)
-    return errors.EXIT_USAGE
+    return _last_words(f'{prog}: error: {e}', errors.EXIT_USAGE, as_command)
   except errors.Stopped as e:
-    print(f'{prog}: {e}', file=sys.stderr)
-    return errors.EXIT_PREEMPTED
+    return _last_words(f'{prog}: {e}', errors.EXIT_PREEMPTED, as_command)
   except errors.USER_ERRORS as e:
-    print(f'{prog}: error: {e}', file=sys.stderr)
-    return errors.EXIT_FAILED
+    return _last_words(f'{prog}: error: {e}', errors.EXIT_FAILED, as_command)
   except KeyboardInterrupt:
-    print(f'{prog}: interrupted', file=sys.stderr)
-    return errors.EXIT_INTERRUPTED
+    return _last_words(f'{prog}: interrupted', errors.EXIT_INTERRUPTED, as_command)
+
+
+def _last_words(message: str, status: int, as_command: bool) -> int:
+  """Prints the command's one line; then, run as a command, keeps LiteRT's destructor log off stderr.
+
+  The exception being handled may hold LiteRT objects (a model that was
+  loading), destroyed and logged as the handler ends. In-process callers
+  (tests) keep their stderr.
+  """
+  print(message, file=sys.stderr)
+  engine = sys.modules.get('zoom_enhance.runtime.engine')
+  if as_command and engine is not None:
+    engine.quiet_native_now()
+  return status
 
 
 if __name__ == '__main__':

@@ -90,9 +90,14 @@ def plot_fidelity_detail(path: str, means: dict, title: str = '') -> str | None:
     ax.plot(
       [c[1]['lpips'] for c in curve], [c[1]['psnr_y'] for c in curve], 's-', color='C3', label=curve[0][2]
     )
-    for d, v, _ in curve:
+    for i, (d, v, _) in enumerate(curve):
+      # Neighbouring detail values can land close together: their labels go below and above in turn.
       ax.annotate(
-        f'detail {d:g}', (v['lpips'], v['psnr_y']), textcoords='offset points', xytext=(6, -10), fontsize=8
+        f'detail {d:g}',
+        (v['lpips'], v['psnr_y']),
+        textcoords='offset points',
+        xytext=(4, -12 if i % 2 == 0 else 6),
+        fontsize=8,
       )
     ax.legend(loc='best')
   ax.set(

@@ -89,8 +89,8 @@ def _reason(err: Exception) -> str:
 
 
 def decode_error(path, err: Exception) -> ImageError:
-  """The ImageError ('PATH: reason') for one of DECODE_ERRORS."""
-  return ImageError(path, _reason(err))
+  """The ImageError ('PATH: reason') for one of DECODE_ERRORS; an ImageError (a ValueError) stays as it is."""
+  return err if isinstance(err, ImageError) else ImageError(path, _reason(err))
 
 
 @dataclasses.dataclass
@@ -188,8 +188,24 @@ def _array_image(a, where: str) -> Image.Image:
   return Image.fromarray(a) if a.ndim == 2 else Image.fromarray(a, _ARRAY_MODES[a.shape[2]])
 
 
+@contextlib.contextmanager
+def _pillow_warnings_logged(where: str):
+  """Pillow's warnings meanwhile (a corrupt but tolerated EXIF: 'Truncated File Read') go to the log (-v)."""
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    yield
+  for w in caught:
+    logger.info('%s: %s (tolerated)', where, errors.first_line(w.message))
+
+
 def open_photo(source, *, max_pixels: int = MAX_PIXELS) -> Photo:
   """Decodes a path, a PIL image or a uint8/uint16 array; raises ImageError ('PATH: reason')."""
+  where = os.fspath(source) if isinstance(source, (str, os.PathLike)) else f'<{type(source).__name__}>'
+  with _pillow_warnings_logged(where):
+    return _open_photo(source, max_pixels)
+
+
+def _open_photo(source, max_pixels: int) -> Photo:
   if isinstance(source, np.ndarray):
     source = _array_image(source, f'<array {source.dtype} {source.shape}>')
   if isinstance(source, Image.Image):
@@ -283,17 +299,18 @@ def output_exif(exif: Image.Exif | None, size) -> bytes | None:
   """
   if exif is None:
     return None
-  out = Image.Exif()
-  try:
-    out.load(exif.tobytes())
-  # Pillow raises struct.error, TypeError, ... for a tag whose value does not fit its type.
-  except Exception as e:
-    out = _writable_tags(exif, e)
-  out[ExifTags.Base.Orientation] = 1
-  sub = out.get_ifd(ExifTags.IFD.Exif)
-  if ExifTags.Base.ExifImageWidth in sub or ExifTags.Base.ExifImageHeight in sub:
-    sub[ExifTags.Base.ExifImageWidth], sub[ExifTags.Base.ExifImageHeight] = int(size[0]), int(size[1])
-  return out.tobytes()
+  with _pillow_warnings_logged('EXIF of the result'):
+    out = Image.Exif()
+    try:
+      out.load(exif.tobytes())
+    # Pillow raises struct.error, TypeError, ... for a tag whose value does not fit its type.
+    except Exception as e:
+      out = _writable_tags(exif, e)
+    out[ExifTags.Base.Orientation] = 1
+    sub = out.get_ifd(ExifTags.IFD.Exif)
+    if ExifTags.Base.ExifImageWidth in sub or ExifTags.Base.ExifImageHeight in sub:
+      sub[ExifTags.Base.ExifImageWidth], sub[ExifTags.Base.ExifImageHeight] = int(size[0]), int(size[1])
+    return out.tobytes()
 
 
 def _writable_tags(exif: Image.Exif, error: Exception) -> Image.Exif:
@@ -348,12 +365,15 @@ def upright_size(source) -> tuple[int, int] | None:
   if not isinstance(source, (str, os.PathLike)):
     return None
   try:
-    with _own_pixel_limit():
-      im = Image.open(source)
-    with im:
-      w, h = im.size
-      orientation = _orientation(im.getexif())
-  except Exception:  # whatever the header holds, decoding reports it properly
+    # Whatever the header holds (Pillow's warnings included), decoding reports it properly.
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore')
+      with _own_pixel_limit():
+        im = Image.open(source)
+      with im:
+        w, h = im.size
+        orientation = _orientation(im.getexif())
+  except Exception:
     return None
   return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
@@ -415,7 +435,8 @@ def encode(image, fmt: str, *, quality: int = 95) -> bytes:
     if exif:
       kwargs['exif'] = exif
   buf = io.BytesIO()
-  im.save(buf, format=fmt, **kwargs)
+  with _pillow_warnings_logged(f'<{fmt} encoder>'):
+    im.save(buf, format=fmt, **kwargs)
   return buf.getvalue()
 
 

@@ -71,6 +71,11 @@ def plan_jobs(inputs, output: str, ext: str = 'png') -> tuple[list[Job], list[st
     if same:
       raise errors.ConfigError(f'-o {output}: is the input itself; choose another output file')
     return [Job(src, output) for src, _ in sources], problems
+  if os.path.exists(output) and not os.path.isdir(output):
+    raise errors.ConfigError(
+      f'-o {output}: exists and is not a folder; give a folder, or a file name ending in '
+      + ', '.join(f'.{e}' for e in photo_lib.SAVE_FORMATS)
+    )
   jobs, taken = [], {}
   for src, stem in sources:
     dst = os.path.join(output, f'{stem}.{ext}')

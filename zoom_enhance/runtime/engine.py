@@ -95,6 +95,16 @@ def _native_log():
 _exit_quiet = False
 
 
+def _silence_fd2():
+  try:
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+  except (OSError, ValueError, AttributeError):
+    pass
+
+
 def quiet_native_exit():
   """Silences fd 2 at interpreter exit, where LiteRT's destructors print INFO lines.
 
@@ -106,17 +116,17 @@ def quiet_native_exit():
   if _exit_quiet:
     return
   _exit_quiet = True
+  atexit.register(_silence_fd2)
 
-  def silence():
-    try:
-      sys.stderr.flush()
-      devnull = os.open(os.devnull, os.O_WRONLY)
-      os.dup2(devnull, 2)
-      os.close(devnull)
-    except (OSError, ValueError, AttributeError):
-      pass
 
-  atexit.register(silence)
+def quiet_native_now():
+  """After quiet_native_exit, silences fd 2 at once: for the command line's last message.
+
+  An error or Ctrl-C while a model loads leaves LiteRT's objects in the
+  traceback; they are destroyed, and log, as soon as the handler is done.
+  """
+  if _exit_quiet:
+    _silence_fd2()
 
 
 # Log prefixes of LiteRT's C++ code: 'ERROR: [file.cc:12] ' and glog's 'E0000 00:00:17.5 123 file.cc:7] '.

@@ -160,6 +160,9 @@ def defaults() -> ml_collections.ConfigDict:
   # ground truth by squared error (the posterior mean, the best PSNR) instead
   # of the teacher's deterministic output, so `--detail 0` is the fidelity end.
   c.distill.fidelity_from_data = False
+  # The weight of that squared error against the image loss of the other
+  # examples (per example it is a few times smaller than L1 + LPIPS).
+  c.distill.fidelity_weight = 1.0
 
   c.mesh = ml_collections.ConfigDict()
   # Device mesh: 'data' splits the batch, 'fsdp' splits parameters and the
@@ -254,8 +257,8 @@ def _problems(c, *, distill: bool) -> list[str]:
     check(s.steps_per_round >= 1, f'distill.steps_per_round={s.steps_per_round} must be at least 1')
     check(s.loss in DISTILL_LOSSES, f'distill.loss={s.loss!r}: choose one of {", ".join(DISTILL_LOSSES)}')
     check(
-      min(s.l1_weight, s.lpips_weight, s.hr_lpips_weight) >= 0,
-      'distill.l1_weight, lpips_weight and hr_lpips_weight must be >= 0',
+      min(s.l1_weight, s.lpips_weight, s.hr_lpips_weight, s.fidelity_weight) >= 0,
+      'distill.l1_weight, lpips_weight, hr_lpips_weight and fidelity_weight must be >= 0',
     )
     check(s.train_detail or not s.fidelity_from_data, 'distill.fidelity_from_data needs distill.train_detail')
     check(s.eval_holdout >= 0, f'distill.eval_holdout={s.eval_holdout} must be >= 0')

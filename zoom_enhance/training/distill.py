@@ -109,6 +109,7 @@ def distill_loss(
   diff: diffusion.Diffusion,
   train_detail=False,
   fidelity_from_data=False,
+  fidelity_weight=1.0,
   vgg=None,
   weights=(),
 ):
@@ -118,8 +119,8 @@ def distill_loss(
   (Salimans & Ho). With it: where the step ends at t = 0 the target is an
   image and the loss is image_loss of the decoded, clipped images; elsewhere
   the squared error. With `fidelity_from_data`, the examples at detail 0
-  whose step ends at t = 0 learn the data instead: |x_pred - x|^2, whose
-  minimiser is the posterior mean E[x | LR], the best-PSNR output.
+  whose step ends at t = 0 learn the data instead: fidelity_weight |x_pred - x|^2,
+  whose minimiser is the posterior mean E[x | LR], the best-PSNR output.
   """
   rng_target, rng_drop = jax.random.split(rng)
   lr_up, scale = batch['lr_up'], batch['scale']
@@ -144,7 +145,7 @@ def distill_loss(
     per_image = image_loss(vgg, image(x_pred), image(target.x), batch['hr'], target.detail, weights)
     loss = jnp.where(target.final, per_image, loss)
   if fidelity_from_data:
-    data_mse = jnp.mean(jnp.square(x_pred - x_data), axis=(1, 2, 3))
+    data_mse = fidelity_weight * jnp.mean(jnp.square(x_pred - x_data), axis=(1, 2, 3))
     loss = jnp.where(target.final & (target.detail == 0.0), data_mse, loss)
   return jnp.mean(loss)
 
@@ -223,6 +224,7 @@ class DistillTask(train.Task):
       diff=self.diffusion,
       train_detail=d.train_detail,
       fidelity_from_data=d.fidelity_from_data,
+      fidelity_weight=d.fidelity_weight,
       vgg=perceptual.load_vgg_lpips() if d.loss == 'perceptual' else None,
       weights=(d.l1_weight, d.lpips_weight, d.hr_lpips_weight),
     )

@@ -136,6 +136,7 @@ class RoundEvaluator:
         'hr_lpips_weight': d.hr_lpips_weight,
         'train_detail': d.train_detail,
         'fidelity_from_data': d.fidelity_from_data,
+        'fidelity_weight': d.fidelity_weight,
         'loss_weighting': self.config.diffusion.loss_weighting,
         'direct_noise': bool(self.config.model.direct_noise),
       },
