@@ -8,7 +8,7 @@ run, zoom_enhance/assets/weights/default_teacher); pass
 4 -> 2 -> 1 steps, 26 minutes on a 2-core CPU. The shipped student is this
 run's first round (the 2-step student) distilled again by
 configs/distill_default_final.py, whose loss leans more on the ground truth
-(LPIPS 0.347 on the round photos, against 0.419 for this run's own second
+(LPIPS 0.319 on the round photos, against 0.419 for this run's own second
 round). What makes the 1-step student more than a regression:
 - model.direct_noise: the mobile model gates its noisy input by alpha_t,
   about 5e-5 at t = 1, so a 1-step sampler of the teacher cannot see its
