@@ -17,25 +17,15 @@ import argparse
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
 
 import numpy as np
+from hostile_samples import CTRL_C_WHILE_LOADING
+from hostile_samples import exif_pointing_past_its_end
+from hostile_samples import exif_with_text_orientation
 from PIL import Image
-
-CTRL_C_WHILE_LOADING = """
-import sys
-from zoom_enhance import cli
-from zoom_enhance.runtime import engine
-loaded = engine._CompiledBackend.__init__
-def ctrl_c(self, *a, **k):
-  loaded(self, *a, **k)
-  raise KeyboardInterrupt
-engine._CompiledBackend.__init__ = ctrl_c
-sys.exit(cli.main())
-"""
 
 API_CASES = {
   'api: a dict as the image': 'enhance({})',
@@ -78,16 +68,6 @@ print(json.dumps(results))
 """
 
 
-def _exif_text_orientation() -> bytes:
-  entry = struct.pack('>HHI4s', 0x0112, 2, 2, b'6\x00\x00\x00')
-  return b'Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08' + struct.pack('>H', 1) + entry + b'\x00' * 4
-
-
-def _exif_past_its_end() -> bytes:
-  entry = struct.pack('>HHII', 0x010F, 2, 100, 0xFFF0)
-  return b'Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08' + struct.pack('>H', 1) + entry + b'\x00' * 4
-
-
 def make_inputs(d: str) -> dict:
   """Writes the case files into d; returns their paths by name."""
   rng = np.random.default_rng(0)
@@ -110,8 +90,8 @@ def make_inputs(d: str) -> dict:
   put('bomb.png', lambda f: Image.new('1', (20000, 20000)).save(f))
   put('wide.png', lambda f: Image.new('RGB', (4200, 4)).save(f))
   put('wider.png', lambda f: Image.new('RGB', (16400, 2)).save(f))
-  put('text_orientation.jpg', lambda f: photo.save(f, exif=_exif_text_orientation()))
-  put('corrupt_exif.jpg', lambda f: photo.save(f, exif=_exif_past_its_end()))
+  put('text_orientation.jpg', lambda f: photo.save(f, exif=exif_with_text_orientation()))
+  put('corrupt_exif.jpg', lambda f: photo.save(f, exif=exif_pointing_past_its_end()))
   put('sixteen_bit.png', lambda f: Image.fromarray(rng.integers(0, 65535, (40, 40), np.uint16)).save(f))
   put('palette.gif', lambda f: photo.convert('P').save(f))
   put('cmyk.jpg', lambda f: photo.convert('CMYK').save(f))

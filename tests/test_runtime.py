@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import textwrap
@@ -13,6 +12,9 @@ import numpy as np
 import pytest
 from conftest import BUNDLE_TILE
 from conftest import ROOT
+from hostile_samples import CTRL_C_WHILE_LOADING
+from hostile_samples import exif_pointing_past_its_end
+from hostile_samples import exif_with_text_orientation
 from PIL import ExifTags
 from PIL import Image
 from PIL import ImageCms
@@ -623,21 +625,10 @@ def test_each_bad_input_is_one_line_naming_the_file_and_leaves_no_file(bundle_di
 def test_ctrl_c_while_a_model_loads_is_one_line(bundle_dir, photo_path, tmp_path):
   """Ctrl-C (here raised just after the CPU model compiled) is 'interrupted' and exit 130; the LiteRT objects
   it leaves in the traceback log their destruction, which stays off stderr (-vv shows it)."""
-  code = (
-    'import sys\n'
-    'from zoom_enhance import cli\n'
-    'from zoom_enhance.runtime import engine\n'
-    'loaded = engine._CompiledBackend.__init__\n'
-    'def ctrl_c(self, *a, **k):\n'
-    '  loaded(self, *a, **k)\n'
-    '  raise KeyboardInterrupt\n'
-    'engine._CompiledBackend.__init__ = ctrl_c\n'
-    'sys.exit(cli.main())\n'
-  )
   out = tmp_path / 'out.png'
   for verbose, quiet in ((), True), (('-vv',), False):
     args = ['enhance', photo_path, '-o', out, '--bundle', bundle_dir, '--accelerator', 'cpu']
-    command = [sys.executable, '-c', code, *map(str, args + list(verbose))]
+    command = [sys.executable, '-c', CTRL_C_WHILE_LOADING, *map(str, args + list(verbose))]
     r = subprocess.run(command, capture_output=True, text=True, timeout=120)
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 130 and not out.exists(), r.stderr
@@ -646,18 +637,6 @@ def test_ctrl_c_while_a_model_loads_is_one_line(bundle_dir, photo_path, tmp_path
     else:
       assert 'zoom-enhance enhance: interrupted' in lines, lines
       assert any('DestroyAccelerator' in line for line in lines), lines
-
-
-def _exif_with_text_orientation(value: bytes = b'6') -> bytes:
-  """EXIF whose Orientation is ASCII text, as some tools write it (Pillow itself cannot write this)."""
-  entry = struct.pack('>HHI4s', 0x0112, 2, len(value) + 1, value + b'\x00' * (4 - len(value)))
-  return b'Exif\x00\x00' + b'MM\x00\x2a\x00\x00\x00\x08' + struct.pack('>H', 1) + entry + b'\x00' * 4
-
-
-def _exif_pointing_past_its_end() -> bytes:
-  """EXIF with a 100-byte text tag whose offset lies past the block: Pillow warns 'Truncated File Read'."""
-  entry = struct.pack('>HHII', 0x010F, 2, 100, 0xFFF0)
-  return b'Exif\x00\x00' + b'MM\x00\x2a\x00\x00\x00\x08' + struct.pack('>H', 1) + entry + b'\x00' * 4
 
 
 def test_a_folder_survives_every_kind_of_bad_photo_and_old_temp_files(bundle_dir, photo_dir, tmp_path):
@@ -671,11 +650,11 @@ def test_a_folder_survives_every_kind_of_bad_photo_and_old_temp_files(bundle_dir
   with Image.open(photo_dir / 'coffee.jpg') as im:
     small = im.convert('RGB').resize((24, 16))
   small.save(src / 'a_good.jpg')
-  small.save(src / 'b_text_orientation.jpg', exif=_exif_with_text_orientation())
+  small.save(src / 'b_text_orientation.jpg', exif=exif_with_text_orientation())
   (src / 'c_not_an_image.jpg').write_text('hello')
   Image.new('RGB', (4200, 4)).save(src / 'd_too_wide.png')  # x4 is 16800 px: over WebP's 16383
   small.save(src / 'e_good.png')
-  small.save(src / 'f_corrupt_exif.jpg', exif=_exif_pointing_past_its_end())  # Pillow tolerates it, warning
+  small.save(src / 'f_corrupt_exif.jpg', exif=exif_pointing_past_its_end())  # Pillow tolerates it, warning
   stale = out / f'.e_good.webp.{2**31 - 2}.deadbeef.tmp'  # a pid that cannot be running
   live = out / f'.a_good.webp.{os.getpid()}.cafebabe.tmp'
   stale.write_bytes(b'partial')
