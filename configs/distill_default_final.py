@@ -8,19 +8,20 @@ The first command is configs/distill_default.py's first round (the teacher's
 4-step DDIM into a 2-step student that sees its noise); this config's one
 round distills that 2-step student (`distill.teacher_step` 800, the end of
 the first round) into the shipped 1-step student, 1,600 steps, 27 minutes on
-a 2-core CPU. Its image loss leans on the ground truth: LPIPS-VGG against the
-HR photo weighted 16 at detail 1 (and by the detail below it), L1 and LPIPS
-against the teacher's 2-step output 0.25 each; the detail-0 examples' squared
-error against the photo weighted 16. On the 8 round photos, x4 (LPIPS):
-- this config: 0.319 (PSNR-Y 26.525);
-- the same with LPIPS against the photo 8: 0.347 (26.642);
-- with LPIPS against the photo 4, L1 and LPIPS against the teacher
-  0.5 each, fidelity_weight 8: 0.387 (26.692);
-- configs/distill_default.py's own second round (2, 1 and 1, 4): 0.419 (26.652);
-- the 2-step student it starts from, at 2 steps: 0.375 (26.551).
-The more the loss weighs the photo, the lower the LPIPS, at a few hundredths
-of a dB; the teacher's output holds the student back. The detail range
-narrows with it: at detail 0 this student scores 0.323 (26.544).
+a 2-core CPU. The student reads the detail D (model.detail_input) and its
+last step learns (1 - D) x 16 x the squared error against the photo + D x
+(L1 and LPIPS-VGG against the teacher's 2-step output, 0.25 each, + 16 x
+LPIPS-VGG against the photo) (distill.fidelity_blend). On the 8 round
+photos, x4 (PSNR-Y / LPIPS at detail 1, then at detail 0):
+- this config: 26.567 / 0.320, 26.782 / 0.423;
+- without fidelity_blend (every D > 0 learns the image loss, LPIPS against
+  the photo times D): 26.362 / 0.301, 26.737 / 0.427; on dev-val the output
+  jumps to the detailed end by D = 0.2;
+- without the detail input either: 26.525 / 0.319, 26.544 / 0.323, the two
+  ends nearly alike;
+- the same, LPIPS against the photo 8: 26.642 / 0.347 at detail 1;
+- configs/distill_default.py's own second round: 26.652 / 0.419;
+- the 2-step student it starts from, at 2 steps: 26.551 / 0.375.
 """
 
 from zoom_enhance.training import config
@@ -30,6 +31,7 @@ def get_config(arg=None):
   """distill_default's settings, one 2 -> 1 round from its first round's student."""
   del arg
   c = config.sibling(__file__, 'distill_default')
+  c.model.detail_input = True
   c.distill.teacher_workdir = 'workdirs/default-distill'
   c.distill.teacher_step = 800
   c.distill.start_steps = 2
@@ -39,6 +41,7 @@ def get_config(arg=None):
   c.distill.lpips_weight = 0.25
   c.distill.hr_lpips_weight = 16.0
   c.distill.fidelity_weight = 16.0
+  c.distill.fidelity_blend = True
   c.train.lr = 5e-4
   c.train.checkpoint_every = 400
   return c

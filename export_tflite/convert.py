@@ -1,9 +1,10 @@
 """JAX sampler -> TFLite: the whole few-step sampler as one fixed-shape graph, per quantization.
 
-The exported function maps (lr_up, noise, scale) -> enhanced tile:
+The exported function maps (lr_up, noise, scale[, detail]) -> enhanced tile:
   lr_up  float32 (1, T, T, 3) in [-1, 1]: the LR tile upsampled (bicubic) to T x T
-  noise  float32 (1, T, T, 3), standard normal: the sampler's starting point
+  noise  float32 (1, T, T, 3): the sampler's starting point, N(0, 1) times the detail
   scale  float32 (1,): the upscale factor
+  detail float32 (1,) in [0, 1], for networks with model.detail_input only
   output float32 (1, T, T, 3) in [-1, 1]
 The DDIM loop is unrolled; the noise levels of its fixed steps are host
 constants, so the graph holds no SIN/COS/EXP/LOG.
@@ -31,20 +32,45 @@ QUANT_MODES = {
 PARITY_DB = {'fp32': 45.0, 'fp16': 40.0, 'int8': 30.0, 'int8_full': 25.0}
 
 
-def make_tile_fn(params, config, num_steps: int, noise_temperature: float = 1.0):
-  """f(lr_up, noise, scale) -> output tile: the checkpoint's Sampler.sample, unrolled, at a temperature.
+class TileFn:
+  """f(lr_up, noise, scale, detail=None) -> output tile: Sampler.sample, unrolled, at a temperature.
 
-  The sampler starts from z_1 = noise_temperature * noise (see Sampler.sample).
+  The sampler starts from z_1 = noise_temperature * noise (see Sampler.sample);
+  a network without model.detail_input ignores `detail`. `graph` is the same
+  function of exactly the model file's inputs, `inputs`, in order (what
+  to_tflite converts); `feed(tile)` calls it on a dict of real_tiles.
   """
-  return functools.partial(
-    sampler.Sampler(config).sample, params, num_steps=num_steps, unroll=True, temperature=noise_temperature
+
+  def __init__(self, sample, takes_detail: bool):
+    self._sample = sample
+    self.inputs = INPUT_NAMES if takes_detail else INPUT_NAMES[:3]
+
+  def __call__(self, lr_up, noise, scale, detail=None):
+    return self._sample(lr_up, noise, scale, detail=detail)
+
+  def graph(self, *args):
+    return self(*args)
+
+  def feed(self, tile: dict, fn=None):
+    """(fn or graph)(*the tile's model inputs)."""
+    return (fn or self.graph)(*[tile[k] for k in self.inputs])
+
+
+def make_tile_fn(params, config, num_steps: int, noise_temperature: float = 1.0) -> TileFn:
+  """The checkpoint's upscaler as the function export converts (TileFn)."""
+  s = sampler.Sampler(config)
+  sample = functools.partial(
+    s.sample, params, num_steps=num_steps, unroll=True, temperature=noise_temperature
   )
+  return TileFn(sample, s.takes_detail)
 
 
 def real_tiles(photos, count: int, tile: int, scales, seed: int) -> list[dict]:
-  """Model inputs cut from real photos: a crop, bicubic down by a scale and back up, noise.
+  """Model inputs cut from real photos: a crop, bicubic down by a scale and back up, noise, a detail.
 
   `photos` are uint8 RGB arrays; crops smaller than `tile` are upscaled first.
+  The detail cycles through 1, 0, 0.5 and the noise is scaled by it, as the
+  runtime feeds a model (tiling.enhance_tiled).
   """
   rng = np.random.default_rng(seed)
   out = []
@@ -59,29 +85,28 @@ def real_tiles(photos, count: int, tile: int, scales, seed: int) -> list[dict]:
     scale = float(scales[i % len(scales)])
     side = resample.lr_size_for(tile, scale)
     lr = resample.bicubic_uint8(hr, (side, side))
+    detail = (1.0, 0.0, 0.5)[i % 3]
     out.append(
       {
         'lr_up': resample.lr_up(lr, (tile, tile))[None],
-        'noise': rng.standard_normal((1, tile, tile, 3)).astype(np.float32),
+        'noise': detail * rng.standard_normal((1, tile, tile, 3)).astype(np.float32),
         'scale': np.array([tile / side], np.float32),
+        'detail': np.array([detail], np.float32),
       }
     )
   return out
 
 
-def to_tflite(tile_fn, tile: int, mode: str, calibration: list[dict] | None = None) -> bytes:
+def to_tflite(tile_fn: TileFn, tile: int, mode: str, calibration: list[dict] | None = None) -> bytes:
   """Converts with jax2tf and the TFLite converter; builtin ops only."""
   import tensorflow as tf
   from jax.experimental import jax2tf
 
   if mode not in QUANT_MODES:
     raise ValueError(f'unknown quantization {mode!r}; choose from {", ".join(QUANT_MODES)}')
-  signature = [
-    tf.TensorSpec((1, tile, tile, 3), tf.float32, name='lr_up'),
-    tf.TensorSpec((1, tile, tile, 3), tf.float32, name='noise'),
-    tf.TensorSpec((1,), tf.float32, name='scale'),
-  ]
-  converted = jax2tf.convert(tile_fn, with_gradient=False)
+  shapes = {'lr_up': (1, tile, tile, 3), 'noise': (1, tile, tile, 3), 'scale': (1,), 'detail': (1,)}
+  signature = [tf.TensorSpec(shapes[k], tf.float32, name=k) for k in tile_fn.inputs]
+  converted = jax2tf.convert(tile_fn.graph, with_gradient=False)
   concrete = tf.function(converted, autograph=False, input_signature=signature).get_concrete_function()
   converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
   converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -94,7 +119,7 @@ def to_tflite(tile_fn, tile: int, mode: str, calibration: list[dict] | None = No
     if not calibration:
       raise ValueError('int8_full needs calibration tiles from real photos')
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([t[k] for k in INPUT_NAMES] for t in calibration)
+    converter.representative_dataset = lambda: ([t[k] for k in tile_fn.inputs] for t in calibration)
   with contextlib.redirect_stderr(io.StringIO()):
     return converter.convert()
 

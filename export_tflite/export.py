@@ -70,7 +70,7 @@ def measure(path: str, checks, expected, repeats: int = 5) -> tuple[float, float
   """
   engine = engine_lib.open_model(path, accelerator='cpu', threads=THREADS)
   try:
-    run = lambda t: engine.run(t['lr_up'], t['noise'], t['scale'])  # noqa: E731
+    run = lambda t: engine.run(t['lr_up'], t['noise'], t['scale'], t['detail'])  # noqa: E731
     parity = min(metrics.psnr(run(t), e, data_range=2.0) for t, e in zip(checks, expected))
     times = []
     for _ in range(repeats):
@@ -88,13 +88,15 @@ def measure(path: str, checks, expected, repeats: int = 5) -> tuple[float, float
 NOISE_UNUSED_BELOW = 0.2 / 255
 
 
-def _noise_effect(jax_fn, checks, expected) -> float:
-  """Largest |output(noise') - output(noise)| over the check tiles, for an independent noise'."""
+def _noise_effect(tile_fn, jax_fn, checks, expected) -> float:
+  """Largest |output(noise') - output(noise)| over the check tiles at detail 1, for an independent noise'."""
   rng = np.random.default_rng(3)
   effect = 0.0
   for t, e in zip(checks, expected):
-    other = rng.standard_normal(t['noise'].shape).astype(np.float32)
-    effect = max(effect, float(np.abs(np.asarray(jax_fn(t['lr_up'], other, t['scale'])) - e).max()))
+    if t['detail'][0] != 1.0:
+      continue
+    other = dict(t, noise=rng.standard_normal(t['noise'].shape).astype(np.float32))
+    effect = max(effect, float(np.abs(np.asarray(tile_fn.feed(other, jax_fn)) - e).max()))
   return effect
 
 
@@ -140,13 +142,13 @@ def export(
   if not 0.0 <= detail <= 1.0:
     raise errors.ConfigError(f'--detail {detail}: must be in [0, 1]')
   tile_fn = convert.make_tile_fn(params, config, steps, noise_temperature)
-  jax_fn = jax.jit(tile_fn)
+  jax_fn = jax.jit(tile_fn.graph)
   real = _photos(photos or config.data.eval_source or config.data.source)
   scales = [config.data.max_scale, 0.5 * (config.data.min_scale + config.data.max_scale)]
   calibration = convert.real_tiles(real, 32, tile, scales, seed=1)
   checks = convert.real_tiles(real, parity_tiles, tile, scales, seed=2)
-  expected = [np.asarray(jax_fn(t['lr_up'], t['noise'], t['scale'])) for t in checks]
-  noise_effect = _noise_effect(jax_fn, checks, expected)
+  expected = [np.asarray(tile_fn.feed(t, jax_fn)) for t in checks]
+  noise_effect = _noise_effect(tile_fn, jax_fn, checks, expected)
 
   parent = os.path.dirname(os.path.abspath(out))
   os.makedirs(parent, exist_ok=True)
@@ -203,11 +205,13 @@ def export(
       'tile': {'size': tile, 'overlap': overlap, 'multiple': mult},
       'steps': steps,
       'noise_temperature': noise_temperature,
-      # The runtime multiplies the noise it draws by the detail (enhance --detail): 0 feeds zeros.
+      # The runtime multiplies the noise it draws by the detail (enhance --detail): 0 feeds
+      # zeros; a model with the `detail` input is also given the value.
       'detail': {
         'default': detail,
-        'meaning': 'scale of the starting noise: 0 the fidelity output (the same for every seed), '
-        '1 all the detail the model draws',
+        'meaning': 'scale of the starting noise, and the model input "detail" where it has one: '
+        '0 the fidelity output (the same for every seed), 1 all the detail the model draws',
+        'input': 'detail' in tile_fn.inputs,
       },
       'inputs': {
         'lr_up': {
@@ -228,6 +232,11 @@ def export(
           'used': bool(noise_effect >= NOISE_UNUSED_BELOW),
         },
         'scale': {'shape': [1], 'dtype': 'float32', 'meaning': 'output side / input side'},
+        **(
+          {'detail': {'shape': [1], 'dtype': 'float32', 'range': [0.0, 1.0], 'meaning': 'enhance --detail'}}
+          if 'detail' in tile_fn.inputs
+          else {}
+        ),
       },
       'output': {'shape': [1, tile, tile, 3], 'dtype': 'float32', 'range': [-1.0, 1.0], 'layout': 'NHWC RGB'},
       'models': models,

@@ -26,6 +26,8 @@ def test_the_default_bundle_is_the_distilled_student_embedded_intact_and_under_6
   # The 1-step student of progressive distillation, whose output depends on its noise (export measured it).
   assert manifest['training']['distilled'] is True and manifest['steps'] <= 2
   assert manifest['inputs']['noise']['used'] is True
+  # The detail is an input of the one graph (model.detail_input): the network runs once at any detail.
+  assert manifest['detail']['input'] is True and manifest['inputs']['detail']['shape'] == [1]
   assert 0.0 <= manifest['detail']['default'] <= 1.0
   assert manifest['scale_range'] == [1.0, 4.0]
   assert manifest['model']['variant'] == 'mobile'
@@ -61,12 +63,12 @@ def default_enhancer():
 @pytest.mark.parametrize('degradation', ['bicubic', 'realistic'])
 def test_the_default_model_beats_bicubic_on_real_photos(default_enhancer, degradation):
   """x4 on three scikit-image photos (not in the training data): the default detail's LPIPS is below
-  bicubic's on each, and the fidelity output's (detail 0) PSNR-Y above bicubic's on average. (A perceptual
-  student may trade a photo's PSNR for detail: on the chelsea crop it is 0.08 dB below bicubic.)"""
+  bicubic's on each, the fidelity output's (detail 0) PSNR-Y above bicubic's on each; and the control goes
+  the way it says: detail 0 has the higher PSNR-Y, the default detail the lower LPIPS, on average."""
   from skimage import data
 
   lpips = metrics.Lpips()
-  gains, lpips_ratios = [], []
+  gains, lpips_ratios, psnr_trade, lpips_trade = [], [], [], []
   for name in ('astronaut', 'coffee', 'chelsea'):
     hr = getattr(data, name)()[:256, :256]
     hr, lr = protocol.make_pair(hr, 4.0, degradation, seed=protocol.image_seed(name))
@@ -75,8 +77,11 @@ def test_the_default_model_beats_bicubic_on_real_photos(default_enhancer, degrad
     bic = resample.bicubic_uint8(lr, hr.shape[:2])
     gains.append(metrics.psnr_y(fidelity, hr, 4) - metrics.psnr_y(bic, hr, 4))
     lpips_ratios.append(lpips(detailed, hr, 4) / lpips(bic, hr, 4))
-  assert np.mean(gains) > 0.0, gains
+    psnr_trade.append(metrics.psnr_y(fidelity, hr, 4) - metrics.psnr_y(detailed, hr, 4))
+    lpips_trade.append(lpips(fidelity, hr, 4) - lpips(detailed, hr, 4))
+  assert min(gains) > 0.0, gains
   assert max(lpips_ratios) < 1.0, lpips_ratios
+  assert np.mean(psnr_trade) > 0.0 and np.mean(lpips_trade) > 0.0, (psnr_trade, lpips_trade)
 
 
 def test_the_default_detail_draws_from_the_noise_and_detail_0_does_not(default_enhancer):
@@ -103,7 +108,9 @@ def test_the_weights_behind_the_default_model_ship_intact_and_fit_their_model(na
   size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs)
   assert size <= 15 * 2**20, size
   params, config, step = checkpoint.restore_params(os.path.join(root, name))
-  assert config.model.variant == 'mobile' and config.model.direct_noise == (name == 'default_student')
+  student = name == 'default_student'
+  assert config.model.variant == 'mobile'
+  assert config.model.direct_noise == config.model.get('detail_input', False) == student
   assert step > 0
   x = jnp.zeros((1, 64, 64, 3))
   like = jax.eval_shape(unet.from_config(config).init, jax.random.PRNGKey(0), x, x, jnp.zeros(1), jnp.ones(1))

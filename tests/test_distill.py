@@ -74,7 +74,7 @@ def test_teacher_target_is_the_x_of_one_student_step_landing_on_two_teacher_step
   x = jnp.tanh(jax.random.normal(jax.random.PRNGKey(1), (6, 8, 8, 3)))
   n = jnp.full((6,), 4.0)
   target, z_t, logsnr_t, final, detail = distill.teacher_target(
-    diff, _toy_teacher, x, jax.random.PRNGKey(2), n, False
+    diff, lambda z, logsnr, detail: _toy_teacher(z, logsnr), x, jax.random.PRNGKey(2), n, False
   )
   assert np.array_equal(final, logsnr_t == diff.logsnr(jnp.full((6,), 0.25))) and np.all(detail == 1)
   # Recover each example's time from its noise level, and replay the two teacher steps.
@@ -156,9 +156,11 @@ def test_distillation_through_the_command_reports_held_out_photos_and_resumes_mi
       '--config.mesh.data=2', '--config.mesh.fsdp=2',
       # The shipped recipe: a student with the ungated noise input, LPIPS-VGG + L1 against the teacher's
       # images (and LPIPS against the ground truth), trained over the detail range.
-      '--config.model.direct_noise=True', '--config.distill.loss=perceptual',
+      '--config.model.direct_noise=True', '--config.model.detail_input=True',
+      '--config.distill.loss=perceptual',
       '--config.distill.train_detail=True', '--config.distill.hr_lpips_weight=0.5',
       '--config.distill.fidelity_from_data=True', '--config.distill.fidelity_weight=4',
+      '--config.distill.fidelity_blend=True',
     ])  # fmt: skip
 
   caplog.set_level('INFO')
@@ -167,7 +169,7 @@ def test_distillation_through_the_command_reports_held_out_photos_and_resumes_mi
   assert report['images'] == 2 and report['reference'] == 'teacher@4'
   loss_keys = ('loss', 'l1_weight', 'lpips_weight', 'hr_lpips_weight', 'train_detail', 'fidelity_from_data')
   assert [report['loss'][k] for k in loss_keys] == ['perceptual', 1.0, 1.0, 0.5, True, True]
-  assert report['loss']['fidelity_weight'] == 4.0
+  assert report['loss']['fidelity_weight'] == 4.0 and report['loss']['fidelity_blend'] is True
   assert report['eval_source'] == f'the last 2 images of folder:{photos}, held out of distillation'
   assert any('distillation rounds are scored on 2 photos: the last 2 images' in r.getMessage()
              for r in caplog.records)  # fmt: skip
@@ -210,6 +212,9 @@ def test_distillation_through_the_command_reports_held_out_photos_and_resumes_mi
   assert step == 6 and moved > 0  # the student trained away from its teacher
   # ... and learned to use the noise input it added (zero at the start).
   assert student_config.model.direct_noise and float(np.abs(params['noise_in']['kernel']).max()) > 0
+  # ... and the detail input: one network, switched by the detail.
+  assert student_config.model.detail_input and float(np.abs(params['detail_in']['kernel']).max()) > 0
+  assert report['loss']['detail_input'] is True
 
   # Stopped after step 5, inside round 2: resumed, it ends where the uninterrupted run did.
   cut = tmp_path / 'cut'

@@ -291,3 +291,50 @@ def test_mobile_model_exports_without_transposed_convs_and_matches_jax(photo_dir
   got = lite.run(tile['lr_up'], tile['noise'], tile['scale'])
   lite.close()
   assert metrics.psnr(got, want, data_range=2.0) > convert.PARITY_DB['fp16']
+
+
+def test_a_model_that_reads_the_detail_gets_it_as_a_graph_input_at_every_value(photo_dir, tmp_path):
+  """model.detail_input: the detail is an input of the one graph (the network runs once at any D); LiteRT
+  matches JAX at D = 0, 0.5, 1; the runtime's tiling feeds it, so D changes the output."""
+  import dataclasses
+
+  import jax
+  from conftest import load_config
+  from conftest import random_params
+
+  from zoom_enhance.model import unet
+  from zoom_enhance.runtime import tiling
+
+  config = load_config('default_model')
+  config.model.direct_noise = config.model.detail_input = True
+  model = unet.UNet(dataclasses.replace(unet.get_variant('mobile'), direct_noise=True, detail_input=True))
+  z = np.zeros((1, 32, 32, 3), np.float32)
+  params = random_params(model, z, z, np.zeros((1,), np.float32), np.full((1,), 4.0, np.float32), seed=1)
+  tile_fn = convert.make_tile_fn(params, config, 1)
+  assert tile_fn.inputs == ('lr_up', 'noise', 'scale', 'detail')
+  lite_model = convert.to_tflite(tile_fn, 32, 'fp16')
+  assert convert.gpu_incompatible_ops(lite_model) == []
+  path = tmp_path / 'detail.tflite'
+  path.write_bytes(lite_model)
+  lite = engine.open_model(str(path), threads=2)
+  try:
+    assert lite.backend.input_shapes['detail'] == (1,)
+    tiles = convert.real_tiles(export._photos(str(photo_dir)), 3, 32, [4.0], seed=0)
+    assert [float(t['detail'][0]) for t in tiles] == [1.0, 0.0, 0.5]
+    outs = []
+    for t in tiles:
+      want = np.asarray(tile_fn.feed(t, jax.jit(tile_fn.graph)))
+      got = lite.run(t['lr_up'], t['noise'], t['scale'], t['detail'])
+      assert metrics.psnr(got, want, data_range=2.0) > convert.PARITY_DB['fp16'], t['detail']
+      # The same tile at detail 1 and 0 (zero noise): the detail input alone moves the output.
+      outs.append([lite.run(t['lr_up'], np.zeros_like(t['noise']), t['scale'], np.array([d], np.float32))
+                   for d in (0.0, 1.0)])  # fmt: skip
+    assert all(float(np.abs(a - b).max()) > 1e-3 for a, b in outs)
+    lr = np.asarray(export._photos(str(photo_dir))[0][:12, :12])
+    run = lambda d, seed: tiling.enhance_tiled(  # noqa: E731
+      lite.run, lr, (48, 48), tile=32, overlap=8, scale=4.0, seed=seed, detail=d
+    )
+    assert not np.array_equal(run(0.0, 1), run(1.0, 1))
+    np.testing.assert_array_equal(run(0.0, 1), run(0.0, 2))  # detail 0: no noise, the same for every seed
+  finally:
+    lite.close()

@@ -299,3 +299,26 @@ def test_bicubic_resize_is_deterministic_and_float_precise():
   np.testing.assert_array_equal(a, b)
   assert not np.allclose(a, np.rint(a))  # Not rounded to 8 bits on the way.
   np.testing.assert_array_equal(resample.bicubic_resize(img, (20, 24)), img)
+
+
+def test_png_level_trades_time_for_size_and_is_lossless_at_every_level(tmp_path):
+  """save_photo's png_level: the default (photo.PNG_LEVEL, fast) and 9 (smallest) decode to the same pixels;
+  9 is not larger; a level outside 0-9 is the library's ConfigError before anything is written."""
+  from skimage import data
+
+  from zoom_enhance import errors
+
+  img = data.astronaut()
+  sizes = {}
+  for level in (photo.PNG_LEVEL, 9):
+    path = tmp_path / f'l{level}.png'
+    photo.save_photo(path, img, png_level=level)
+    np.testing.assert_array_equal(np.asarray(Image.open(path)), img)
+    sizes[level] = path.stat().st_size
+  assert sizes[9] < sizes[photo.PNG_LEVEL]
+  for bad in (10, -1, 1.5, True):
+    with pytest.raises(errors.ConfigError, match='png_level'):
+      photo.save_photo(tmp_path / 'bad.png', img, png_level=bad)
+  with pytest.raises(errors.ConfigError, match='quality'):
+    photo.save_photo(tmp_path / 'bad.jpg', img, quality=0)
+  assert not (tmp_path / 'bad.png').exists() and not (tmp_path / 'bad.jpg').exists()

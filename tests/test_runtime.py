@@ -126,7 +126,7 @@ def test_tiles_blend_without_seams(out_hw):
   """A pointwise model must come out of the tiler exactly as from the whole image at once."""
   rng = np.random.default_rng(sum(out_hw))
   lr = rng.integers(0, 256, (max(1, out_hw[0] // 3), max(1, out_hw[1] // 3), 3), dtype=np.uint8)
-  pointwise = lambda lr_up, noise, scale: np.clip(lr_up + 0.1 * noise * scale[0] / 3, -1, 1)
+  pointwise = lambda lr_up, noise, scale, detail: np.clip(lr_up + 0.1 * noise * scale[0] / 3, -1, 1)
   got = tiling.enhance_tiled(pointwise, lr, out_hw, tile=TILE, overlap=6, scale=3.0, seed=7)
   lr_up = resample.lr_up(lr, out_hw)
   noise = tiling.NoiseField(7).region(0, 0, *out_hw)
@@ -141,7 +141,12 @@ def test_detail_scales_the_noise_and_tiles_stay_seamless(detail):
   rng = np.random.default_rng(5)
   lr = rng.integers(0, 256, (30, 27, 3), dtype=np.uint8)
   out_hw = (90, 81)
-  pointwise = lambda lr_up, noise, scale: np.clip(lr_up + 0.1 * noise, -1, 1)  # noqa: E731
+  fed = set()
+
+  def pointwise(lr_up, noise, scale, detail_in):
+    fed.add(float(detail_in[0]))  # a model that reads the detail gets it as an input too
+    return np.clip(lr_up + 0.1 * noise, -1, 1)
+
   runs = {
     seed: tiling.enhance_tiled(
       pointwise, lr, out_hw, tile=TILE, overlap=6, scale=3.0, seed=seed, detail=detail
@@ -154,6 +159,20 @@ def test_detail_scales_the_noise_and_tiles_stay_seamless(detail):
   assert np.abs(runs[7].astype(int) - want).max() <= 1
   changed = np.abs(runs[7].astype(int) - runs[8]).max()
   assert changed == 0 if detail == 0 else changed > 5
+  assert fed == {np.float32(detail)}
+
+
+def test_noise_blocks_are_drawn_once_per_seed_and_position_and_cannot_be_changed():
+  """The runtime caches noise blocks between photos (a folder shares its seed): the same numbers as a fresh
+  draw from the block's seed, read-only so no caller can alter the next photo's noise."""
+  tiling.noise_block.cache_clear()
+  a = tiling.noise_block(5, 2, 3)
+  assert tiling.noise_block(5, 2, 3) is a and tiling.noise_block.cache_info().hits == 1
+  fresh = np.random.default_rng(np.random.SeedSequence([5, 2, 3])).standard_normal((64, 64, 3), np.float32)
+  np.testing.assert_array_equal(a, fresh)
+  assert not np.array_equal(a, tiling.noise_block(6, 2, 3))
+  with pytest.raises(ValueError):
+    a[0, 0, 0] = 0.0
 
 
 def test_a_bundle_without_noise_gets_zeros_instead():
@@ -161,7 +180,7 @@ def test_a_bundle_without_noise_gets_zeros_instead():
   lr = np.random.default_rng(3).integers(0, 256, (20, 24, 3), dtype=np.uint8)
   seen = []
 
-  def pointwise(lr_up, noise, scale):
+  def pointwise(lr_up, noise, scale, detail):
     seen.append(float(np.abs(noise).max()))
     return np.clip(lr_up + 0.1 * noise, -1, 1)
 
@@ -201,7 +220,8 @@ def test_tile_grid_and_weights():
 def test_large_outputs_stay_within_a_strip_of_float32():
   """12 MP out: the float32 working set is a strip of tiles, not the image (which would be 144 MB)."""
   lr = np.random.default_rng(0).integers(0, 256, (750, 1000, 3), dtype=np.uint8)
-  pointwise = lambda lr_up, noise, scale: lr_up
+  pointwise = lambda lr_up, noise, scale, detail: lr_up
+  tiling.noise_block.cache_clear()
   tracemalloc.start()
   try:
     out = tiling.enhance_tiled(pointwise, lr, (3000, 4000), tile=128, overlap=16, scale=4.0)
@@ -211,8 +231,10 @@ def test_large_outputs_stay_within_a_strip_of_float32():
   assert out.shape == (3000, 4000, 3) and out.dtype == np.uint8
   result = out.nbytes  # 36 MB of uint8, the one full-size buffer
   float32_image = out.size * 4  # 144 MB
-  # Measured: 70 MB (result, strip accumulators and conditioning, a strip of noise blocks).
-  assert peak < result + float32_image / 3, f'peak {peak / 1e6:.0f} MB'
+  # Measured: 70 MB (result, strip accumulators and conditioning, a strip of noise blocks), plus the
+  # noise blocks kept for the next photo (at most NOISE_CACHE_BLOCKS of them).
+  cache = tiling.NOISE_CACHE_BLOCKS * tiling.BLOCK * tiling.BLOCK * 3 * 4
+  assert peak < result + float32_image / 3 + cache, f'peak {peak / 1e6:.0f} MB'
 
 
 # Crops, sizes and factors.
@@ -606,6 +628,7 @@ def test_each_bad_input_is_one_line_naming_the_file_and_leaves_no_file(bundle_di
     ((good, '--threads', '0'), '--threads 0: must be at least 1'),
     ((good, '--max-pixels', '-5'), '--max-pixels -5: must be at least 1'),
     ((good, '--seed', '-1'), '--seed -1: must be >= 0'),
+    ((good, '--png-level', '10'), '--png-level 10: must be in [0, 9]'),
   ]
   for args, message in cases:
     extra = () if '--bundle' in args else ('--bundle', bundle_dir)
@@ -705,3 +728,37 @@ def test_without_a_bundle_the_error_asks_for_one(tmp_path, photo_path, monkeypat
   err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
   assert rc == 1 and len(err) == 1 and 'pass --bundle DIR' in err[0], err
   assert not (tmp_path / 'o.png').exists()
+
+
+def test_cpu_falls_back_to_the_interpreter_where_compiled_model_cannot_compile(bundle_dir, monkeypatch):
+  """As on arm64 builds of LiteRT whose CompiledModel fails for the CPU ('unknown LiteRT error'): the
+  classic interpreter runs the same model, the same output, and the report says why it was chosen."""
+  manifest = bundle.load_manifest(bundle_dir)
+  rng = np.random.default_rng(0)
+  tile = {
+    'lr_up': rng.uniform(-1, 1, (1, BUNDLE_TILE, BUNDLE_TILE, 3)).astype(np.float32),
+    'noise': rng.standard_normal((1, BUNDLE_TILE, BUNDLE_TILE, 3)).astype(np.float32),
+    'scale': np.array([3.0], np.float32),
+  }
+  compiled = engine.open_engine(manifest, bundle_dir, accelerator='cpu', quant='fp32', threads=2)
+  try:
+    want = compiled.run(**tile)
+  finally:
+    compiled.close()
+
+  def cannot_compile(*args, **kwargs):
+    raise engine._Unavailable('unknown LiteRT error')
+
+  monkeypatch.setattr(engine, '_CompiledBackend', cannot_compile)
+  for accelerator in ('cpu', 'auto'):
+    fallen = engine.open_engine(manifest, bundle_dir, accelerator=accelerator, quant='fp32', threads=2)
+    try:
+      assert fallen.accelerator == 'cpu'
+      assert fallen.runtime == (
+        'LiteRT interpreter, 2 threads (CompiledModel could not compile for the CPU: unknown LiteRT error)'
+      )
+      np.testing.assert_allclose(fallen.run(**tile), want, atol=1e-5)
+    finally:
+      fallen.close()
+  with pytest.raises(engine.AcceleratorError, match='--accelerator gpu: not available here'):
+    engine.open_engine(manifest, bundle_dir, accelerator='gpu', quant='fp32', threads=2)

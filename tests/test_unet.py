@@ -108,6 +108,41 @@ def test_direct_noise_student_starts_as_its_gated_teacher_and_can_see_its_noise_
     distill.student_params(bad, like)
 
 
+def test_detail_input_starts_as_the_teacher_and_then_switches_the_network_by_the_detail():
+  """model.detail_input adds a zero-initialised embedding of D: with it at zero the student computes its
+  teacher's function for every D (distill.student_params); trained, D = 0 and D = 1 are two outputs of one
+  network."""
+  import dataclasses
+
+  from zoom_enhance.training import distill
+
+  mobile = unet.get_variant('mobile')
+  teacher = unet.UNet(dataclasses.replace(mobile, direct_noise=True))
+  student = unet.UNet(dataclasses.replace(mobile, direct_noise=True, detail_input=True))
+  lr_up = jax.random.uniform(jax.random.PRNGKey(1), (2, 32, 32, 3), minval=-1, maxval=1)
+  z = jax.random.normal(jax.random.PRNGKey(2), (2, 32, 32, 3))
+  logsnr, scale = jnp.full((2,), -20.0), jnp.full((2,), 4.0)
+  teacher_params = random_params(teacher, z, lr_up, logsnr, scale, seed=4)
+  like = jax.eval_shape(student.init, jax.random.PRNGKey(0), z, lr_up, logsnr, scale)['params']
+  params = distill.student_params(teacher_params, like)
+  assert set(params) - set(teacher_params) == {'detail_in'}
+  run_s = jax.jit(lambda p, d: student.apply({'params': p}, z, lr_up, logsnr, scale, detail=d))
+  want = teacher.apply({'params': teacher_params}, z, lr_up, logsnr, scale)
+  for d in (0.0, 0.5, 1.0):
+    np.testing.assert_allclose(run_s(params, jnp.full((2,), d)), want, rtol=1e-5, atol=1e-6)
+  trained = dict(params, detail_in=random_params(student, z, lr_up, logsnr, scale, seed=5)['detail_in'])
+  out0, out1 = run_s(trained, jnp.zeros((2,))), run_s(trained, jnp.ones((2,)))
+  assert float(jnp.abs(out0 - out1).max()) > 0.01 * float(jnp.abs(out1).max())
+  # Per example: the detail of one example does not reach the other.
+  mixed = run_s(trained, jnp.array([0.0, 1.0]))
+  np.testing.assert_allclose(mixed[0], out0[0], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(mixed[1], out1[1], rtol=1e-5, atol=1e-6)
+  # Without a detail the network runs at D = 1, the sampler's full detail.
+  np.testing.assert_allclose(
+    student.apply({'params': trained}, z, lr_up, logsnr, scale), out1, rtol=1e-5, atol=1e-6
+  )
+
+
 def _depth_to_space_rank6(x, r):
   """Reference pixel shuffle (rank-6 transpose) in the channel order of unet.pixel_shuffle."""
   b, h, w, c = x.shape

@@ -382,6 +382,12 @@ def cmd_enhance(argv):
     "draws (default: the bundle's)",
   )
   p.add_argument('--quality', type=int, default=95, help='JPEG and WebP quality (default 95)')
+  p.add_argument(
+    '--png-level',
+    type=int,
+    default=None,
+    help='PNG compression, 0-9: 9 writes the smallest file, slowest (default 1, fast; see the README)',
+  )
   p.add_argument('--ext', default='png', help='output extension for folder outputs: png, jpg, webp, bmp, tif')
   p.add_argument('--seed', type=int, default=0, help='seed of the starting noise')
   p.add_argument('--threads', type=int, default=None, help='CPU threads (default: cores, at most 4)')
@@ -407,6 +413,7 @@ def cmd_enhance(argv):
     args.output,
     ext=args.ext,
     quality=args.quality,
+    **({} if args.png_level is None else {'png_level': args.png_level}),
     enhancer_options=dict(
       bundle=args.bundle,
       accelerator=args.accelerator,

@@ -410,11 +410,17 @@ def _as_image(image) -> Image.Image:
   return Image.fromarray(np.ascontiguousarray(a[..., 0] if a.ndim == 3 and a.shape[-1] == 1 else a))
 
 
-def encode(image, fmt: str, *, quality: int = 95) -> bytes:
+# zlib level of written PNGs. Pillow's default (6) took longer than the model
+# on a 2-core CPU; see the README's "Output files" for the measured trade.
+PNG_LEVEL = 1
+
+
+def encode(image, fmt: str, *, quality: int = 95, png_level: int = PNG_LEVEL) -> bytes:
   """The file's bytes (PNG, JPEG, WebP, BMP or TIFF) with im.info's ICC profile and EXIF where they fit.
 
   JPEG and BMP have no alpha: transparent pixels are composited onto white,
-  as viewers show them.
+  as viewers show them. `quality` is JPEG's and WebP's, `png_level` PNG's
+  zlib level (0-9; 9 the smallest file, the slowest).
   """
   im = _as_image(image)
   icc_profile, exif = im.info.get('icc_profile'), im.info.get('exif')
@@ -429,6 +435,8 @@ def encode(image, fmt: str, *, quality: int = 95) -> bytes:
   kwargs = {}
   if fmt in ('JPEG', 'WEBP'):
     kwargs['quality'] = int(quality)
+  if fmt == 'PNG':
+    kwargs['compress_level'] = int(png_level)
   if fmt in _METADATA_FORMATS:
     if icc_profile:
       kwargs['icc_profile'] = icc_profile
@@ -440,10 +448,13 @@ def encode(image, fmt: str, *, quality: int = 95) -> bytes:
   return buf.getvalue()
 
 
-def save_photo(path, image, *, quality: int = 95) -> None:
+def save_photo(path, image, *, quality: int = 95, png_level: int = PNG_LEVEL) -> None:
   """Writes a PIL image or uint8 array, format by extension, written atomically (see `encode`).
 
   The whole file is encoded in memory first, so a failure leaves no partial file.
   """
+  for name, value, lo, hi in (('quality', quality, 1, 100), ('png_level', png_level, 0, 9)):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+      raise errors.ConfigError(f'{name}={value!r}: must be a whole number in [{lo}, {hi}]')
   check_output_size(path, _as_image(image).size)
-  files.write_atomic(path, encode(image, format_for(path), quality=quality))
+  files.write_atomic(path, encode(image, format_for(path), quality=quality, png_level=png_level))

@@ -17,11 +17,14 @@ from zoom_enhance.model import diffusion
 from zoom_enhance.model import unet
 
 
-def make_denoise_fn(model, diff: diffusion.Diffusion, params, lr_up, scale):
-  """denoise(z, logsnr) -> (x_hat, eps_hat) of a network, with x_hat clipped to valid images."""
+def make_denoise_fn(model, diff: diffusion.Diffusion, params, lr_up, scale, detail=None):
+  """denoise(z, logsnr) -> (x_hat, eps_hat) of a network, with x_hat clipped to valid images.
+
+  `detail` (B,) reaches networks with model.detail_input (None: 1).
+  """
 
   def denoise(z, logsnr):
-    out = model.apply({'params': params}, z, lr_up, logsnr, scale, train=False)
+    out = model.apply({'params': params}, z, lr_up, logsnr, scale, train=False, detail=detail)
     x_hat, _ = diff.x_eps(out, z=z, logsnr=logsnr)
     x_hat = diff.clip(x_hat, lr_up)
     # eps consistent with the clipped x keeps DDIM on the data manifold.
@@ -40,22 +43,40 @@ class Sampler:
     self.size_multiple = unet.size_multiple(self.model.variant)
     self._jitted = {}
 
-  def denoise_fn(self, params, lr_up, scale):
-    return make_denoise_fn(self.model, self.diffusion, params, lr_up, scale)
+  @property
+  def takes_detail(self) -> bool:
+    """Whether the network reads the detail as an input (model.detail_input), besides the noise's scale."""
+    return self.model.variant.detail_input
+
+  def denoise_fn(self, params, lr_up, scale, detail=None):
+    return make_denoise_fn(self.model, self.diffusion, params, lr_up, scale, detail)
 
   def sample(
-    self, params, lr_up, noise, scale, *, num_steps: int, unroll: bool = False, temperature: float = 1.0
+    self,
+    params,
+    lr_up,
+    noise,
+    scale,
+    *,
+    num_steps: int,
+    unroll: bool = False,
+    temperature: float = 1.0,
+    detail=None,
   ):
     """HR estimate in [-1, 1] from lr_up and noise (B, H, W, 3) and scale (B,).
 
     DDIM from z_1 = temperature * noise: 1 draws a sample, lower values move
     the output toward the mean-like estimate at the centre of the noise
     distribution (0 is deterministic), trading generated texture for
-    fidelity. `unroll` writes the step loop out with its noise levels as
-    constants (for export).
+    fidelity. A network with model.detail_input also reads the detail D as
+    an input: `detail` (B,), by default the temperature (the runtime scales
+    the noise by D itself and passes D). `unroll` writes the step loop out
+    with its noise levels as constants (for export).
     """
+    if detail is None:
+      detail = jnp.full(scale.shape, temperature, jnp.float32)
     x = diffusion.ddim_sample(
-      self.denoise_fn(params, lr_up, scale),
+      self.denoise_fn(params, lr_up, scale, detail),
       temperature * noise,
       num_steps=num_steps,
       logsnr_fn=self.diffusion.logsnr,

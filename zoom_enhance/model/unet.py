@@ -64,6 +64,11 @@ class Variant:
   # (see UNet): a distilled few-step student needs its noise at t = 1, where
   # the gate scales it away. Set by config.model.direct_noise.
   direct_noise: bool = False
+  # Condition on the detail D in [0, 1] (the user's fidelity-detail control),
+  # through a zero-initialised embedding added to the noise level's (see
+  # UNet): one network, switched by FiLM between its fidelity output (D = 0)
+  # and its drawn detail (D = 1). Set by config.model.detail_input.
+  detail_input: bool = False
 
 
 VARIANTS = {
@@ -126,12 +131,14 @@ def get_variant(name: str) -> Variant:
 
 
 def from_config(config, dtype=jnp.float32) -> 'UNet':
-  """The network of `config.model.variant` (and `model.direct_noise`), computing in `dtype`.
+  """The network of `config.model.variant`, computing in `dtype` (parameters stay float32).
 
-  Parameters stay float32.
+  With `model.direct_noise` and `model.detail_input` where the config sets them.
   """
   variant = dataclasses.replace(
-    get_variant(config.model.variant), direct_noise=bool(config.model.direct_noise)
+    get_variant(config.model.variant),
+    direct_noise=bool(config.model.direct_noise),
+    detail_input=bool(config.model.get('detail_input', False)),
   )
   return UNet(variant, dtype=dtype)
 
@@ -157,17 +164,24 @@ def noise_level_embedding(logsnr, dim: int):
   return xp.concatenate([xp.sin(args), xp.cos(args)], axis=-1).astype(np.float32)
 
 
-def scale_embedding(scale, num: int, max_scale: float):
-  """Hat-basis embedding of the upscale factor s in [1, max_scale].
+def hat_embedding(x, num: int, lo: float, hi: float, clip: bool = True):
+  """Hat-basis embedding of x in [lo, hi].
 
-  With centres c_k evenly spaced over [1, max_scale] and spacing w,
-  f_k(s) = relu(1 - |clip(s) - c_k| / w): a partition of unity, exact at the
+  With centres c_k evenly spaced over [lo, hi] and spacing w,
+  f_k(x) = relu(1 - |clip(x) - c_k| / w): a partition of unity, exact at the
   centres and linear between them, made of ops every delegate supports.
+  Without `clip` (a range of [0, 1], whose clip converts to RELU_0_TO_1, which
+  the GPU delegate lacks) x must be in range already.
   """
-  centres = np.linspace(1.0, max_scale, num, dtype=np.float32)
+  centres = np.linspace(lo, hi, num, dtype=np.float32)
   width = float(centres[1] - centres[0])
-  s = jnp.clip(scale, 1.0, max_scale)[:, None]
-  return nn.relu(1.0 - jnp.abs(s - centres[None, :]) / width)
+  x = (jnp.clip(x, lo, hi) if clip else x)[:, None]
+  return nn.relu(1.0 - jnp.abs(x - centres[None, :]) / width)
+
+
+def scale_embedding(scale, num: int, max_scale: float):
+  """The upscale factor s in [1, max_scale], hat-embedded (hat_embedding)."""
+  return hat_embedding(scale, num, 1.0, max_scale)
 
 
 def gate_noisy_input(z, logsnr, learned):
@@ -311,13 +325,16 @@ class Attention(nn.Module):
 
 
 class UNet(nn.Module):
-  """The upscaler's denoiser: (z, lr_up, logsnr, scale) -> prediction."""
+  """The upscaler's denoiser: (z, lr_up, logsnr, scale[, detail]) -> prediction.
+
+  `detail` (B,) in [0, 1] is read by variants with detail_input only (None: 1).
+  """
 
   variant: Variant
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, z, lr_up, logsnr, scale, train: bool = False):
+  def __call__(self, z, lr_up, logsnr, scale, train: bool = False, detail=None):
     v = self.variant
     mult = size_multiple(v)
     if z.shape[1] % mult or z.shape[2] % mult:
@@ -326,6 +343,13 @@ class UNet(nn.Module):
       [noise_level_embedding(logsnr, v.emb_dim), scale_embedding(scale, 8, v.max_scale)], axis=-1
     ).astype(self.dtype)
     emb = nn.Dense(v.emb_dim, dtype=self.dtype)(emb)
+    if v.detail_input:
+      if detail is None:
+        detail = jnp.ones_like(scale)
+      # Zero at initialisation: a student made from a teacher without it starts as that teacher.
+      emb = emb + nn.Dense(v.emb_dim, dtype=self.dtype, kernel_init=nn.initializers.zeros, name='detail_in')(
+        hat_embedding(jnp.asarray(detail, jnp.float32), 5, 0.0, 1.0, clip=False).astype(self.dtype)
+      )
     emb = nn.Dense(v.emb_dim, dtype=self.dtype)(nn.silu(emb))
 
     z_direct = z

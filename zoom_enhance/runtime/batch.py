@@ -99,7 +99,14 @@ def _name_file(err: Exception, path: str) -> str:
   return text if text.startswith(path) else f'{path}: {text}'
 
 
-def run_jobs(jobs, enhancer: pipeline.Enhancer, *, quality: int = 95, **enhance_options) -> int:
+def run_jobs(
+  jobs,
+  enhancer: pipeline.Enhancer,
+  *,
+  quality: int = 95,
+  png_level: int = photo_lib.PNG_LEVEL,
+  **enhance_options,
+) -> int:
   """Enhances and writes every job; returns how many failed."""
   failed = 0
   many = len(jobs) > 1
@@ -138,7 +145,7 @@ def run_jobs(jobs, enhancer: pipeline.Enhancer, *, quality: int = 95, **enhance_
       progress.update()
     try:
       os.makedirs(os.path.dirname(os.path.abspath(job.output)), exist_ok=True)
-      photo_lib.save_photo(job.output, image, quality=quality)
+      photo_lib.save_photo(job.output, image, quality=quality, png_level=png_level)
     except OSError as e:
       failed += 1
       _fail(f'{job.output}: cannot write ({e.strerror or e})')
@@ -189,7 +196,14 @@ def check_options(
 
 
 def enhance_files(
-  inputs, output: str, *, ext: str = 'png', quality: int = 95, enhancer_options=None, **enhance_options
+  inputs,
+  output: str,
+  *,
+  ext: str = 'png',
+  quality: int = 95,
+  png_level: int = photo_lib.PNG_LEVEL,
+  enhancer_options=None,
+  **enhance_options,
 ) -> int:
   """The whole command: check, plan, load the bundle once, enhance each file. Returns the exit status."""
   options = check_options(**enhance_options)
@@ -198,13 +212,15 @@ def enhance_files(
     raise errors.ConfigError(f'--threads {threads}: must be at least 1')
   if not 1 <= quality <= 100:
     raise errors.ConfigError(f'--quality {quality}: must be in [1, 100]')
+  if not 0 <= png_level <= 9:
+    raise errors.ConfigError(f'--png-level {png_level}: must be in [0, 9] (9: the smallest file)')
   jobs, problems = plan_jobs(inputs, output, ext)
   for problem in problems:
     _fail(problem)
   if not jobs:
     return 1
   with pipeline.Enhancer(**(enhancer_options or {})) as enhancer:
-    failed = run_jobs(jobs, enhancer, quality=quality, **options)
+    failed = run_jobs(jobs, enhancer, quality=quality, png_level=png_level, **options)
   if failed or problems:
     logger.info('%d of %d file(s) failed', failed + len(problems), len(jobs) + len(problems))
     return 1

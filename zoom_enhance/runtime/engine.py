@@ -28,13 +28,15 @@ import time
 import numpy as np
 
 from zoom_enhance import errors
+from zoom_enhance.imaging import files
 from zoom_enhance.runtime import bundle
 
 logger = logging.getLogger('zoom_enhance.runtime')
 
 ACCELERATORS = ('auto', 'npu', 'gpu', 'cpu')
 CHAIN = ('npu', 'gpu', 'cpu')
-INPUT_NAMES = ('lr_up', 'noise', 'scale')
+INPUT_NAMES = ('lr_up', 'noise', 'scale', 'detail')
+_FULL_DETAIL = np.ones((1,), np.float32)
 
 # Variants to use when none is asked for, best first, per accelerator: NPUs
 # run integer models, mobile GPUs half floats. On the CPU fp32 keeps exact
@@ -63,28 +65,32 @@ class _NativeLog:
 
 @contextlib.contextmanager
 def _native_log():
-  """Captures what LiteRT's C++ code writes to file descriptor 2 meanwhile.
+  """Captures what LiteRT's C++ code writes to file descriptors 1 and 2 meanwhile.
 
   Loading a model prints INFO lines and every vendor plugin that failed to
-  load; the CLI owes the user one line per error, so this goes to the debug
-  log (`--verbose`) instead.
+  load (on stderr; the GPU accelerator's OpenCL probe on stdout); the CLI owes
+  the user one line per error, so this goes to the debug log (`--verbose`)
+  instead.
   """
   log = _NativeLog()
   try:
+    sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(2)
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
   except (OSError, ValueError, AttributeError):
     saved = None
   if saved is None:
     yield log
     return
   with tempfile.TemporaryFile() as f:
-    os.dup2(f.fileno(), 2)
+    for fd in saved:
+      os.dup2(f.fileno(), fd)
     try:
       yield log
     finally:
-      os.dup2(saved, 2)
-      os.close(saved)
+      for fd, copy in saved.items():
+        os.dup2(copy, fd)
+        os.close(copy)
       f.seek(0)
       log.text = f.read().decode('utf-8', 'replace')
   for line in log.text.splitlines():
@@ -154,11 +160,84 @@ def _short(message: str, native: str = '', accelerator: str = '') -> str:
 
 
 def _input_slot(name: str) -> str:
-  """Which of lr_up, noise, scale a model input is (converters decorate the names)."""
+  """Which of lr_up, noise, scale, detail a model input is (converters decorate the names)."""
   for n in INPUT_NAMES:
     if n in name:
       return n
   raise bundle.BundleError(f'model input {name!r} is none of {", ".join(INPUT_NAMES)}')
+
+
+_SELECTED_ADAPTER = re.compile(r'Selected adapter: ([^\n]+)')
+
+
+def gpu_adapter(native_log: str) -> str:
+  """The adapter line of LiteRT's WebGPU log, e.g. 'llvmpipe (LLVM 15.0.6, 256 bits), arch=software,
+  vendor=mesa, backend=Vulkan, adapterType=CPU / Software'; '' where it logged none."""
+  found = _SELECTED_ADAPTER.findall(native_log)
+  return found[-1].strip() if found else ''
+
+
+def is_software_adapter(adapter: str) -> bool:
+  """A GPU emulated on the CPU (Mesa's lavapipe/llvmpipe, SwiftShader): WebGPU's adapter type CPU."""
+  return 'adapterType=CPU' in adapter or 'arch=software' in adapter
+
+
+def _adapter_name(adapter: str) -> str:
+  """'llvmpipe (LLVM 15.0.6, 256 bits)' of an adapter line, plus ', software' for a software one."""
+  name = adapter.split(', arch=')[0].split(', vendor=')[0] or 'an unnamed adapter'
+  return name + (', software' if is_software_adapter(adapter) else '')
+
+
+# A 1-op model (export_tflite/gpu_check.make_probe_model) that compiles for the GPU in ~0.1 s.
+GPU_PROBE = files.asset_path('gpu_probe.tflite')
+_gpu_probed = None
+
+
+def probe_gpu() -> tuple[str, str]:
+  """(adapter, failure) of LiteRT's GPU accelerator on this machine, found once per process.
+
+  Compiles GPU_PROBE for the GPU: `adapter` is the line WebGPU logs for the
+  adapter it selected (gpu_adapter), `failure` one line on why none runs
+  ('' when it compiled). No CompiledModel API: ('', the reason). In a
+  process that has imported TensorFlow (export, tests) the GPU accelerator
+  is not tried: compiling for it there crashes the process (SIGSEGV, LiteRT
+  2.3 beside TF 2.21).
+  """
+  global _gpu_probed
+  if 'tensorflow' in sys.modules:
+    return '', 'not tried beside TensorFlow in one process (LiteRT crashes compiling for the GPU there)'
+  if _gpu_probed is None:
+    cm = _compiled_model_module()
+    if cm is None:
+      return '', "needs ai-edge-litert's CompiledModel API, which is not installed"
+    failure = ''
+    with _native_log() as log:
+      env = model = None
+      try:
+        env = cm.Environment.create()
+        options = cm.Options(hardware_accelerators=cm.HardwareAccelerator.GPU)
+        model = cm.CompiledModel.from_file(GPU_PROBE, environment=env, options=options)
+      except (RuntimeError, ValueError) as e:
+        failure = str(e) or type(e).__name__
+      finally:
+        for thing in (model, env):
+          if thing is not None:
+            thing.close()
+    _gpu_probed = (gpu_adapter(log.text), _short(failure, log.text, 'gpu') if failure else '')
+  return _gpu_probed
+
+
+def _check_gpu(auto: bool):
+  """Raises _Unavailable before the bundle's model is compiled for the GPU: no adapter, or (with `auto`) a
+  software one, which emulates the GPU on the CPU far slower than the CPU path runs the model."""
+  adapter, failure = probe_gpu()
+  if failure:
+    raise _Unavailable(failure)
+  if auto and is_software_adapter(adapter):
+    raise _Unavailable(
+      f'passed over the software adapter {_adapter_name(adapter)}: a GPU emulated on the CPU, slower '
+      'than the CPU path (--accelerator gpu runs on it)'
+    )
 
 
 def _compiled_model_module():
@@ -205,6 +284,9 @@ class _CompiledBackend:
     if failure is not None:
       raise _Unavailable(_short(failure, log.text, accelerator))
     self._env, self._model = env, model
+    # The GPU adapter LiteRT's WebGPU accelerator chose, as it logs it ('' elsewhere).
+    self.adapter = (gpu_adapter(log.text) or probe_gpu()[0]) if accelerator == 'gpu' else ''
+    self.fully_accelerated = bool(model.is_fully_accelerated())
     signatures = model.get_signature_list()
     key = next(iter(signatures))
     self._names = [_input_slot(n) for n in signatures[key]['inputs']]
@@ -271,7 +353,7 @@ class _InterpreterBackend:
 
 @dataclasses.dataclass
 class Engine:
-  """A loaded model: run(lr_up, noise, scale) -> output tile, and what runs it."""
+  """A loaded model: run(lr_up, noise, scale, detail) -> output tile, and what runs it."""
 
   backend: object
   accelerator: str  # 'npu', 'gpu', 'cpu' or 'delegate'
@@ -282,8 +364,9 @@ class Engine:
   fallbacks: list = dataclasses.field(default_factory=list)  # 'npu: reason' per accelerator passed over
   load_seconds: float = 0.0
 
-  def run(self, lr_up, noise, scale) -> np.ndarray:
-    return self.backend.run({'lr_up': lr_up, 'noise': noise, 'scale': scale})
+  def run(self, lr_up, noise, scale, detail=_FULL_DETAIL) -> np.ndarray:
+    """One tile; `detail` (1,) reaches models that read it (unet.Variant.detail_input), others ignore it."""
+    return self.backend.run({'lr_up': lr_up, 'noise': noise, 'scale': scale, 'detail': detail})
 
   def close(self):
     if self.backend is not None:
@@ -335,6 +418,8 @@ def _candidates(manifest: dict, accelerator: str, quant: str | None) -> list[str
 def _check_shapes(backend, manifest: dict, file: str):
   tile = manifest['tile']['size']
   want = {'lr_up': (1, tile, tile, 3), 'noise': (1, tile, tile, 3), 'scale': (1,)}
+  if 'detail' in backend.input_shapes:  # models that read the detail (unet.Variant.detail_input)
+    want['detail'] = (1,)
   if backend.input_shapes != want or backend.output_shape != (1, tile, tile, 3):
     raise bundle.BundleError(
       f'{file}: model shapes {backend.input_shapes} -> {backend.output_shape} '
@@ -347,7 +432,7 @@ def _warm_up(backend, tile: int):
   z = np.zeros((1, tile, tile, 3), np.float32)
   with _native_log() as log:
     try:
-      out = backend.run({'lr_up': z, 'noise': z, 'scale': np.ones((1,), np.float32)})
+      out = backend.run({'lr_up': z, 'noise': z, 'scale': np.ones((1,), np.float32), 'detail': _FULL_DETAIL})
       failure = None if np.all(np.isfinite(out)) else 'non-finite output on a blank tile'
     except (RuntimeError, ValueError) as e:
       failure = str(e) or type(e).__name__
@@ -360,14 +445,31 @@ def _warm_up(backend, tile: int):
 def _load(path: str, accelerator: str, threads: int):
   """(backend, runtime description) of one model file on one accelerator.
 
-  CompiledModel, else the classic interpreter.
+  CompiledModel, else the classic interpreter; on the CPU also where
+  CompiledModel is installed but cannot compile the model (as on some arm64
+  builds of LiteRT), and the description says so.
   """
   cm = _compiled_model_module()
+  why_not_compiled = ''
   if cm is not None:
-    backend = _CompiledBackend(cm, path, accelerator, threads)
-    return backend, 'LiteRT CompiledModel' + (f', XNNPACK, {threads} threads' if accelerator == 'cpu' else '')
+    try:
+      backend = _CompiledBackend(cm, path, accelerator, threads)
+    except _Unavailable as e:
+      if accelerator != 'cpu':
+        raise
+      why_not_compiled = f' (CompiledModel could not compile for the CPU: {e})'
+    else:
+      runtime = 'LiteRT CompiledModel'
+      if accelerator == 'cpu':
+        runtime += f', XNNPACK, {threads} threads'
+      if accelerator == 'gpu':
+        runtime += f', WebGPU on {_adapter_name(backend.adapter)}'
+        if not backend.fully_accelerated:
+          runtime += ', some ops on the CPU'
+      return backend, runtime
   if accelerator == 'cpu':
-    return _InterpreterBackend(_interpreter_module(), path, threads), f'LiteRT interpreter, {threads} threads'
+    backend = _InterpreterBackend(_interpreter_module(), path, threads)
+    return backend, f'LiteRT interpreter, {threads} threads{why_not_compiled}'
   raise _Unavailable("needs ai-edge-litert's CompiledModel API, which is not installed")
 
 
@@ -434,6 +536,8 @@ def open_engine(
       path = os.path.join(bundle_dir, entry['file'])
       t0 = time.perf_counter()
       try:
+        if acc == 'gpu':
+          _check_gpu(auto=accelerator == 'auto')
         backend, runtime = _load(path, acc, threads)
         _check_shapes(backend, manifest, path)
         _warm_up(backend, tile)

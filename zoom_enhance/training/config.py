@@ -68,6 +68,11 @@ def defaults() -> ml_collections.ConfigDict:
   # Feed the noisy input ungated too (zero-initialised), so a 1-step sampler's
   # output depends on its noise: distillation students set it (see unet.UNet).
   c.model.direct_noise = False
+  # Condition the network on the detail D in [0, 1] too (zero-initialised),
+  # so one network switches between its fidelity output (D = 0, trained on
+  # the ground truth's squared error) and its drawn detail (D = 1): a student
+  # with distill.train_detail sets it (see unet.UNet).
+  c.model.detail_input = False
 
   c.diffusion = ml_collections.ConfigDict()
   # logSNR range of the continuous cosine schedule (t=1 is logsnr_min).
@@ -163,6 +168,12 @@ def defaults() -> ml_collections.ConfigDict:
   # The weight of that squared error against the image loss of the other
   # examples (per example it is a few times smaller than L1 + LPIPS).
   c.distill.fidelity_weight = 1.0
+  # With fidelity_from_data: every last-step example learns (1 - D) times that
+  # squared error plus D times the image loss (LPIPS against the photo at full
+  # weight), so the detail is a smooth perception-distortion control; without
+  # it only the examples at D = 0 learn the data and the others the image loss
+  # (LPIPS against the photo times D).
+  c.distill.fidelity_blend = False
 
   c.mesh = ml_collections.ConfigDict()
   # Device mesh: 'data' splits the batch, 'fsdp' splits parameters and the
@@ -261,6 +272,7 @@ def _problems(c, *, distill: bool) -> list[str]:
       'distill.l1_weight, lpips_weight, hr_lpips_weight and fidelity_weight must be >= 0',
     )
     check(s.train_detail or not s.fidelity_from_data, 'distill.fidelity_from_data needs distill.train_detail')
+    check(s.fidelity_from_data or not s.fidelity_blend, 'distill.fidelity_blend needs fidelity_from_data')
     check(s.eval_holdout >= 0, f'distill.eval_holdout={s.eval_holdout} must be >= 0')
     check(
       len(s.eval_scales) >= 1 and all(1.0 <= x <= 16.0 for x in s.eval_scales),

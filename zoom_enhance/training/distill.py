@@ -33,7 +33,7 @@ from zoom_enhance.training import train
 from zoom_enhance.training import weights
 
 # Modules a student adds to its teacher (zero-initialised; see unet.UNet).
-NEW_STUDENT_MODULES = ('noise_in', 'noise_out')
+NEW_STUDENT_MODULES = ('noise_in', 'noise_out', 'detail_in')
 
 
 def training_detail(rng, batch: int):
@@ -62,8 +62,9 @@ def teacher_target(diff: diffusion.Diffusion, teacher, x, rng, student_steps, tr
   t' = t - 1 / (2 N_s), t'' = t - 1 / N_s; z_t = alpha_t x + sigma_t eps,
   except at t = 1 with train_detail, where z_1 = D eps as the sampler starts
   (D from training_detail); z_t' and z_t'' are two teacher DDIM steps
-  (teacher(z, logsnr) -> (x_hat, eps_hat), with the sampler's clipping); the
-  target is distill_x_target(z_t, z_t'').
+  (teacher(z, logsnr, D) -> (x_hat, eps_hat), with the sampler's clipping;
+  a teacher without model.detail_input ignores D); the target is
+  distill_x_target(z_t, z_t'').
   """
   rng_i, rng_eps, rng_detail = jax.random.split(rng, 3)
   n = student_steps
@@ -75,9 +76,9 @@ def teacher_target(diff: diffusion.Diffusion, teacher, x, rng, student_steps, tr
   if train_detail:
     detail = jnp.where(i == n, training_detail(rng_detail, x.shape[0]), 1.0)
     z_t = jnp.where((i == n)[:, None, None, None], detail[:, None, None, None] * eps, z_t)
-  x1, e1 = teacher(z_t, logsnr_t)
+  x1, e1 = teacher(z_t, logsnr_t, detail)
   z_mid = diffusion.ddim_step(x_pred=x1, eps_pred=e1, logsnr_s=logsnr_mid)
-  x2, e2 = teacher(z_mid, logsnr_mid)
+  x2, e2 = teacher(z_mid, logsnr_mid, detail)
   z_s = diffusion.ddim_step(x_pred=x2, eps_pred=e2, logsnr_s=logsnr_s)
   target = diffusion.distill_x_target(z_t=z_t, z_s=z_s, logsnr_t=logsnr_t, logsnr_s=logsnr_s)
   return Target(jax.lax.stop_gradient(target), z_t, logsnr_t, i == 1.0, detail)
@@ -110,6 +111,7 @@ def distill_loss(
   train_detail=False,
   fidelity_from_data=False,
   fidelity_weight=1.0,
+  fidelity_blend=False,
   vgg=None,
   weights=(),
 ):
@@ -121,11 +123,17 @@ def distill_loss(
   the squared error. With `fidelity_from_data`, the examples at detail 0
   whose step ends at t = 0 learn the data instead: fidelity_weight |x_pred - x|^2,
   whose minimiser is the posterior mean E[x | LR], the best-PSNR output.
+  With `fidelity_blend` too, every example whose step ends at t = 0 mixes the
+  two by its detail D: (1 - D) fidelity_weight |x_pred - x|^2 + D image_loss,
+  so the detail moves the output smoothly from the best PSNR (D = 0) to all
+  the drawn detail (D = 1) instead of switching at the first D above 0.
   """
   rng_target, rng_drop = jax.random.split(rng)
   lr_up, scale = batch['lr_up'], batch['scale']
-  teacher = sampler.make_denoise_fn(model, diff, teacher_params, lr_up, scale)
   x_data = diff.encode(batch['hr'], lr_up)
+  teacher = lambda z, logsnr, detail: sampler.make_denoise_fn(  # noqa: E731
+    model, diff, teacher_params, lr_up, scale, detail
+  )(z, logsnr)
   target = teacher_target(diff, teacher, x_data, rng_target, batch['student_steps'], train_detail)
   x_pred = train.predict_x(
     params,
@@ -136,17 +144,23 @@ def distill_loss(
     lr_up=lr_up,
     scale=scale,
     rng_dropout=rng_drop,
+    detail=target.detail,
   )
   loss = diffusion.weighted_x_errors(
     x_pred=x_pred, x_target=target.x, logsnr=target.logsnr, weighting=diff.loss_weighting
   )
   if vgg is not None:
     image = lambda x: jnp.clip(diff.decode(x, lr_up), -1.0, 1.0)  # noqa: E731
-    per_image = image_loss(vgg, image(x_pred), image(target.x), batch['hr'], target.detail, weights)
+    hr_detail = jnp.ones_like(target.detail) if fidelity_blend else target.detail
+    per_image = image_loss(vgg, image(x_pred), image(target.x), batch['hr'], hr_detail, weights)
     loss = jnp.where(target.final, per_image, loss)
   if fidelity_from_data:
     data_mse = fidelity_weight * jnp.mean(jnp.square(x_pred - x_data), axis=(1, 2, 3))
-    loss = jnp.where(target.final & (target.detail == 0.0), data_mse, loss)
+    if fidelity_blend:
+      blended = (1.0 - target.detail) * data_mse + target.detail * loss
+      loss = jnp.where(target.final, blended, loss)
+    else:
+      loss = jnp.where(target.final & (target.detail == 0.0), data_mse, loss)
   return jnp.mean(loss)
 
 
@@ -172,10 +186,13 @@ def prepare_config(config):
     raise errors.ConfigError("set --config.distill.teacher_workdir to the teacher's training workdir")
   teacher_config = checkpoint.restore_config(config.distill.teacher_workdir, _teacher_step(config))
   with config.unlocked():
-    direct_noise = config.model.direct_noise or teacher_config.model.direct_noise
+    added = {
+      key: bool(config.model.get(key, False) or teacher_config.model.get(key, False))
+      for key in ('direct_noise', 'detail_input')
+    }
     config.model = teacher_config.model
-    # The student may add the ungated noise input the teacher lacks (student_params).
-    config.model.direct_noise = direct_noise
+    # The student may add the ungated noise input and the detail input the teacher lacks (student_params).
+    config.model.update(added)
     for key in ('logsnr_min', 'logsnr_max', 'prediction', 'residual', 'residual_scale'):
       config.diffusion[key] = teacher_config.diffusion[key]
   if config.diffusion.prediction == 'eps':
@@ -225,6 +242,7 @@ class DistillTask(train.Task):
       train_detail=d.train_detail,
       fidelity_from_data=d.fidelity_from_data,
       fidelity_weight=d.fidelity_weight,
+      fidelity_blend=d.fidelity_blend,
       vgg=perceptual.load_vgg_lpips() if d.loss == 'perceptual' else None,
       weights=(d.l1_weight, d.lpips_weight, d.hr_lpips_weight),
     )

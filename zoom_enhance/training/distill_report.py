@@ -137,8 +137,10 @@ class RoundEvaluator:
         'train_detail': d.train_detail,
         'fidelity_from_data': d.fidelity_from_data,
         'fidelity_weight': d.fidelity_weight,
+        'fidelity_blend': d.fidelity_blend,
         'loss_weighting': self.config.diffusion.loss_weighting,
         'direct_noise': bool(self.config.model.direct_noise),
+        'detail_input': bool(self.config.model.get('detail_input', False)),
       },
     )
     files.write_json(path, results)

@@ -90,9 +90,11 @@ def initial_params(workdir: str, like):
   return params
 
 
-def predict_x(params, *, model, diff: diffusion.Diffusion, z, logsnr, lr_up, scale, rng_dropout):
-  """The network's x prediction at (z, logsnr) in training mode (dropout on)."""
-  out = model.apply({'params': params}, z, lr_up, logsnr, scale, train=True, rngs={'dropout': rng_dropout})
+def predict_x(params, *, model, diff: diffusion.Diffusion, z, logsnr, lr_up, scale, rng_dropout, detail=None):
+  """The network's x prediction at (z, logsnr) in training mode (dropout on); `detail` as in unet.UNet."""
+  out = model.apply(
+    {'params': params}, z, lr_up, logsnr, scale, train=True, detail=detail, rngs={'dropout': rng_dropout}
+  )
   x_pred, _ = diff.x_eps(out, z=z, logsnr=logsnr)
   return x_pred
 
