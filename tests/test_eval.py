@@ -270,6 +270,10 @@ def test_bench_reports_the_cpu_and_unavailable_accelerators(bundle_dir, tmp_path
       r = rows[acc, scale]
       assert r['available'] == (r.get('accelerator') == acc) and (r['available'] or r['reason'])
   assert 'fp32' in stdout and 'x4' in stdout
+  # Start-up to the first tile, from fresh `zoom-enhance enhance` processes (a figure, not a timed test).
+  startup = res['startup']
+  assert len(startup['runs']) == 3 and startup['seconds'] == float(np.median(startup['runs'])) > 0
+  assert 'start-up to the first tile:' in stdout
 
 
 @pytest.mark.parametrize(
