@@ -36,9 +36,9 @@ class TileFn:
   """f(lr_up, noise, scale, detail=None) -> output tile: Sampler.sample, unrolled, at a temperature.
 
   The sampler starts from z_1 = noise_temperature * noise (see Sampler.sample);
-  a network without model.detail_input ignores `detail`. `graph` is the same
-  function of exactly the model file's inputs, `inputs`, in order (what
-  to_tflite converts); `feed(tile)` calls it on a dict of real_tiles.
+  a network without model.detail_input ignores `detail`. `inputs` names the
+  model file's inputs, in order (the signature to_tflite converts with);
+  `feed(tile)` calls it on a dict of real_tiles.
   """
 
   def __init__(self, sample, takes_detail: bool):
@@ -48,12 +48,9 @@ class TileFn:
   def __call__(self, lr_up, noise, scale, detail=None):
     return self._sample(lr_up, noise, scale, detail=detail)
 
-  def graph(self, *args):
-    return self(*args)
-
   def feed(self, tile: dict, fn=None):
-    """(fn or graph)(*the tile's model inputs)."""
-    return (fn or self.graph)(*[tile[k] for k in self.inputs])
+    """(fn or self)(*the tile's model inputs)."""
+    return (fn or self)(*[tile[k] for k in self.inputs])
 
 
 def make_tile_fn(params, config, num_steps: int, noise_temperature: float = 1.0) -> TileFn:
@@ -106,7 +103,7 @@ def to_tflite(tile_fn: TileFn, tile: int, mode: str, calibration: list[dict] | N
     raise ValueError(f'unknown quantization {mode!r}; choose from {", ".join(QUANT_MODES)}')
   shapes = {'lr_up': (1, tile, tile, 3), 'noise': (1, tile, tile, 3), 'scale': (1,), 'detail': (1,)}
   signature = [tf.TensorSpec(shapes[k], tf.float32, name=k) for k in tile_fn.inputs]
-  converted = jax2tf.convert(tile_fn.graph, with_gradient=False)
+  converted = jax2tf.convert(tile_fn, with_gradient=False)
   concrete = tf.function(converted, autograph=False, input_signature=signature).get_concrete_function()
   converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
   converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]

@@ -142,7 +142,7 @@ def export(
   if not 0.0 <= detail <= 1.0:
     raise errors.ConfigError(f'--detail {detail}: must be in [0, 1]')
   tile_fn = convert.make_tile_fn(params, config, steps, noise_temperature)
-  jax_fn = jax.jit(tile_fn.graph)
+  jax_fn = jax.jit(tile_fn)
   real = _photos(photos or config.data.eval_source or config.data.source)
   scales = [config.data.max_scale, 0.5 * (config.data.min_scale + config.data.max_scale)]
   calibration = convert.real_tiles(real, 32, tile, scales, seed=1)

@@ -323,7 +323,7 @@ def test_a_model_that_reads_the_detail_gets_it_as_a_graph_input_at_every_value(p
     assert [float(t['detail'][0]) for t in tiles] == [1.0, 0.0, 0.5]
     outs = []
     for t in tiles:
-      want = np.asarray(tile_fn.feed(t, jax.jit(tile_fn.graph)))
+      want = np.asarray(tile_fn.feed(t, jax.jit(tile_fn)))
       got = lite.run(t['lr_up'], t['noise'], t['scale'], t['detail'])
       assert metrics.psnr(got, want, data_range=2.0) > convert.PARITY_DB['fp16'], t['detail']
       # The same tile at detail 1 and 0 (zero noise): the detail input alone moves the output.
