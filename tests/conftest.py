@@ -22,6 +22,15 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   _CACHE = tempfile.mkdtemp(prefix='zoom-enhance-test-jax-cache-')
   atexit.register(shutil.rmtree, _CACHE, True)
   os.environ['JAX_COMPILATION_CACHE_DIR'] = _CACHE
+# The runtime's cache (the CPU variant measured fastest): one per session, never the user's. The
+# emulated arm64 root (tests/test_arm64.py) stays where launch/arm64_emulated.py built it.
+if 'ZOOM_ENHANCE_CACHE_DIR' not in os.environ:
+  from zoom_enhance.runtime import cpu_variant
+
+  os.environ.setdefault('ZOOM_ENHANCE_ARM64_ROOT', os.path.join(cpu_variant.cache_dir(), 'arm64-bookworm'))
+  _RUNTIME_CACHE = tempfile.mkdtemp(prefix='zoom-enhance-test-cache-')
+  atexit.register(shutil.rmtree, _RUNTIME_CACHE, True)
+  os.environ['ZOOM_ENHANCE_CACHE_DIR'] = _RUNTIME_CACHE
 # Four: enough for a (data 2, fsdp 2) mesh; more devices on a 2-core machine only cost compile time.
 os.environ.setdefault('XLA_FLAGS', f'--xla_force_host_platform_device_count=4 {FAST_COMPILE}')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')

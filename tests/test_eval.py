@@ -16,6 +16,8 @@ from zoom_enhance.evaluation import metrics
 from zoom_enhance.evaluation import peers
 from zoom_enhance.evaluation import protocol
 from zoom_enhance.evaluation import runtime_bench
+from zoom_enhance.runtime import bundle as bundle_lib
+from zoom_enhance.runtime import cpu_variant
 
 HAVE_PEERS = not peers.missing_packages()
 needs_peers = pytest.mark.skipif(not HAVE_PEERS, reason="pip install 'zoom-enhance[peers]'")
@@ -90,7 +92,8 @@ def test_eval_writes_every_method_per_image_and_on_average(results, bundle_dir):
   assert (s['scale'], s['degradation'], s['images']) == (4.0, 'bicubic', 2)
   assert (s['threads'], s['peer_threads']) == (2, 1)
   b = s['bundle']
-  assert b['path'] == os.path.abspath(bundle_dir) and b['variant'] == 'fp32' and b['steps'] == 2
+  assert b['path'] == os.path.abspath(bundle_dir) and b['steps'] == 2
+  assert b['variant'] in cpu_variant.candidates(bundle_lib.load_manifest(bundle_dir))  # measured fastest
   assert b['accelerator'] == 'cpu'
   assert res['per_image']['coffee.png']['hr_size'] == [120, 96]  # modcrop of 122x98
   if HAVE_PEERS:
@@ -274,6 +277,12 @@ def test_bench_reports_the_cpu_and_unavailable_accelerators(bundle_dir, tmp_path
   startup = res['startup']
   assert len(startup['runs']) == 3 and startup['seconds'] == float(np.median(startup['runs'])) > 0
   assert 'start-up to the first tile:' in stdout
+  # The variant the runtime runs on this CPU, measured afresh among the bundle's candidates.
+  keys = cpu_variant.candidates(bundle_lib.load_manifest(bundle_dir))
+  choice = res['cpu_variant']
+  assert choice['variant'] in keys and 'CPU variant the runtime runs here: ' + choice['variant'] in stdout
+  if len(keys) > 1:
+    assert choice['how'] == 'measured' and set(choice['tile_ms']) == set(keys)
 
 
 @pytest.mark.parametrize(
@@ -323,3 +332,29 @@ def test_a_missing_peer_is_named_and_the_other_methods_go_on(hr_dir, tmp_path, m
   assert list(res['methods']) == ['bicubic']
   assert 'ncnn==' in res['skipped']['realesrgan-compact']
   assert "pip install 'zoom-enhance[peers]'" in res['skipped']['realesrgan-compact']
+
+
+def test_bench_folder_times_both_commands_whole_and_writes_the_same_pixels(bundle_dir, tmp_path):
+  from skimage import data
+
+  folder = tmp_path / 'lr'
+  folder.mkdir()
+  cat = data.chelsea()
+  Image.fromarray(cat[:30, :40]).save(folder / 'a.png')
+  Image.fromarray(cat[50:77, 60:93]).save(folder / 'b.jpg', quality=95)
+  out = tmp_path / 'folder.json'
+  rc, stdout, err = cli('bench', '--folder', folder, '--scales', '2', '--bundle', bundle_dir, '--out', out)
+  assert rc == 0, err[-5:]
+  res = json.loads(out.read_text())
+  ours, theirs = res['rows']['zoom-enhance'], res['rows']['realesrgan-compact']
+  # Both wrote one PNG per photo, of the same sizes: (80 x 60) + (66 x 54) pixels.
+  assert ours['photos'] == theirs['photos'] == 2
+  assert ours['output_pixels'] == theirs['output_pixels'] == 80 * 60 + 66 * 54
+  for r in (ours, theirs):
+    assert r['seconds'] > 0 and r['sec_per_mp'] == pytest.approx(
+      r['seconds'] / r['output_pixels'] * 1e6, rel=0.01
+    )
+  assert res['ratio'] == pytest.approx(ours['sec_per_mp'] / theirs['sec_per_mp'], rel=0.01)
+  assert res['settings']['png_level'] == 1 and 'takes' in stdout and 'realesrgan-compact' in stdout
+  rc, _, err = cli('bench', '--folder', tmp_path / 'nowhere')
+  assert rc != 0 and len(err) == 1 and 'nowhere: no such folder' in err[0]

@@ -197,7 +197,7 @@ def test_gpu_check_flags_what_the_delegate_cannot_run():
   assert gpu_check.incompatible_ops(lite(conv)) == []
 
 
-def test_step_cpu_quant_and_noise_temperature_reach_the_bundle(trained, photo_dir, tmp_path):
+def test_step_cpu_quant_and_noise_temperature_reach_the_bundle(trained, photo_dir, tmp_path, monkeypatch):
   """--step picks the checkpoint, --noise-temperature 0 is baked in, --cpu-quant is the CPU default, --detail
   the runtime's default detail."""
   from zoom_enhance.runtime import pipeline
@@ -232,6 +232,7 @@ def test_step_cpu_quant_and_noise_temperature_reach_the_bundle(trained, photo_di
   ]
   lite.close()
   np.testing.assert_array_equal(outputs[0], outputs[1])  # the noise is multiplied by 0 in the graph
+  monkeypatch.setenv('ZOOM_ENHANCE_CPU_VARIANT', 'bundle')  # the bundle's choice, not this machine's fastest
   with pipeline.Enhancer(out, accelerator='cpu', threads=1) as enhancer:
     assert enhancer.engine.variant == 'int8' and not enhancer.noise_used and enhancer.default_detail == 0.6
 

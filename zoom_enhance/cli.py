@@ -9,6 +9,7 @@
   zoom-enhance eval --hr-dir DIR --scale 4 [--degradation bicubic|realistic] [--bundle B]
       [--detail 0,0.5,1] --out results.json
   zoom-enhance bench [--bundle B] [--threads 2] [--input-mp 1] [--out bench.json]
+  zoom-enhance bench --folder DIR [--scales 4] [--out f.json]   (whole commands against Real-ESRGAN compact)
   zoom-enhance bench-train [--variants tiny,base]
 
 Bad input ends with one line on stderr and a non-zero exit, not a traceback.
@@ -519,7 +520,21 @@ def cmd_bench(argv):
     '--accelerators', type=_list, default='npu,gpu,cpu', help='comma-separated, from npu, gpu, cpu'
   )
   p.add_argument('--out', default=None, help='also write the rows as JSON')
+  p.add_argument(
+    '--folder',
+    default=None,
+    help='instead: enlarge this folder of photos with `enhance` and with Real-ESRGAN compact, each '
+    'writing PNGs, and compare the whole commands (at the last of --scales: 4 by default)',
+  )
   args = p.parse_args(argv[1:])
+  if args.folder:
+    from zoom_enhance.evaluation import folder_bench
+
+    folder_bench.run_folder_bench(
+      args.folder, scale=args.scales[-1], threads=args.threads, bundle=args.bundle, out=args.out
+    )
+    return 0
+  del args.folder
   from zoom_enhance.evaluation import runtime_bench
 
   runtime_bench.run_bench(**vars(args))

@@ -123,6 +123,11 @@ def sha256(path) -> str:
     return hashlib.file_digest(f, 'sha256').hexdigest()
 
 
+def text_digest(text: str) -> str:
+  """Hex SHA-256 of a string's UTF-8 bytes (cache keys)."""
+  return hashlib.sha256(text.encode('utf-8')).hexdigest()
+
+
 def asset_path(*parts: str) -> str:
   """A file or folder shipped in the package's assets/ (the sample photo, the default bundle)."""
   return str(importlib.resources.files('zoom_enhance').joinpath('assets', *parts))

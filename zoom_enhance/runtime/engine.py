@@ -39,10 +39,9 @@ INPUT_NAMES = ('lr_up', 'noise', 'scale', 'detail')
 _FULL_DETAIL = np.ones((1,), np.float32)
 
 # Variants to use when none is asked for, best first, per accelerator: NPUs
-# run integer models, mobile GPUs half floats. On the CPU fp32 keeps exact
-# parity with JAX (fp16 weights are widened to float32 by XNNPACK, so no
-# faster); int8 is faster (1.4 vs 1.7 s/MP at 128-pixel tiles here) but only
-# promised within 30 dB of JAX, so it is asked for with --quant int8.
+# run integer models, mobile GPUs half floats. On the CPU the bundle's own
+# choice (export --cpu-quant) goes first, and the runtime replaces this order
+# with the variant measured fastest on the machine (cpu_variant.choose).
 PREFERRED_QUANTS = {
   'npu': ('int8_full', 'int8', 'fp16', 'fp32'),
   'gpu': ('fp16', 'fp32', 'int8', 'int8_full'),
@@ -363,6 +362,7 @@ class Engine:
   tile: int
   fallbacks: list = dataclasses.field(default_factory=list)  # 'npu: reason' per accelerator passed over
   load_seconds: float = 0.0
+  choice: str = ''  # how the CPU variant was chosen (cpu_variant.Choice.describe), '' where it was not
 
   def run(self, lr_up, noise, scale, detail=_FULL_DETAIL) -> np.ndarray:
     """One tile; `detail` (1,) reaches models that read it (unet.Variant.detail_input), others ignore it."""
@@ -507,11 +507,15 @@ def open_engine(
   quant: str | None = None,
   delegate: str | None = None,
   threads: int | None = None,
+  choose_cpu=None,
 ) -> Engine:
   """Loads the bundle's model on the first accelerator of the chain that runs it.
 
   `accelerator` is 'auto' (NPU, then GPU, then CPU) or one of them, which is
   then an AcceleratorError if it cannot run here, never a silent fallback.
+  `choose_cpu(threads)`, where given and no `quant` is, picks the CPU's
+  variant (a cpu_variant.Choice, or None for the bundle's default); it is
+  called only once the chain reaches the CPU.
   """
   if accelerator not in ACCELERATORS:
     raise AcceleratorError(f'--accelerator {accelerator}: choose one of {", ".join(ACCELERATORS)}')
@@ -526,7 +530,11 @@ def open_engine(
   chain = CHAIN if accelerator == 'auto' else (accelerator,)
   fallbacks = []
   for acc in chain:
-    for key in _candidates(manifest, acc, quant):
+    keys, choice = _candidates(manifest, acc, quant), None
+    if acc == 'cpu' and quant is None and choose_cpu is not None:
+      choice = choose_cpu(threads)
+      keys = [choice.variant] if choice else keys
+    for key in keys:
       entry = _all_models(manifest)[key]
       if acc == 'gpu' and entry.get('gpu_incompatible_ops'):
         fallbacks.append(
@@ -546,8 +554,20 @@ def open_engine(
         continue
       if entry.get('npu_target'):
         runtime += f', compiled for {entry["npu_target"]}'
-      engine = Engine(backend, acc, runtime, key, path, tile, fallbacks, time.perf_counter() - t0)
+      engine = Engine(
+        backend,
+        acc,
+        runtime,
+        key,
+        path,
+        tile,
+        fallbacks,
+        time.perf_counter() - t0,
+        choice.describe() if choice else '',
+      )
       logger.info('accelerator: %s', engine.describe())
+      if choice:
+        logger.info('cpu variant: %s', engine.choice)
       return engine
   if accelerator == 'auto':
     raise AcceleratorError('no accelerator could run the model: ' + '; '.join(fallbacks))

@@ -20,6 +20,7 @@ from zoom_enhance import errors
 from zoom_enhance.imaging import files
 from zoom_enhance.imaging import photo as photo_lib
 from zoom_enhance.runtime import bundle as bundle_lib
+from zoom_enhance.runtime import cpu_variant
 from zoom_enhance.runtime import engine as engine_lib
 from zoom_enhance.runtime import geometry
 from zoom_enhance.runtime import tiling
@@ -142,7 +143,13 @@ class Enhancer:
         f'zoom-enhance export --steps {steps}'
       )
     self.engine = engine_lib.open_engine(
-      self.manifest, self.bundle_dir, accelerator=accelerator, quant=quant, delegate=delegate, threads=threads
+      self.manifest,
+      self.bundle_dir,
+      accelerator=accelerator,
+      quant=quant,
+      delegate=delegate,
+      threads=threads,
+      choose_cpu=lambda n: cpu_variant.choose(self.bundle_dir, self.manifest, n),
     )
 
   def __enter__(self):

@@ -162,6 +162,9 @@ def enhance_tiled(
   # Accumulators for the rows of the current strip only: [top, top + tile).
   acc = np.zeros((tile, canvas_w, 3), np.float32)
   wsum = np.zeros((tile, canvas_w), np.float32)
+  weighted = np.empty((tile, tile, 3), np.float32)
+  # 2-D blend weights per column, for each kind of row (first, inner, last): at most three strips' worth.
+  tile_weights = {}
   top = 0
   for row, y in enumerate(ys):
     if y > top:  # rows above this strip are done
@@ -170,19 +173,24 @@ def enhance_tiled(
       top = y
     rows = min(tile, out_h - y)
     lr_strip = _pad_to(up.rows(y, y + rows), tile, canvas_w)
-    wy = edge_weights(tile, overlap, y > 0, y + tile < out_h)
+    kind = (y > 0, y + tile < out_h)
+    if kind not in tile_weights:
+      wy = edge_weights(tile, overlap, *kind)
+      tile_weights[kind] = [wy[:, None] * w[None, :] for w in wx]
+    weights = tile_weights[kind]
     if noise is not None:
       noise.forget_above(y)
     for col, x in enumerate(xs):
       lr_tile = lr_strip[:, x : x + tile]
       z = zeros if noise is None else noise.region(y, x, tile, tile)
       if noise is not None and detail != 1.0:
-        z = z * detail
+        z *= detail  # region() returns a fresh array
       out = np.asarray(run_tile(lr_tile[None], z[None], scale_in, detail_in), np.float32)[0]
       if strength != 1.0:
         out = lr_tile + np.float32(strength) * (out - lr_tile)
-      w = wy[:, None] * wx[col][None, :]
-      acc[:, x : x + tile] += out * w[:, :, None]
+      w = weights[col]
+      np.multiply(out, w[:, :, None], out=weighted)
+      acc[:, x : x + tile] += weighted
       wsum[:, x : x + tile] += w
       if on_tile:
         on_tile()

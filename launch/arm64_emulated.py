@@ -1,0 +1,423 @@
+"""The runtime on ARM64, emulated: each variant of the embedded bundle in an arm64 root, against x86-64.
+
+  sudo python launch/arm64_emulated.py --out arm64-report
+
+Needs root (chroot) and Debian's qemu-user-static and debootstrap
+(`apt-get install qemu-user-static debootstrap`); no binfmt_misc: the static
+emulator is copied into the root and runs its Python directly.
+
+1. Setup, once (cached in ~/.cache/zoom-enhance/arm64-bookworm, or --root):
+   debootstrap's first stage downloads and unpacks an arm64 bookworm
+   (minbase, plus python3; about 40 MB of packages, half a minute). Its
+   second stage, which configures the packages by running them emulated
+   (about 12 minutes), is not needed to run Python and is skipped. Then pip
+   installs the runtime's dependencies (pyproject's base list: numpy,
+   Pillow, ai-edge-litert, ...) for aarch64 from the package index into the
+   root (--target with --platform: pip inside the root would need the network
+   and certificates there).
+2. Run, offline: this checkout's `zoom_enhance` package is copied into the
+   root, and `python -m zoom_enhance.cli enhance` runs there under qemu on a
+   crop of the packaged photo that makes one tile, once per variant
+   (--accelerator cpu --quant V), and the same command on this machine. The
+   report gives each variant's runtime as the runtime itself reports it
+   (on this root LiteRT's CompiledModel cannot compile for the CPU, and the
+   runtime falls back to the classic interpreter and says so), the seconds,
+   and the PSNR between the two results.
+
+The seconds are those of an emulated CPU, many times a phone's: they show
+that it runs, not how fast. /proc and /sys are not mounted in the root:
+with them, LiteRT's CompiledModel crashed (SIGSEGV) under emulation instead
+of failing.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+
+import numpy as np
+from PIL import Image
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from zoom_enhance.evaluation import metrics  # noqa: E402
+from zoom_enhance.runtime import cpu_variant  # noqa: E402
+
+MIRROR = 'http://deb.debian.org/debian'
+SUITE = 'bookworm'
+MARKER = '.zoom-enhance-arm64-root'
+QEMU = '/usr/bin/qemu-aarch64-static'
+# pip's names for aarch64 wheels that bookworm's glibc 2.36 runs.
+PLATFORMS = ['manylinux2014_aarch64'] + [f'manylinux_2_{v}_aarch64' for v in (17, 27, 28, 31, 34, 35, 36)]
+SITE = '/opt/zoom-enhance/site'  # the dependencies, inside the root
+SRC = '/opt/zoom-enhance/src'  # this checkout's package, copied at each run
+OUT = '/opt/zoom-enhance/out'
+# A crop of the packaged photo (x, y, w, h) that makes one 192-px tile at x4.
+CROP = (150, 100, 48, 48)
+MIN_PSNR_DB = 50.0
+# Full-integer models round differently per architecture (XNNPACK's and TFLite's int8 kernels, LOGISTIC
+# most); such a result is judged by its distance to the float model's, within this of x86-64's own.
+FAITHFUL_MARGIN_DB = 1.0
+_ENHANCE = re.compile(
+  r'\d+ tiles? on \w+ \((?P<runtime>.*)\), model (?P<variant>\S+), (?P<seconds>[0-9.]+) s \('
+)
+
+
+# Every op's output tensors of one tile through the classic interpreter's own kernels (all tensors kept,
+# so no XNNPACK): argv model, photo, npz out. The tile is the one the enhance command runs.
+LAYER_DUMP = """
+import sys
+import numpy as np
+from PIL import Image
+from zoom_enhance.imaging import resample
+from zoom_enhance.runtime import engine, tiling
+model, photo, out, (x, y, w, h) = sys.argv[1], sys.argv[2], sys.argv[3], map(int, sys.argv[4].split(','))
+lr = np.asarray(Image.open(photo).convert('RGB'))[y : y + h, x : x + w]
+t = 4 * h
+feed = {'lr_up': resample.lr_up(lr, (t, t))[None], 'noise': tiling.NoiseField(0).region(0, 0, t, t)[None],
+        'scale': np.array([4.0], np.float32), 'detail': np.ones((1,), np.float32)}
+it = engine._interpreter_module().Interpreter(model_path=model, experimental_preserve_all_tensors=True)
+it.allocate_tensors()
+for d in it.get_input_details():
+  it.set_tensor(d['index'], feed[engine._input_slot(d['name'])])
+it.invoke()
+tensors = {}
+for op in it._get_ops_details():
+  for i in op['outputs']:
+    tensors[f"{op['index']:04d} {op['op_name']}"] = it.get_tensor(i)
+np.savez(out, **tensors)
+"""
+
+
+class Failure(Exception):
+  """A one-line reason to stop."""
+
+
+def default_root() -> str:
+  """$ZOOM_ENHANCE_ARM64_ROOT, else arm64-bookworm in the user's cache directory."""
+  return os.environ.get('ZOOM_ENHANCE_ARM64_ROOT') or os.path.join(cpu_variant.cache_dir(), f'arm64-{SUITE}')
+
+
+def _run(cmd, **kw):
+  r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
+  if r.returncode != 0:
+    last = [ln for ln in (r.stderr + r.stdout).splitlines() if ln.strip()][-1:] or [f'exit {r.returncode}']
+    raise Failure(f'{os.path.basename(str(cmd[0]))} failed: {last[0][:300]}')
+  return r
+
+
+def _python_version(root: str) -> str:
+  found = sorted(re.findall(r'^python(3\.\d+)$', '\n'.join(os.listdir(os.path.join(root, 'usr/bin'))), re.M))
+  if not found:
+    raise Failure(f'{root}: no python3 in the root')
+  return found[-1]
+
+
+def runtime_requirements() -> list[str]:
+  """The runtime's pinned dependencies: pyproject's base list (no extras)."""
+  with open(os.path.join(REPO, 'pyproject.toml'), 'rb') as f:
+    return list(tomllib.load(f)['project']['dependencies'])
+
+
+def setup(root: str, mirror: str = MIRROR) -> str:
+  """Builds the root once (see the module docstring); 'cached' where it is there already."""
+  if os.path.exists(os.path.join(root, MARKER)):
+    return 'cached'
+  partial = root + '.partial'
+  shutil.rmtree(partial, ignore_errors=True)
+  os.makedirs(os.path.dirname(os.path.abspath(root)), exist_ok=True)
+  t0 = time.perf_counter()
+  print(f'arm64: debootstrap first stage of {SUITE} into {partial} (downloads about 40 MB)', flush=True)
+  _run(
+    [
+      'debootstrap',
+      '--foreign',
+      '--arch=arm64',
+      '--variant=minbase',
+      '--include=python3',
+      SUITE,
+      partial,
+      mirror,
+    ]
+  )
+  # The first stage unpacks only the base set; --include's packages wait in the archive for the second.
+  debs = sorted(os.listdir(os.path.join(partial, 'var/cache/apt/archives')))
+  for deb in [d for d in debs if d.endswith('.deb')]:
+    _run(['dpkg-deb', '-x', os.path.join(partial, 'var/cache/apt/archives', deb), partial])
+  shutil.copy2(QEMU, os.path.join(partial, 'usr/bin/qemu-aarch64-static'))
+  version = _python_version(partial)
+  print(
+    f'arm64: pip install of the runtime for aarch64, Python {version}: {" ".join(runtime_requirements())}'
+  )
+  cmd = [sys.executable, '-m', 'pip', 'install', '-q', '--target', partial + SITE, '--only-binary=:all:']
+  cmd += ['--python-version', version, '--implementation', 'cp', '--platform', 'any']
+  for p in PLATFORMS:
+    cmd += ['--platform', p]
+  _run(cmd + runtime_requirements())
+  with open(os.path.join(partial, MARKER), 'w') as f:
+    json.dump({'suite': SUITE, 'python': version, 'requirements': runtime_requirements()}, f)
+  shutil.rmtree(root, ignore_errors=True)
+  os.rename(partial, root)
+  return f'built in {time.perf_counter() - t0:.0f} s'
+
+
+def _enhance_args(source: str, variant: str, out: str, threads: int) -> list[str]:
+  crop = ','.join(map(str, CROP))
+  cmd = ['-m', 'zoom_enhance.cli', 'enhance', source, '--crop', crop, '--scale', '4', '--accelerator', 'cpu']
+  return cmd + ['--quant', variant, '--threads', str(threads), '-o', out, '-v']
+
+
+def _report_line(stderr: str, where: str) -> dict:
+  found = _ENHANCE.search(stderr)
+  if not found:
+    last = [ln for ln in stderr.splitlines() if ln.strip()][-1:] or ['no output']
+    raise Failure(f'{where}: enhance gave no report: {last[0][:300]}')
+  return {'runtime': found['runtime'], 'enhance_seconds': float(found['seconds'])}
+
+
+def _timed(cmd, env, where: str) -> dict:
+  t0 = time.perf_counter()
+  r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+  wall = time.perf_counter() - t0
+  if r.returncode != 0:
+    last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1:] or [f'exit status {r.returncode}']
+    raise Failure(f'{where}: enhance failed: {last[0][:300]}')
+  return {**_report_line(r.stderr, where), 'command_seconds': round(wall, 2)}
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float | None:
+  """PSNR of two uint8 images in dB (metrics.psnr); None where they are identical."""
+  db = metrics.psnr(a, b, data_range=255)
+  return None if db == float('inf') else round(db, 2)
+
+
+def run(root: str, out: str, variants: list[str], threads: int, layers=()) -> dict:
+  """Each variant in the root and here; writes the results and report.json into `out`.
+
+  For the variants in `layers`, also every op's output on both, compared (compare_layers).
+  """
+  if not os.path.exists(os.path.join(root, MARKER)):
+    raise Failure(f'{root}: no arm64 root there; run without --no-setup to build it')
+  src = root + SRC
+  shutil.rmtree(src, ignore_errors=True)
+  shutil.copytree(os.path.join(REPO, 'zoom_enhance'), os.path.join(src, 'zoom_enhance'))
+  shutil.rmtree(root + OUT, ignore_errors=True)
+  os.makedirs(root + OUT)
+  os.makedirs(out, exist_ok=True)
+  python = f'/usr/bin/python{_python_version(root)}'
+  emulated = [shutil.which('chroot'), root, '/usr/bin/qemu-aarch64-static', python]
+  env = {
+    'PATH': '/usr/bin:/bin',
+    'HOME': '/root',
+    'LANG': 'C.UTF-8',
+    'PYTHONPATH': f'{SRC}:{SITE}',
+    'ZOOM_ENHANCE_CACHE_DIR': '/tmp/zoom-enhance-cache',
+  }
+  machine = _run(emulated + ['-c', 'import platform; print(platform.machine())'], env=env).stdout.strip()
+  source_in_root = f'{SRC}/zoom_enhance/assets/chelsea.jpg'
+  source_here = os.path.join(REPO, 'zoom_enhance', 'assets', 'chelsea.jpg')
+  results = {}
+  # The float model's result here: how far each quantized result lies from it, there and here.
+  reference = 'fp16' if 'fp16' in variants else None
+  for v in sorted(variants, key=lambda v: v != reference):
+    print(f'arm64: {v} emulated ...', flush=True)
+    arm = _timed(
+      emulated + _enhance_args(source_in_root, v, f'{OUT}/arm64_{v}.png', threads), env, f'arm64 {v}'
+    )
+    here_out = os.path.join(out, f'x86_64_{v}.png')
+    here = _timed([sys.executable] + _enhance_args(source_here, v, here_out, threads), None, f'here {v}')
+    arm_out = os.path.join(out, f'arm64_{v}.png')
+    shutil.copy2(root + f'{OUT}/arm64_{v}.png', arm_out)
+    a, b = (np.asarray(Image.open(p).convert('RGB')) for p in (arm_out, here_out))
+    results[v] = {'psnr_db': psnr(a, b), 'identical': bool(np.array_equal(a, b)), 'arm64': arm, 'here': here}
+    if reference:
+      ref = np.asarray(Image.open(os.path.join(out, f'x86_64_{reference}.png')).convert('RGB'))
+      results[v]['vs_reference'] = {'arm64_psnr_db': psnr(a, ref), 'here_psnr_db': psnr(b, ref)}
+    results[v]['verdict'] = verdict(results[v])
+    if v in layers:
+      print(f'arm64: {v} layer by layer ...', flush=True)
+      results[v]['layers'] = _layers(emulated, env, root, out, v)
+  report = {
+    'command': f'zoom-enhance enhance chelsea.jpg --crop {",".join(map(str, CROP))} --scale 4 '
+    f'--accelerator cpu --quant V --threads {threads}',
+    'output_size': list(a.shape[1::-1]),
+    'arm64': {
+      'machine': machine,
+      'root': root,
+      'emulator': _run([QEMU, '--version']).stdout.splitlines()[0],
+      'seconds_are': 'emulated (qemu-user on this machine), not phone speed',
+    },
+    'here': {'machine': platform.machine(), 'python': platform.python_version()},
+    'min_psnr_db': MIN_PSNR_DB,
+    'reference': f'x86_64_{reference}.png, the float model here' if reference else None,
+    'variants': results,
+  }
+  with open(os.path.join(out, 'report.json'), 'w') as f:
+    json.dump(report, f, indent=1)
+  return report
+
+
+def compare_layers(arm: str, here: str) -> dict:
+  """Per op, how the arm64 output tensor differs from x86-64's: the share of values, and the most (in
+  quantization steps for integer tensors)."""
+  a, b = np.load(arm), np.load(here)
+  ops = []
+  for key in sorted(set(a.files) & set(b.files)):
+    x, y = a[key].astype(np.float64), b[key].astype(np.float64)
+    d = np.abs(x - y)
+    ops.append(
+      {
+        'op': key,
+        'dtype': str(a[key].dtype),
+        'shape': list(a[key].shape),
+        'share_differing': round(float(np.mean(d > 0)), 4),
+        'max_difference': float(d.max()),
+      }
+    )
+  differing = [o for o in ops if o['share_differing'] > 0]
+  return {
+    'ops': len(ops),
+    'ops_differing': len(differing),
+    'first_differing': differing[0] if differing else None,
+    'widest': sorted(differing, key=lambda o: -o['max_difference'])[:5],
+    'output': ops[-1] if ops else None,
+    'how': 'classic interpreter, built-in kernels (all tensors kept, so no XNNPACK), the same tile',
+  }
+
+
+def _layers(emulated, env, root: str, out: str, v: str) -> dict:
+  with open(root + '/opt/zoom-enhance/layers.py', 'w') as f:
+    f.write(LAYER_DUMP)
+  model = f'zoom_enhance/assets/default_bundle/zoom_enhance_{v}.tflite'
+  crop = ','.join(map(str, CROP))
+  _run(
+    emulated
+    + [
+      '/opt/zoom-enhance/layers.py',
+      f'{SRC}/{model}',
+      f'{SRC}/zoom_enhance/assets/chelsea.jpg',
+      f'{OUT}/layers_{v}.npz',
+      crop,
+    ],
+    env=env,
+  )
+  here = os.path.join(out, f'layers_{v}_x86_64.npz')
+  _run(
+    [
+      sys.executable,
+      '-c',
+      LAYER_DUMP,
+      os.path.join(REPO, model),
+      os.path.join(REPO, 'zoom_enhance/assets/chelsea.jpg'),
+      here,
+      crop,
+    ],
+    env=dict(os.environ, PYTHONPATH=REPO),
+  )
+  return compare_layers(root + f'{OUT}/layers_{v}.npz', here)
+
+
+def verdict(r: dict) -> str:
+  """'identical', 'within' MIN_PSNR_DB of x86-64, 'as faithful' to the float model as x86-64, or 'differs'."""
+  if r['identical']:
+    return 'identical'
+  if r['psnr_db'] >= MIN_PSNR_DB:
+    return 'within'
+  ref = r.get('vs_reference') or {}
+  arm, here = ref.get('arm64_psnr_db'), ref.get('here_psnr_db')
+  if arm is not None and here is not None and arm >= here - FAITHFUL_MARGIN_DB:
+    return 'as faithful'
+  return 'differs'
+
+
+def format_report(report: dict) -> str:
+  lines = [
+    f'{report["command"]} ({report["output_size"][0]}x{report["output_size"][1]}), '
+    f'{report["arm64"]["machine"]} under {report["arm64"]["emulator"]} against {report["here"]["machine"]}:',
+    f'{"variant":10s} {"PSNR dB":>9s} {"to float":>13s} {"verdict":>11s} {"arm64 s":>8s} {"here s":>7s}'
+    '  arm64 runtime',
+  ]
+  for v, r in report['variants'].items():
+    db = 'identical' if r['identical'] else f'{r["psnr_db"]:.2f}'
+    ref = r.get('vs_reference') or {}
+    to_float = '/'.join(
+      'inf' if ref.get(k) is None else f'{ref[k]:.1f}' for k in ('arm64_psnr_db', 'here_psnr_db')
+    )
+    lines.append(
+      f'{v:10s} {db:>9s} {to_float:>13s} {r["verdict"]:>11s} {r["arm64"]["enhance_seconds"]:8.2f} '
+      f'{r["here"]["enhance_seconds"]:7.2f}  {r["arm64"]["runtime"]}'
+    )
+  lines.append(
+    "PSNR: arm64 result against x86-64's; to float: each against the float model here (arm64/x86-64); "
+    f'verdict: within {MIN_PSNR_DB:g} dB, or as faithful to the float model as x86-64 (within '
+    f'{FAITHFUL_MARGIN_DB:g} dB)'
+  )
+  lines.append('seconds: the enhancement as the runtime reports it; arm64 ' + report['arm64']['seconds_are'])
+  for v, r in report['variants'].items():
+    if 'layers' in r:
+      lay = r['layers']
+      lines.append(f'{v} layer by layer ({lay["how"]}): {lay["ops_differing"]} of {lay["ops"]} ops differ')
+      for what, o in [('first', lay['first_differing']), ('output', lay['output'])] + [
+        ('widest', o) for o in lay['widest']
+      ]:
+        if o:
+          lines.append(
+            f'  {what:7s} {o["op"]:24s} {o["dtype"]:8s} {o["share_differing"]:7.2%} of values differ, '
+            f'by at most {o["max_difference"]:g}'
+          )
+  return '\n'.join(lines)
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument(
+    '--root',
+    default=None,
+    help='the arm64 root (default: $ZOOM_ENHANCE_ARM64_ROOT, else ~/.cache/zoom-enhance/arm64-bookworm)',
+  )
+  p.add_argument('--out', default='arm64-report', help='folder for the results and report.json')
+  p.add_argument('--variants', default='fp16,int8,int8_full', help='bundle variants to run, comma-separated')
+  p.add_argument('--threads', type=int, default=2)
+  p.add_argument('--layers', default='int8_full', help='variants to compare op by op too (default int8_full)')
+  p.add_argument('--mirror', default=MIRROR, help='Debian mirror for debootstrap')
+  mode = p.add_mutually_exclusive_group()
+  mode.add_argument('--setup-only', action='store_true', help='build the root (needs the network) and stop')
+  mode.add_argument('--no-setup', action='store_true', help='run offline on a root built before')
+  args = p.parse_args(argv)
+  root = os.path.abspath(args.root or default_root())
+  try:
+    if os.geteuid() != 0:
+      raise Failure('needs root, for chroot (and debootstrap): run it with sudo')
+    missing = [t for t in ('chroot', 'debootstrap', 'dpkg-deb') if not shutil.which(t)] + [
+      t for t in (QEMU,) if not os.path.exists(t)
+    ]
+    if missing:
+      raise Failure(f'missing {", ".join(missing)}: apt-get install qemu-user-static debootstrap')
+    if not args.no_setup:
+      print(f'arm64 root {root}: {setup(root, args.mirror)}', flush=True)
+    if args.setup_only:
+      return 0
+    variants = [v for v in args.variants.split(',') if v]
+    layers = [v for v in args.layers.split(',') if v]
+    report = run(root, os.path.abspath(args.out), variants, args.threads, layers)
+  except Failure as e:
+    print(f'arm64_emulated: error: {e}', file=sys.stderr)
+    return 1
+  print(format_report(report))
+  print(f'wrote {os.path.join(os.path.abspath(args.out), "report.json")}')
+  bad = [v for v, r in report['variants'].items() if r['verdict'] == 'differs']
+  if bad:
+    print(f'arm64_emulated: error: the arm64 result differs from x86-64: {", ".join(bad)}', file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

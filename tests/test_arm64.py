@@ -1,0 +1,63 @@
+"""The runtime on ARM64 under emulation (launch/arm64_emulated.py), against this machine's x86-64 output.
+
+Building the arm64 root needs the network (Debian's mirror, the package
+index), which tests do not have: CI builds it before the tests
+(`launch/arm64_emulated.py --setup-only`) and sets
+ZOOM_ENHANCE_ARM64_TESTS=require; elsewhere the test skips without a root.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from zoom_enhance.runtime import bundle
+from zoom_enhance.runtime import pipeline
+
+ROOT = os.environ.get('ZOOM_ENHANCE_ARM64_ROOT', '')
+SCRIPT = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'launch', 'arm64_emulated.py'
+)
+
+
+def _unavailable(reason: str):
+  if os.environ.get('ZOOM_ENHANCE_ARM64_TESTS') == 'require':
+    pytest.fail(f'{reason}, though ZOOM_ENHANCE_ARM64_TESTS=require')
+  pytest.skip(f'{reason}; python launch/arm64_emulated.py --setup-only builds it (as root)')
+
+
+def test_every_variant_runs_on_arm64_as_on_x86_64(tmp_path):
+  if not ROOT or not os.path.exists(os.path.join(ROOT, '.zoom-enhance-arm64-root')):
+    _unavailable(f'no arm64 root at {ROOT!r}')
+  if os.geteuid() != 0:
+    _unavailable('the emulated runs need root (chroot)')
+  out = tmp_path / 'report'
+  r = subprocess.run(
+    [sys.executable, SCRIPT, '--root', ROOT, '--out', str(out), '--no-setup'],
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
+  assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+  report = json.loads((out / 'report.json').read_text())
+  assert report['arm64']['machine'] == 'aarch64' and report['here']['machine'] == 'x86_64'
+  models = bundle.load_manifest(pipeline.DEFAULT_BUNDLE)['models']
+  assert set(report['variants']) == {'fp16', 'int8', 'int8_full'} <= set(models)
+  for v, result in report['variants'].items():
+    # The runtime's own report: the classic interpreter where CompiledModel cannot compile, saying so.
+    runtime = result['arm64']['runtime']
+    assert runtime.startswith('LiteRT CompiledModel') or 'CompiledModel could not compile' in runtime, runtime
+    assert (out / f'arm64_{v}.png').exists() and (out / f'x86_64_{v}.png').exists()
+    if v == 'int8_full':
+      # int8 kernels round differently per architecture; judged by the distance to the float model.
+      ref = result['vs_reference']
+      assert result['identical'] or result['psnr_db'] >= 50 or ref['arm64_psnr_db'] >= ref['here_psnr_db'] - 1
+    else:
+      assert result['identical'] or result['psnr_db'] >= 50, (v, result)
+  assert 'not phone speed' in r.stdout
+  # Op by op, for the full-integer model (the script's default --layers).
+  layers = report['variants']['int8_full']['layers']
+  assert layers['ops'] > 100 and layers['output']['op'].endswith('DEQUANTIZE')
+  assert 'layer by layer' in r.stdout

@@ -1,0 +1,154 @@
+"""`zoom-enhance bench --folder DIR`: a folder of photos enlarged and written as PNGs, each way timed whole.
+
+The user's view of speed: one command over a folder, from start to the last
+file written, start-up, decoding and PNG encoding included. zoom-enhance
+runs as `zoom-enhance enhance DIR --scale S -o OUT` in a fresh process;
+Real-ESRGAN compact (evaluation.peers, ncnn on the CPU) runs in a fresh
+process of its own that reads each photo, upscales it 4x (then Lanczos to
+the same size as ours where S is not 4) and writes a PNG at the same
+compression level. Both use the same threads; seconds per output megapixel
+count the pixels written.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from PIL import Image
+
+from zoom_enhance import errors
+from zoom_enhance.evaluation import report
+from zoom_enhance.imaging import files
+from zoom_enhance.imaging import photo
+
+PEER = 'realesrgan-compact'
+
+
+def _output_pixels(folder: str) -> tuple[int, int]:
+  """(files, pixels) of the images written under `folder`."""
+  sizes = [photo.upright_size(path) or (0, 0) for path in files.list_images(folder)]
+  return len(sizes), sum(w * h for w, h in sizes)
+
+
+def _timed(cmd: list[str], what: str) -> float:
+  t0 = time.perf_counter()
+  r = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())
+  seconds = time.perf_counter() - t0
+  if r.returncode != 0:
+    last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1:] or [f'exit status {r.returncode}']
+    raise errors.ZoomEnhanceError(f'{what} failed: {last[0]}')
+  return seconds
+
+
+def _child_env() -> dict:
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  return dict(
+    os.environ, PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get('PYTHONPATH')] if p])
+  )
+
+
+def peer_folder(spec: dict) -> int:
+  """The peer's side, in its own process: every photo of the folder upscaled and written as a PNG."""
+  from zoom_enhance.evaluation import peers
+
+  net = peers.RealEsrgan(spec['method'], threads=spec['threads'])
+  try:
+    for path in files.list_images(spec['folder']):
+      lr = photo.load_rgb(path)
+      out_hw = tuple(max(1, round(n * spec['scale'])) for n in lr.shape[:2])
+      result = Image.fromarray(net(lr, out_hw))
+      # The same relative path and stem as `enhance DIR -o OUT` writes.
+      out = os.path.join(spec['out'], os.path.splitext(os.path.relpath(path, spec['folder']))[0] + '.png')
+      os.makedirs(os.path.dirname(out), exist_ok=True)
+      photo.save_photo(out, result, png_level=spec['png_level'])
+  finally:
+    net.close()
+  return 0
+
+
+def run_folder_bench(
+  folder: str,
+  *,
+  scale: float = 4.0,
+  threads: int = 2,
+  png_level: int = photo.PNG_LEVEL,
+  bundle=None,
+  out: str | None = None,
+) -> dict:
+  """Times both commands over `folder`, prints s/MP and the ratio, writes `out` (JSON) if given."""
+  from zoom_enhance.evaluation import peers
+
+  if not os.path.isdir(folder):
+    raise errors.ConfigError(f'--folder {folder}: no such folder')
+  if not files.list_images(folder):
+    raise errors.ConfigError(f'--folder {folder}: no images in it')
+  folder = os.path.abspath(folder)
+  missing = peers.missing_packages()
+  if missing:
+    raise peers.PeerMissing(f'{PEER} needs {" and ".join(missing)}: {peers.INSTALL_HINT}')
+  if out:
+    out = report.output_path(out)
+  rows = {}
+  with tempfile.TemporaryDirectory(prefix='zoom-enhance-folder-bench-') as tmp:
+    ours, theirs = os.path.join(tmp, 'zoom-enhance'), os.path.join(tmp, PEER)
+    os.makedirs(theirs)
+    cmd = [sys.executable, '-m', 'zoom_enhance.cli', 'enhance', folder, '--scale', format(scale, 'g')]
+    cmd += ['--threads', str(threads), '--png-level', str(png_level), '-o', ours + os.sep]
+    if bundle:
+      cmd += ['--bundle', bundle]
+    spec = {
+      'method': PEER,
+      'folder': folder,
+      'out': theirs,
+      'scale': scale,
+      'threads': threads,
+      'png_level': png_level,
+    }
+    peer_cmd = [sys.executable, '-m', 'zoom_enhance.evaluation.folder_bench', json.dumps(spec)]
+    for name, command, where in (('zoom-enhance', cmd, ours), (PEER, peer_cmd, theirs)):
+      print(f'{name}: enlarging {folder} ...', flush=True)
+      seconds = _timed(command, name)
+      count, pixels = _output_pixels(where)
+      if not pixels:
+        raise errors.ZoomEnhanceError(f'{name} wrote no images into {where}')
+      mp = pixels / 1e6
+      rows[name] = {
+        'seconds': round(seconds, 3),
+        'output_pixels': pixels,
+        'photos': count,
+        'output_mp': round(mp, 3),
+        'sec_per_mp': round(seconds / mp, 4),
+      }
+  ratio = rows['zoom-enhance']['sec_per_mp'] / rows[PEER]['sec_per_mp']
+  results = {
+    'settings': {
+      'folder': os.path.abspath(folder),
+      'scale': scale,
+      'threads': threads,
+      'png_level': png_level,
+      'host': report.host(),
+      'how': 'each command timed whole in a fresh process, start-up and PNG writing included',
+    },
+    'rows': rows,
+    'ratio': round(ratio, 3),
+  }
+  for name, r in rows.items():
+    print(
+      f'{name:20s} {r["photos"]} photos, {r["output_mp"]:.2f} MP written in {r["seconds"]:.1f} s: '
+      f'{r["sec_per_mp"]:.3f} s/MP'
+    )
+  print(
+    f'zoom-enhance takes {ratio:.2f}x the time per output megapixel of {PEER} (PNG level {png_level}, '
+    f'{threads} threads, whole commands)'
+  )
+  if out:
+    report.write_json(out, results)
+    print(f'wrote {out}')
+  return results
+
+
+if __name__ == '__main__':
+  sys.exit(peer_folder(json.loads(sys.argv[1])))
