@@ -554,16 +554,9 @@ def open_engine(
         continue
       if entry.get('npu_target'):
         runtime += f', compiled for {entry["npu_target"]}'
+      seconds = time.perf_counter() - t0
       engine = Engine(
-        backend,
-        acc,
-        runtime,
-        key,
-        path,
-        tile,
-        fallbacks,
-        time.perf_counter() - t0,
-        choice.describe() if choice else '',
+        backend, acc, runtime, key, path, tile, fallbacks, seconds, choice=choice.describe() if choice else ''
       )
       logger.info('accelerator: %s', engine.describe())
       if choice:
