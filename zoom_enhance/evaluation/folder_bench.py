@@ -21,6 +21,7 @@ from PIL import Image
 
 from zoom_enhance import errors
 from zoom_enhance.evaluation import report
+from zoom_enhance.evaluation import runtime_bench
 from zoom_enhance.imaging import files
 from zoom_enhance.imaging import photo
 
@@ -35,19 +36,11 @@ def _output_pixels(folder: str) -> tuple[int, int]:
 
 def _timed(cmd: list[str], what: str) -> float:
   t0 = time.perf_counter()
-  r = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())
+  r = subprocess.run(cmd, capture_output=True, text=True, env=runtime_bench.child_env())
   seconds = time.perf_counter() - t0
   if r.returncode != 0:
-    last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1:] or [f'exit status {r.returncode}']
-    raise errors.ZoomEnhanceError(f'{what} failed: {last[0]}')
+    raise errors.ZoomEnhanceError(f'{what} failed: {runtime_bench.last_error_line(r)}')
   return seconds
-
-
-def _child_env() -> dict:
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  return dict(
-    os.environ, PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get('PYTHONPATH')] if p])
-  )
 
 
 def peer_folder(spec: dict) -> int:

@@ -104,11 +104,17 @@ def measure(spec: dict) -> dict:
     }
 
 
-def _child_env() -> dict:
+def child_env() -> dict:
+  """The environment of a measured child process: this very package on its path, wherever it was imported
+  from (a checkout as well as an install)."""
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  # This very package, wherever it was imported from (a checkout as well as an install).
   paths = [root] + [p for p in [os.environ.get('PYTHONPATH')] if p]
   return dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+
+
+def last_error_line(r: subprocess.CompletedProcess) -> str:
+  """What a failed child said last on stderr (its one-line error), else its exit status."""
+  return ([ln for ln in r.stderr.splitlines() if ln.strip()][-1:] or [f'exit status {r.returncode}'])[0]
 
 
 STARTUP_RUNS = 3
@@ -129,12 +135,11 @@ def measure_startup(bundle_dir: str, threads: int, tmp: str, runs: int = STARTUP
   seconds = []
   for _ in range(runs):
     t0 = time.perf_counter()
-    r = subprocess.run(command, capture_output=True, text=True, env=_child_env())
+    r = subprocess.run(command, capture_output=True, text=True, env=child_env())
     wall = time.perf_counter() - t0
     found = _ENHANCE_SECONDS.search(r.stderr)
     if r.returncode != 0 or not found:
-      last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1:] or [f'exit status {r.returncode}']
-      raise errors.ZoomEnhanceError(f'start-up run failed: {last[0]}')
+      raise errors.ZoomEnhanceError(f'start-up run failed: {last_error_line(r)}')
     seconds.append(round(wall - float(found.group(1)), 3))
   return {
     'seconds': float(np.median(seconds)),
@@ -145,18 +150,16 @@ def measure_startup(bundle_dir: str, threads: int, tmp: str, runs: int = STARTUP
 
 
 def _measure_in_child(spec: dict) -> dict:
-  env = _child_env()
   r = subprocess.run(
     [sys.executable, '-m', 'zoom_enhance.evaluation.runtime_bench', json.dumps(spec)],
     capture_output=True,
     text=True,
-    env=env,
+    env=child_env(),
   )
   lines = r.stdout.strip().splitlines()
   if r.returncode != 0 or not lines:
-    last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1:] or [f'exit status {r.returncode}']
     raise errors.ZoomEnhanceError(
-      f'{spec["quant"]} on {spec["accelerator"]} at x{spec["scale"]:g} failed: {last[0]}'
+      f'{spec["quant"]} on {spec["accelerator"]} at x{spec["scale"]:g} failed: {last_error_line(r)}'
     )
   return json.loads(lines[-1])
 

@@ -4,10 +4,10 @@ Which variant is fastest depends on the CPU and on the LiteRT path: on a
 2-core AMD EPYC (AVX2, no VNNI) through CompiledModel, the dynamic-range int8
 model ran a 192-px tile in 4.9 ms and fp16 in 13.8 ms, while through the
 classic interpreter on the same machine fp16 had been the faster; CPU feature
-flags do not predict it, nor does timing the model alone (see measure). So
-the first run on a machine times each candidate through the runtime's tiling
-(about 1 s) and writes the result to the user's cache directory; later runs
-read it.
+flags do not predict it, and timing the model alone may mislead (see
+measure). So the first run on a machine times each candidate through the
+runtime's tiling (about 1 s) and writes the result to the user's cache
+directory; later runs read it.
 
 Candidates are the bundle's own CPU default (export --cpu-quant) and its
 plain models whose parity against JAX, measured at export, is at least
@@ -125,7 +125,7 @@ class Choice:
 
   variant: str
   tile_ms: dict  # candidate -> ms per tile in the runtime's tiling ({} where nothing was measured)
-  how: str  # 'measured', 'cached', 'only candidate', 'bundle default'
+  how: str  # 'measured', 'cached in PATH', 'only candidate', 'bundle default'
 
   def describe(self) -> str:
     if not self.tile_ms:
@@ -154,10 +154,11 @@ def measure(bundle_dir: str, manifest: dict, keys: list[str], threads: int, roun
 
   Each variant is loaded as the runtime loads it (engine.open_model) and
   enlarges a crop of the packaged photo through the runtime's own tiling
-  (4 tiles at x4): timing the model alone misleads, because the work between
-  tiles evicts the model's data from the caches, which costs the variants
-  unequally (here dynamic-range int8, whose activations are float, ran 5%
-  faster than int8_full tile after tile, and 15% slower between real tiles).
+  (4 tiles at x4): the work between tiles can cost the variants unequally
+  (likely by evicting the model's data from the caches), so the model alone
+  timed tile after tile may rank them otherwise than the runtime runs them
+  (here dynamic-range int8 ran 5% faster than int8_full tile after tile, and
+  in one A/B through the whole pipeline 15% slower).
   Rounds are interleaved across the variants, so a change in the machine's
   load shifts them all alike; after two rounds a variant over 1.5 times the
   fastest is not timed further. A variant that cannot load is left out.
@@ -188,7 +189,8 @@ def measure(bundle_dir: str, manifest: dict, keys: list[str], threads: int, roun
   return {k: round(1000 * float(np.percentile(v, QUANTILE)), 3) for k, v in times.items()}
 
 
-def _cache_key(manifest: dict, keys: list[str], threads: int) -> str:
+def _cache_key(manifest: dict, keys: list[str], threads: int) -> tuple[str, dict]:
+  """(key, what it stands for) of this machine, thread count, LiteRT and the candidates' files."""
   ident = {
     'cpu': cpu_identity(),
     'threads': threads,
