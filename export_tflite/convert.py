@@ -4,7 +4,7 @@ The exported function maps (lr_up, noise, scale[, detail]) -> enhanced tile:
   lr_up  float32 (1, T, T, 3) in [-1, 1]: the LR tile upsampled (bicubic) to T x T
   noise  float32 (1, T, T, 3): the sampler's starting point, N(0, 1) times the detail
   scale  float32 (1,): the upscale factor
-  detail float32 (1,) in [0, 1], for networks with model.detail_input only
+  detail float32 (1,) in [0, 1], for networks that read it only (unet.Variant.reads_detail)
   output float32 (1, T, T, 3) in [-1, 1]
 The DDIM loop is unrolled; the noise levels of its fixed steps are host
 constants, so the graph holds no SIN/COS/EXP/LOG.
@@ -36,7 +36,7 @@ class TileFn:
   """f(lr_up, noise, scale, detail=None) -> output tile: Sampler.sample, unrolled, at a temperature.
 
   The sampler starts from z_1 = noise_temperature * noise (see Sampler.sample);
-  a network without model.detail_input ignores `detail`. `inputs` names the
+  a network that does not read the detail ignores `detail`. `inputs` names the
   model file's inputs, in order (the signature to_tflite converts with);
   `feed(tile)` calls it on a dict of real_tiles.
   """

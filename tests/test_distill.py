@@ -20,6 +20,7 @@ from zoom_enhance.data import sources
 from zoom_enhance.evaluation import metrics
 from zoom_enhance.evaluation import protocol
 from zoom_enhance.model import diffusion
+from zoom_enhance.model import sampler
 from zoom_enhance.training import checkpoint
 from zoom_enhance.training import config as config_lib
 from zoom_enhance.training import distill
@@ -99,6 +100,16 @@ def test_round_plan_and_its_validation():
     c.distill.start_steps, c.distill.end_steps = bad
     with pytest.raises(errors.ConfigError, match='distill.'):
       config_lib.validate(c, distill=True)
+  # The detail branch needs a fixed teacher beside it: distillation only, and no input added to the trunk.
+  c = load_config('distill_tiny')
+  c.distill.teacher_workdir = 'W'
+  c.model.detail_branch = True
+  config_lib.validate(c, distill=True)
+  with pytest.raises(errors.ConfigError, match='model.detail_branch trains a branch beside a fixed teacher'):
+    config_lib.validate(c)
+  c.model.direct_noise = True
+  with pytest.raises(errors.ConfigError, match='not with model.direct_noise or model.detail_input'):
+    config_lib.validate(c, distill=True)
 
 
 def _small_photo_folder(folder, count):
@@ -233,3 +244,50 @@ def test_distillation_through_the_command_reports_held_out_photos_and_resumes_mi
       np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
   resumed_report = json.loads((cut / distill_report.REPORT).read_text())
   assert [r['round'] for r in resumed_report['rounds']] == [1, 2]  # round 2 scored again, round 1 kept
+
+
+def test_a_detail_branch_student_trains_its_branch_alone_and_is_its_teacher_at_detail_0(teacher, tmp_path):
+  """model.detail_branch (the shipped recipe): one 2 -> 1 round; the trunk's parameters stay the teacher's,
+  the branch moves, the student's 1-step output at detail 0 is one for every seed and near the teacher's, and
+  it draws from the noise at detail 1."""
+  photos = _small_photo_folder(tmp_path / 'photos', 6)
+  workdir = tmp_path / 'B'
+  assert cli.main([
+    'zoom-enhance', 'distill', '--config', str(ROOT / 'configs' / 'distill_tiny.py'),
+    '--workdir', str(workdir), f'--config.distill.teacher_workdir={teacher}',
+    f'--config.data.source=folder:{photos}', '--config.data.patch_size=32',
+    '--config.distill.start_steps=2', '--config.distill.end_steps=1', '--config.distill.steps_per_round=4',
+    '--config.distill.eval_holdout=2', '--config.distill.eval_scales=(4.0,)',
+    '--config.train.lr=5e-3', '--config.train.warmup_steps=1',
+    '--config.model.detail_branch=True', '--config.distill.loss=perceptual',
+    '--config.distill.train_detail=True', '--config.distill.hr_lpips_weight=4',
+    '--config.distill.fidelity_from_data=True', '--config.distill.fidelity_weight=4',
+    '--config.distill.fidelity_blend=True',
+  ]) == 0  # fmt: skip
+  params, student_config, step = checkpoint.restore_params(str(workdir))
+  teacher_params, teacher_config, _ = checkpoint.restore_params(teacher)
+  assert step == 4 and student_config.model.detail_branch
+  student_flat = traverse_util.flatten_dict(params)
+  for key, value in traverse_util.flatten_dict(teacher_params).items():
+    np.testing.assert_allclose(student_flat[key], value, rtol=1e-6, atol=1e-7, err_msg='/'.join(key))
+  fresh = [v for k, v in student_flat.items() if k[0] == distill.BRANCH and k[1] in ('drawn', 'amplitude')]
+  assert fresh and all(np.any(v) for v in fresh)  # the output maps left their zero start
+  # At detail 0 one output for every seed, near the teacher's (the branch refines it); at detail 1 it draws.
+  hr, lr = protocol.make_pair(np.asarray(Image.open(photos / 'p4.png').convert('RGB')), 4.0)
+  run = (
+    lambda cfg, p, d, seed=0: (
+      sampler.Sampler(cfg)
+      .upscale_image(  # noqa: E731
+        p, lr, hr.shape[:2], num_steps=1, temperature=d, seed=seed
+      )
+      .astype(np.float64)
+    )
+  )
+  fidelity = run(student_config, params, 0.0)
+  np.testing.assert_array_equal(run(student_config, params, 0.0, seed=1), fidelity)
+  assert metrics.psnr(fidelity, run(teacher_config, teacher_params, 0.0), data_range=255) > 30
+  assert np.abs(run(student_config, params, 1.0) - run(student_config, params, 1.0, seed=1)).mean() > 0.1
+  report = json.loads((workdir / distill_report.REPORT).read_text())
+  assert report['loss']['detail_branch'] is True
+  (r,) = report['rounds']
+  assert r['noise_effect']['used']

@@ -143,6 +143,46 @@ def test_detail_input_starts_as_the_teacher_and_then_switches_the_network_by_the
   )
 
 
+def test_detail_branch_keeps_the_teacher_as_its_trunk_and_draws_from_the_noise():
+  """model.detail_branch: the teacher's parameters are the trunk; a fresh branch (output maps at zero)
+  leaves the teacher's function at every D; trained, it refines the trunk's output at D = 0 (no noise, as the
+  runtime feeds it: one output for every seed) and draws from the noise at D = 1; the trunk gets no
+  gradient."""
+  import dataclasses
+
+  from zoom_enhance.training import distill
+
+  mobile = unet.get_variant('mobile')
+  teacher = unet.UNet(mobile)
+  student = unet.UNet(dataclasses.replace(mobile, detail_branch=True))
+  assert student.variant.reads_detail and not teacher.variant.reads_detail
+  lr_up = jax.random.uniform(jax.random.PRNGKey(1), (2, 32, 32, 3), minval=-1, maxval=1)
+  z1, z2 = (jax.random.normal(jax.random.PRNGKey(k), (2, 32, 32, 3)) for k in (2, 3))
+  logsnr, scale = jnp.full((2,), -20.0), jnp.full((2,), 4.0)
+  teacher_params = random_params(teacher, z1, lr_up, logsnr, scale, seed=4)
+  fresh = student.init(jax.random.PRNGKey(0), z1, lr_up, logsnr, scale)['params']
+  like = jax.eval_shape(lambda: fresh)
+  params = dict(distill.student_params(teacher_params, like), detail_branch=fresh['detail_branch'])
+  assert set(params) - set(teacher_params) == {distill.BRANCH}
+  run_s = jax.jit(lambda p, z, d: student.apply({'params': p}, z, lr_up, logsnr, scale, detail=d))
+  want = teacher.apply({'params': teacher_params}, z1, lr_up, logsnr, scale)
+  for d in (0.0, 0.5, 1.0):
+    np.testing.assert_allclose(run_s(params, z1, jnp.full((2,), d)), want, rtol=1e-5, atol=1e-6)
+  branch = random_params(student, z1, lr_up, logsnr, scale, seed=5)['detail_branch']
+  trained = dict(params, detail_branch=branch)
+  zero, one = jnp.zeros((2,)), jnp.ones((2,))
+  fidelity = run_s(trained, jnp.zeros_like(z1), zero)
+  detailed1, detailed2 = run_s(trained, z1, one), run_s(trained, z2, one)
+  size = float(jnp.abs(want).max())
+  assert float(jnp.abs(fidelity - want).max()) > 0.01 * size
+  assert float(jnp.abs(detailed1 - fidelity).max()) > 0.01 * size
+  assert float(jnp.abs(detailed1 - detailed2).max()) > 0.01 * size
+  # Only the branch learns: the gradient of any loss reaches none of the trunk's parameters.
+  grads = jax.grad(lambda p: jnp.sum(run_s(p, z1, one) ** 2))(trained)
+  assert all(not np.any(g) for k in teacher_params for g in jax.tree.leaves(grads[k]))
+  assert any(np.any(g) for g in jax.tree.leaves(grads['detail_branch']))
+
+
 def _depth_to_space_rank6(x, r):
   """Reference pixel shuffle (rank-6 transpose) in the channel order of unet.pixel_shuffle."""
   b, h, w, c = x.shape

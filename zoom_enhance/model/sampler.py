@@ -20,7 +20,7 @@ from zoom_enhance.model import unet
 def make_denoise_fn(model, diff: diffusion.Diffusion, params, lr_up, scale, detail=None):
   """denoise(z, logsnr) -> (x_hat, eps_hat) of a network, with x_hat clipped to valid images.
 
-  `detail` (B,) reaches networks with model.detail_input (None: 1).
+  `detail` (B,) reaches networks that read it (unet.Variant.reads_detail; None: 1).
   """
 
   def denoise(z, logsnr):
@@ -45,8 +45,8 @@ class Sampler:
 
   @property
   def takes_detail(self) -> bool:
-    """Whether the network reads the detail as an input (model.detail_input), besides the noise's scale."""
-    return self.model.variant.detail_input
+    """Whether the network reads the detail D as an input (unet.Variant.reads_detail), not only the noise."""
+    return self.model.variant.reads_detail
 
   def denoise_fn(self, params, lr_up, scale, detail=None):
     return make_denoise_fn(self.model, self.diffusion, params, lr_up, scale, detail)
@@ -68,7 +68,7 @@ class Sampler:
     DDIM from z_1 = temperature * noise: 1 draws a sample, lower values move
     the output toward the mean-like estimate at the centre of the noise
     distribution (0 is deterministic), trading generated texture for
-    fidelity. A network with model.detail_input also reads the detail D as
+    fidelity. A network that reads the detail (unet.Variant.reads_detail) gets D as
     an input: `detail` (B,), by default the temperature (the runtime scales
     the noise by D itself and passes D). `unroll` writes the step loop out
     with its noise levels as constants (for export).

@@ -69,6 +69,17 @@ class Variant:
   # UNet): one network, switched by FiLM between its fidelity output (D = 0)
   # and its drawn detail (D = 1). Set by config.model.detail_input.
   detail_input: bool = False
+  # A detail branch beside a fixed trunk (DetailBranch): the trunk is the
+  # teacher, left as it was trained; the branch reads the trunk's last
+  # features, the noise and D, and adds a correction (D = 0, no noise: a
+  # deterministic refinement of the trunk's output) or the detail it draws
+  # (D = 1). Set by config.model.detail_branch.
+  detail_branch: bool = False
+
+  @property
+  def reads_detail(self) -> bool:
+    """Whether the network takes the detail D as an input."""
+    return self.detail_input or self.detail_branch
 
 
 VARIANTS = {
@@ -133,12 +144,13 @@ def get_variant(name: str) -> Variant:
 def from_config(config, dtype=jnp.float32) -> 'UNet':
   """The network of `config.model.variant`, computing in `dtype` (parameters stay float32).
 
-  With `model.direct_noise` and `model.detail_input` where the config sets them.
+  With `model.direct_noise`, `model.detail_input` and `model.detail_branch` where the config sets them.
   """
   variant = dataclasses.replace(
     get_variant(config.model.variant),
     direct_noise=bool(config.model.direct_noise),
     detail_input=bool(config.model.get('detail_input', False)),
+    detail_branch=bool(config.model.get('detail_branch', False)),
   )
   return UNet(variant, dtype=dtype)
 
@@ -307,6 +319,50 @@ class ResBlock(nn.Module):
     return x + h
 
 
+class DetailBranch(nn.Module):
+  """What a fixed trunk's output gets added: r(h, z, D), a refinement at D = 0, drawn detail at D = 1.
+
+  In the spirit of "Deblurring via Stochastic Refinement" (Whang et al. 2022):
+  the trunk predicts, the branch refines with noise. h is the trunk's last
+  feature map (B, H/p, W/p, C), which already carries the scale and the noise
+  level; z the noise input (B, H, W, 3: the sampler's D * eps); D's hat
+  embedding is the branch's FiLM conditioning.
+  b = two ResBlocks of h + patchconv(z), then
+    r = up(silu(b)) + up'(silu(b)) * conv3x3(z):
+  a residual drawn at 1/p of the resolution, plus full-resolution noise,
+  filtered, whose amplitude per pixel and channel depends on the content. Both
+  output maps start at zero, so a branch added to a trained trunk starts as
+  that trunk.
+  """
+
+  features: int
+  patch: int
+  groups: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, h, z, detail, train: bool):
+    p = self.patch
+    emb = hat_embedding(detail.astype(jnp.float32), 5, 0.0, 1.0, clip=False).astype(self.dtype)
+    noise_in = nn.Conv(
+      self.features,
+      (p, p),
+      strides=(p, p),
+      padding='VALID',
+      use_bias=False,
+      dtype=self.dtype,
+      name='noise_in',
+    )
+    b = h + noise_in(z)
+    for _ in range(2):
+      b = ResBlock(self.features, self.groups, 0.0, self.dtype)(b, emb, train)
+    b = nn.silu(b)
+    drawn = SubpixelUp(3, p, dtype=self.dtype, kernel_init=nn.initializers.zeros, name='drawn')(b)
+    amplitude = SubpixelUp(3, p, dtype=self.dtype, kernel_init=nn.initializers.zeros, name='amplitude')(b)
+    noise = nn.Conv(3, (3, 3), use_bias=False, dtype=self.dtype, name='noise_out')(z)
+    return drawn + amplitude * noise
+
+
 class Attention(nn.Module):
   """Multi-head self-attention over all positions (lowest resolution only)."""
 
@@ -327,7 +383,9 @@ class Attention(nn.Module):
 class UNet(nn.Module):
   """The upscaler's denoiser: (z, lr_up, logsnr, scale[, detail]) -> prediction.
 
-  `detail` (B,) in [0, 1] is read by variants with detail_input only (None: 1).
+  `detail` (B,) in [0, 1] is read by variants with detail_input or
+  detail_branch only (None: 1). With detail_branch the trunk is fixed: its
+  output and the features the branch reads carry no gradient.
   """
 
   variant: Variant
@@ -403,6 +461,7 @@ class UNet(nn.Module):
         h = up(ch, 2)(h)
     assert not skips
 
+    trunk_features = h
     h = nn.silu(Norm(v.norm_groups, self.dtype)(h))
     out = up(3, v.patch, kernel_init=nn.initializers.zeros)(h)
     # A full-resolution path so the output can depend on exact input pixels.
@@ -412,4 +471,15 @@ class UNet(nn.Module):
       out = out + nn.Conv(
         3, (3, 3), use_bias=False, kernel_init=nn.initializers.zeros, dtype=self.dtype, name='noise_out'
       )(z_direct.astype(self.dtype))
+    if v.detail_branch:
+      if detail is None:
+        detail = jnp.ones_like(scale)
+      detail = jnp.asarray(detail, jnp.float32).astype(self.dtype)
+      drawn = DetailBranch(v.channels[0], v.patch, v.norm_groups, self.dtype, name='detail_branch')(
+        jax.lax.stop_gradient(trunk_features),
+        z_direct.astype(self.dtype),
+        detail,
+        train,
+      )
+      out = jax.lax.stop_gradient(out) + drawn
     return out.astype(jnp.float32)

@@ -365,7 +365,7 @@ class Engine:
   choice: str = ''  # how the CPU variant was chosen (cpu_variant.Choice.describe), '' where it was not
 
   def run(self, lr_up, noise, scale, detail=_FULL_DETAIL) -> np.ndarray:
-    """One tile; `detail` (1,) reaches models that read it (unet.Variant.detail_input), others ignore it."""
+    """One tile; `detail` (1,) reaches models that read it (unet.Variant.reads_detail), others ignore it."""
     return self.backend.run({'lr_up': lr_up, 'noise': noise, 'scale': scale, 'detail': detail})
 
   def close(self):
@@ -418,7 +418,7 @@ def _candidates(manifest: dict, accelerator: str, quant: str | None) -> list[str
 def _check_shapes(backend, manifest: dict, file: str):
   tile = manifest['tile']['size']
   want = {'lr_up': (1, tile, tile, 3), 'noise': (1, tile, tile, 3), 'scale': (1,)}
-  if 'detail' in backend.input_shapes:  # models that read the detail (unet.Variant.detail_input)
+  if 'detail' in backend.input_shapes:  # models that read the detail (unet.Variant.reads_detail)
     want['detail'] = (1,)
   if backend.input_shapes != want or backend.output_shape != (1, tile, tile, 3):
     raise bundle.BundleError(

@@ -73,6 +73,11 @@ def defaults() -> ml_collections.ConfigDict:
   # the ground truth's squared error) and its drawn detail (D = 1): a student
   # with distill.train_detail sets it (see unet.UNet).
   c.model.detail_input = False
+  # Or: keep the teacher as a fixed trunk, the fidelity output itself, and
+  # train only a detail branch beside it that adds D times the detail it
+  # draws (unet.DetailBranch), so D = 0 is exactly the teacher. Distillation
+  # only (the trunk gets no gradient); not with direct_noise or detail_input.
+  c.model.detail_branch = False
 
   c.diffusion = ml_collections.ConfigDict()
   # logSNR range of the continuous cosine schedule (t=1 is logsnr_min).
@@ -256,6 +261,14 @@ def _problems(c, *, distill: bool) -> list[str]:
       f'mesh.{axis}={m[axis]} must be -1 (the devices left over) or a positive number',
     )
   check(not (m.data == -1 and m.fsdp == -1), 'mesh: only one of data and fsdp may be -1')
+  if c.model.get('detail_branch', False):
+    check(
+      distill, 'model.detail_branch trains a branch beside a fixed teacher: use it with zoom-enhance distill'
+    )
+    check(
+      not (c.model.direct_noise or c.model.get('detail_input', False)),
+      'model.detail_branch keeps the teacher unchanged: not with model.direct_noise or model.detail_input',
+    )
   if distill:
     s = c.distill
     check(not t.init_from, 'train.init_from is for training; distilling starts from distill.teacher_workdir')

@@ -15,9 +15,11 @@ import functools
 import logging
 from typing import NamedTuple
 
+import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from zoom_enhance import errors
 from zoom_enhance.data import sources
@@ -33,7 +35,17 @@ from zoom_enhance.training import train
 from zoom_enhance.training import weights
 
 # Modules a student adds to its teacher (zero-initialised; see unet.UNet).
-NEW_STUDENT_MODULES = ('noise_in', 'noise_out', 'detail_in')
+NEW_STUDENT_MODULES = ('noise_in', 'noise_out', 'detail_in', 'detail_branch')
+# The one module a model.detail_branch student trains; the rest is its teacher, fixed.
+BRANCH = 'detail_branch'
+
+
+def branch_only(tx):
+  """`tx` for the detail branch's parameters, no update for any other (not even weight decay)."""
+  labels = lambda params: flax.traverse_util.path_aware_map(  # noqa: E731
+    lambda path, _: 'train' if path[0] == BRANCH else 'fixed', params
+  )
+  return optax.multi_transform({'train': tx, 'fixed': optax.set_to_zero()}, labels)
 
 
 def training_detail(rng, batch: int):
@@ -188,7 +200,7 @@ def prepare_config(config):
   with config.unlocked():
     added = {
       key: bool(config.model.get(key, False) or teacher_config.model.get(key, False))
-      for key in ('direct_noise', 'detail_input')
+      for key in ('direct_noise', 'detail_input', 'detail_branch')
     }
     config.model = teacher_config.model
     # The student may add the ungated noise input and the detail input the teacher lacks (student_params).
@@ -233,6 +245,8 @@ class DistillTask(train.Task):
     round_train.num_steps = self.per_round  # the schedule restarts every round
     super().__init__(config)
     self.tx, round_lr = train.make_optimizer(round_train)
+    if config.model.detail_branch:
+      self.tx = branch_only(self.tx)
     self.lr_fn = lambda step: round_lr(step % self.per_round)
     d = config.distill
     self.loss_fn = functools.partial(
@@ -274,10 +288,17 @@ class DistillTask(train.Task):
     return state.replace(teacher_params=state.params)
 
   def first_state(self, compiled, rng):
-    """Student, its EMA and the teacher all start as the teacher's EMA parameters."""
+    """Student, its EMA and the teacher all start as the teacher's EMA parameters.
+
+    A detail branch (model.detail_branch) keeps its random initialisation:
+    zeros would give it no gradient. Its output maps start at zero, so the
+    student still computes exactly the teacher's function.
+    """
     del rng
     params = self.teacher_params()
     state = compiled.init_fn(jax.random.PRNGKey(0))
+    if BRANCH in params:
+      params = dict(params, **{BRANCH: jax.device_get(state.params[BRANCH])})
     put = lambda tree, like: jax.device_put(tree, jax.tree.map(lambda a: a.sharding, like))  # noqa: E731
     return state.replace(
       params=put(params, state.params),

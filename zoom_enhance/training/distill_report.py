@@ -141,6 +141,7 @@ class RoundEvaluator:
         'loss_weighting': self.config.diffusion.loss_weighting,
         'direct_noise': bool(self.config.model.direct_noise),
         'detail_input': bool(self.config.model.get('detail_input', False)),
+        'detail_branch': bool(self.config.model.get('detail_branch', False)),
       },
     )
     files.write_json(path, results)
