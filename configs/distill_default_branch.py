@@ -45,36 +45,17 @@ from zoom_enhance.training import config
 
 
 def get_config(arg=None):
-  """default_model's settings with the detail branch and its loss."""
+  """distill_default's settings with the detail branch instead of its noise input, and its loss."""
   del arg
-  c = config.sibling(__file__, 'default_model')
+  c = config.sibling(__file__, 'distill_default')
+  c.model.direct_noise = False
   c.model.detail_branch = True
-  c.distill.teacher_workdir = 'zoom_enhance/assets/weights/default_teacher'
-  c.distill.start_steps = 4
-  c.distill.end_steps = 1
-  c.distill.steps_per_round = 800
-  c.distill.eval_source = 'folder:../shared/data/dev-val'
-  c.distill.eval_scales = (4.0,)
-  c.distill.eval_max_images = 8
-
-  c.distill.loss = 'perceptual'
   c.distill.l1_weight = 0.25
   c.distill.lpips_weight = 0.25
   c.distill.hr_lpips_weight = 32.0
-  c.distill.train_detail = True
-  c.distill.fidelity_from_data = True
   c.distill.fidelity_weight = 16.0
   c.distill.fidelity_blend = True
-
-  c.diffusion.loss_weighting = 'snr_trunc'
   # The branch starts from random weights (its output maps from zero).
   c.train.lr = 1e-3
   c.train.warmup_steps = 50
-  c.train.lr_end_fraction = 0.0
-  c.train.ema_decay = 0.995
-  c.train.log_every = 50
-  # One checkpoint per round, all kept: each round's student can be exported.
-  c.train.checkpoint_every = 800
-  c.train.keep_checkpoints = 4
-  c.train.sample_every = 0
   return c
