@@ -108,7 +108,8 @@ def test_the_default_detail_draws_from_the_noise_and_detail_0_does_not(default_e
 def test_the_weights_behind_the_default_model_ship_intact_and_fit_their_model(name):
   """zoom_enhance/assets/weights/: the EMA parameters of the teacher (what distillation and fine-tuning start
   from) and of the shipped student read with their checksum and config, leaf for leaf the shapes of the model
-  the config builds; the student's with the ungated noise input."""
+  the config builds; the student's reads the noise and the detail (model.detail_branch: the teacher as its
+  fixed trunk, leaf for leaf)."""
   import jax
   import jax.numpy as jnp
 
@@ -121,7 +122,15 @@ def test_the_weights_behind_the_default_model_ship_intact_and_fit_their_model(na
   params, config, step = checkpoint.restore_params(os.path.join(root, name))
   student = name == 'default_student'
   assert config.model.variant == 'mobile'
-  assert config.model.direct_noise == config.model.get('detail_input', False) == student
+  assert unet.from_config(config).variant.reads_detail == student
+  if student:
+    assert config.model.detail_branch
+    teacher, _, _ = checkpoint.restore_params(os.path.join(root, 'default_teacher'))
+    for (key, a), b in zip(
+      jax.tree_util.tree_flatten_with_path(teacher)[0],
+      jax.tree.leaves({k: v for k, v in params.items() if k != 'detail_branch'}),
+    ):
+      np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(key))
   assert step > 0
   x = jnp.zeros((1, 64, 64, 3))
   like = jax.eval_shape(unet.from_config(config).init, jax.random.PRNGKey(0), x, x, jnp.zeros(1), jnp.ones(1))

@@ -248,7 +248,7 @@ def test_distillation_through_the_command_reports_held_out_photos_and_resumes_mi
 
 def test_a_detail_branch_student_trains_its_branch_alone_and_is_its_teacher_at_detail_0(teacher, tmp_path):
   """model.detail_branch (the shipped recipe): one 2 -> 1 round; the trunk's parameters stay the teacher's,
-  the branch moves, the student's 1-step output at detail 0 is one for every seed and near the teacher's, and
+  the branch moves, the student's 1-step output at detail 0 is one for every seed and the teacher's, and
   it draws from the noise at detail 1."""
   photos = _small_photo_folder(tmp_path / 'photos', 6)
   workdir = tmp_path / 'B'
@@ -272,7 +272,7 @@ def test_a_detail_branch_student_trains_its_branch_alone_and_is_its_teacher_at_d
     np.testing.assert_allclose(student_flat[key], value, rtol=1e-6, atol=1e-7, err_msg='/'.join(key))
   fresh = [v for k, v in student_flat.items() if k[0] == distill.BRANCH and k[1] in ('drawn', 'amplitude')]
   assert fresh and all(np.any(v) for v in fresh)  # the output maps left their zero start
-  # At detail 0 one output for every seed, near the teacher's (the branch refines it); at detail 1 it draws.
+  # At detail 0 the teacher's output (the branch is scaled by D), one for every seed; at detail 1 it draws.
   hr, lr = protocol.make_pair(np.asarray(Image.open(photos / 'p4.png').convert('RGB')), 4.0)
   run = (
     lambda cfg, p, d, seed=0: (
@@ -285,7 +285,7 @@ def test_a_detail_branch_student_trains_its_branch_alone_and_is_its_teacher_at_d
   )
   fidelity = run(student_config, params, 0.0)
   np.testing.assert_array_equal(run(student_config, params, 0.0, seed=1), fidelity)
-  assert metrics.psnr(fidelity, run(teacher_config, teacher_params, 0.0), data_range=255) > 30
+  assert metrics.psnr(fidelity, run(teacher_config, teacher_params, 0.0), data_range=255) > 50
   assert np.abs(run(student_config, params, 1.0) - run(student_config, params, 1.0, seed=1)).mean() > 0.1
   report = json.loads((workdir / distill_report.REPORT).read_text())
   assert report['loss']['detail_branch'] is True

@@ -12,6 +12,7 @@ from PIL import ExifTags
 from PIL import Image
 from PIL import ImageCms
 
+from zoom_enhance.imaging import consistency
 from zoom_enhance.imaging import files
 from zoom_enhance.imaging import photo
 from zoom_enhance.imaging import resample
@@ -284,6 +285,45 @@ def test_lr_size_for():
   assert resample.lr_size_for(64, 3.0) == 21  # Effective scale 64 / 21.
   assert resample.lr_size_for(64, 1.0) == 64
   assert resample.lr_size_for(3, 100.0) == 1
+
+
+def _camera(hw=(150, 120)) -> np.ndarray:
+  from skimage import data
+
+  return np.ascontiguousarray(np.repeat(data.camera()[100 : 100 + hw[0], 200 : 200 + hw[1], None], 3, axis=2))
+
+
+@pytest.mark.parametrize('scale', [4, 2.5])
+def test_back_projection_strip_by_strip_is_the_whole_image_iteration_and_gives_back_the_input(
+  scale, monkeypatch
+):
+  """consistency.back_project, a few output rows at a time, equals x += w * U(y - D(x)) on whole images (to
+  rounding); each round shrinks the distance between D(x) and the input; weight 0 leaves the image."""
+  hr = _camera()
+  small = (resample.lr_size_for(hr.shape[0], scale), resample.lr_size_for(hr.shape[1], scale))
+  lr = resample.bicubic_uint8(hr, small)
+  # A smooth enlargement that does not reproduce its input: the bicubic one, blurred further.
+  start = resample.bicubic_uint8(resample.bicubic_uint8(lr, (small[0] // 2, small[1] // 2)), hr.shape[:2])
+
+  def whole(iterations, weight):
+    x = start.astype(np.float32)
+    for _ in range(iterations):
+      x += weight * resample.bicubic_resize(
+        lr.astype(np.float32) - resample.bicubic_resize(x, small), hr.shape[:2]
+      )
+    return x
+
+  monkeypatch.setattr(consistency, 'STRIP', 16)  # many strips
+  gaps = []
+  for iterations, weight in ((1, 1.0), (2, 1.0), (2, 0.4)):
+    got = consistency.back_project(start.copy(), lr, weight=weight, iterations=iterations)
+    want = resample.to_uint8(whole(iterations, weight))
+    assert np.abs(got.astype(int) - want).max() <= 1 and (got != want).mean() < 1e-3
+    if weight == 1.0:
+      gaps.append(np.abs(resample.bicubic_resize(got, small) - lr).mean())
+  before = np.abs(resample.bicubic_resize(start, small) - lr).mean()
+  assert before > 2 * gaps[0] > 2 * gaps[1]
+  np.testing.assert_array_equal(consistency.back_project(start.copy(), lr, weight=0.0, iterations=2), start)
 
 
 @pytest.mark.parametrize('size', [(5, 7), (40, 30), (13, 17)])

@@ -313,6 +313,35 @@ def test_enhance_sizes_crops_and_strength(enhancer, photo_path):
     enhancer.enhance(photo_path, detail=2)
 
 
+def test_toward_the_fidelity_end_the_result_shrunk_gives_back_its_input(bundle_dir, photo_path, tmp_path):
+  """A bundle whose manifest asks for back-projection (export does where the noise is used) runs it at detail
+  D < 1 with weight (1 - D) x strength: at detail 0 the result, shrunk, is nearer its input than the same
+  bundle's without; at detail 1 and strength 0 nothing changes; the report gives the weight."""
+  manifest = bundle.load_manifest(bundle_dir)
+  assert manifest['detail']['back_projection_iterations'] == 2 and manifest['inputs']['noise']['used']
+  plain = tmp_path / 'plain'
+  shutil.copytree(bundle_dir, plain)
+  bundle.write_manifest(
+    str(plain), dict(manifest, detail=dict(manifest['detail'], back_projection_iterations=0))
+  )
+  crop = (11, 7, 41, 23)
+  lr = np.asarray(Image.open(photo_path).convert('RGB'))[7:30, 11:52]
+  runs = {}
+  for name, where in (('bp', bundle_dir), ('plain', str(plain))):
+    with pipeline.Enhancer(where, accelerator='cpu', threads=2) as e:
+      runs[name] = {
+        key: e.enhance(photo_path, crop=crop, scale=3, **kw)
+        for key, kw in (('d0', dict(detail=0)), ('d1', dict(detail=1)), ('s0', dict(detail=0, strength=0)))
+      }
+  gap = lambda img: np.abs(resample.bicubic_resize(np.asarray(img), lr.shape[:2]) - lr).mean()  # noqa: E731
+  assert gap(runs['bp']['d0']) < 0.7 * gap(runs['plain']['d0'])
+  for key in ('d1', 's0'):
+    np.testing.assert_array_equal(np.asarray(runs['bp'][key]), np.asarray(runs['plain'][key]))
+  assert runs['bp']['d0'].info['zoom_enhance'].back_projection == 1.0
+  assert runs['bp']['d1'].info['zoom_enhance'].back_projection == 0.0
+  assert runs['plain']['d0'].info['zoom_enhance'].back_projection == 0.0
+
+
 def test_python_api_arguments_are_checked_first_with_the_librarys_own_errors(
   enhancer, bundle_dir, photo_path
 ):

@@ -145,9 +145,8 @@ def test_detail_input_starts_as_the_teacher_and_then_switches_the_network_by_the
 
 def test_detail_branch_keeps_the_teacher_as_its_trunk_and_draws_from_the_noise():
   """model.detail_branch: the teacher's parameters are the trunk; a fresh branch (output maps at zero)
-  leaves the teacher's function at every D; trained, it refines the trunk's output at D = 0 (no noise, as the
-  runtime feeds it: one output for every seed) and draws from the noise at D = 1; the trunk gets no
-  gradient."""
+  leaves the teacher's function at every D; trained, its output at D = 0 is still exactly the trunk's (its
+  drawn detail is scaled by D) and it draws from the noise at D = 1; the trunk gets no gradient."""
   import dataclasses
 
   from zoom_enhance.training import distill
@@ -174,8 +173,12 @@ def test_detail_branch_keeps_the_teacher_as_its_trunk_and_draws_from_the_noise()
   fidelity = run_s(trained, jnp.zeros_like(z1), zero)
   detailed1, detailed2 = run_s(trained, z1, one), run_s(trained, z2, one)
   size = float(jnp.abs(want).max())
-  assert float(jnp.abs(fidelity - want).max()) > 0.01 * size
+  # At D = 0 the branch adds nothing, whatever the noise: the output is the trunk's, the teacher's.
+  np.testing.assert_allclose(run_s(trained, z1, zero), want, rtol=1e-5, atol=1e-6)
+  want0 = teacher.apply({'params': teacher_params}, jnp.zeros_like(z1), lr_up, logsnr, scale)
+  np.testing.assert_allclose(fidelity, want0, rtol=1e-5, atol=1e-6)
   assert float(jnp.abs(detailed1 - fidelity).max()) > 0.01 * size
+  assert float(jnp.abs(run_s(trained, z1, jnp.full((2,), 0.5)) - want).max()) > 0.01 * size
   assert float(jnp.abs(detailed1 - detailed2).max()) > 0.01 * size
   # Only the branch learns: the gradient of any loss reaches none of the trunk's parameters.
   grads = jax.grad(lambda p: jnp.sum(run_s(p, z1, one) ** 2))(trained)

@@ -90,16 +90,41 @@ class LrUpStrips:
 
   def rows(self, y0: int, y1: int) -> np.ndarray:
     """(y1 - y0, out_w, 3) float32 in [-1, 1]: output rows [y0, y1) of the whole-image `lr_up`."""
-    sy = self.h / self.out_h
-    top, bottom = y0 * sy, min(float(self.h), y1 * sy)
-    # Source rows with a margin wider than the filter: Pillow clips the filter
-    # to the image it is given, so these rows must reach past every tap that
-    # the whole-image resize would use (the image's own edges excepted).
-    reach = _BICUBIC_SUPPORT * max(1.0, sy) + 2
-    r0, r1 = max(0, math.floor(top - reach)), min(self.h, math.ceil(bottom + reach))
-    box = (0.0, top - r0, float(self.w), bottom - r0)
-    out = _resize_channels(self.lr[r0:r1], (self.out_w, y1 - y0), box=box)
+    out = upsampled_rows(self.lr, (self.out_h, self.out_w), y0, y1)
     # to_signed, in place: a strip is the largest float buffer of the runtime.
     out /= 127.5
     out -= 1.0
     return np.clip(out, -1.0, 1.0, out=out)
+
+
+def upsampled_rows(src: np.ndarray, out_hw, y0: int, y1: int) -> np.ndarray:
+  """Rows [y0, y1) of bicubic_resize(src, out_hw) (an enlargement), float32, from the src rows they need.
+
+  Pillow clips the filter to the image it is given, so the source rows read
+  reach past every tap that the whole-image resize would use (the image's own
+  edges excepted): the strip equals the whole-image resize to float rounding.
+  """
+  h, w = src.shape[:2]
+  out_h, out_w = int(out_hw[0]), int(out_hw[1])
+  sy = h / out_h
+  top, bottom = y0 * sy, min(float(h), y1 * sy)
+  reach = _BICUBIC_SUPPORT * max(1.0, sy) + 2
+  r0, r1 = max(0, math.floor(top - reach)), min(h, math.ceil(bottom + reach))
+  box = (0.0, top - r0, float(w), bottom - r0)
+  return _resize_channels(src[r0:r1], (out_w, y1 - y0), box=box)
+
+
+def downsampled_rows(rows_of, src_hw, out_hw, r0: int, r1: int) -> np.ndarray:
+  """Rows [r0, r1) of bicubic_resize(src, out_hw) (a shrink), float32; `rows_of(a, b)` gives src rows [a, b).
+
+  Antialiased as the whole-image resize (the filter widens by the factor);
+  the source rows read reach past every tap that resize would use.
+  """
+  h, w = int(src_hw[0]), int(src_hw[1])
+  out_w = int(out_hw[1])
+  sy = h / int(out_hw[0])
+  top, bottom = r0 * sy, min(float(h), r1 * sy)
+  reach = _BICUBIC_SUPPORT * max(1.0, sy) + 2
+  a, b = max(0, math.floor(top - reach)), min(h, math.ceil(bottom + reach))
+  box = (0.0, top - a, float(w), bottom - a)
+  return _resize_channels(rows_of(a, b), (out_w, r1 - r0), box=box)

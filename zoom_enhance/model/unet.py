@@ -71,9 +71,8 @@ class Variant:
   detail_input: bool = False
   # A detail branch beside a fixed trunk (DetailBranch): the trunk is the
   # teacher, left as it was trained; the branch reads the trunk's last
-  # features, the noise and D, and adds a correction (D = 0, no noise: a
-  # deterministic refinement of the trunk's output) or the detail it draws
-  # (D = 1). Set by config.model.detail_branch.
+  # features, the noise and D, and adds D times the detail it draws, so at
+  # D = 0 the output is exactly the trunk's. Set by config.model.detail_branch.
   detail_branch: bool = False
 
   @property
@@ -481,5 +480,6 @@ class UNet(nn.Module):
         detail,
         train,
       )
-      out = jax.lax.stop_gradient(out) + drawn
+      # Scaled by D: at D = 0 the output is exactly the trunk's (the fidelity end is the teacher's).
+      out = jax.lax.stop_gradient(out) + detail[:, None, None, None] * drawn
     return out.astype(jnp.float32)

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from zoom_enhance import errors
+from zoom_enhance.imaging import consistency
 from zoom_enhance.imaging import files
 from zoom_enhance.imaging import photo as photo_lib
 from zoom_enhance.runtime import bundle as bundle_lib
@@ -50,6 +51,7 @@ class Report:
   steps: int
   strength: float
   detail: float  # scale of the starting noise: 0 fidelity, 1 all the drawn detail
+  back_projection: float  # weight of the back-projection onto the input (imaging.consistency), 0 none
   seed: int
   tiles: int
   seconds: float
@@ -123,6 +125,8 @@ class Enhancer:
     self.noise_used = bool(self.manifest.get('inputs', {}).get('noise', {}).get('used', True))
     # The detail a bundle's export chose (bundles before the control: 1, a full sample).
     self.default_detail = float(self.manifest.get('detail', {}).get('default', 1.0))
+    # Back-projection rounds at detail D < 1, weighted 1 - D (bundles before it: none).
+    self.back_projection = int(self.manifest.get('detail', {}).get('back_projection_iterations', 0))
     if tile is not None and int(tile) != self.tile:
       # Checked on LiteRT 2.3: the models have static shapes. CompiledModel's
       # strict resize refuses them; the non-strict one fails in XNNPACK; the
@@ -264,6 +268,9 @@ class Enhancer:
       noise_used=self.noise_used,
       on_tile=on_tile,
     )
+    # Toward the fidelity end the result, shrunk again, gives back its input (imaging.consistency).
+    back_projection = (1.0 - detail) * float(strength) if self.back_projection else 0.0
+    consistency.back_project(rgb, lr, weight=back_projection, iterations=self.back_projection)
     if plan.resample:
       rgb = np.asarray(Image.fromarray(rgb).resize(out_wh, Image.Resampling.LANCZOS))
     alpha = None
@@ -292,6 +299,7 @@ class Enhancer:
       steps=self.steps,
       strength=float(strength),
       detail=detail,
+      back_projection=back_projection,
       seed=int(seed),
       tiles=tiles,
       seconds=time.perf_counter() - t0,

@@ -261,6 +261,7 @@ class DistillTask(train.Task):
       weights=(d.l1_weight, d.lpips_weight, d.hr_lpips_weight),
     )
     self._teacher = None
+    self._teacher_has_branch = False
     self._next_round = None
     self.evaluator = None
 
@@ -290,14 +291,15 @@ class DistillTask(train.Task):
   def first_state(self, compiled, rng):
     """Student, its EMA and the teacher all start as the teacher's EMA parameters.
 
-    A detail branch (model.detail_branch) keeps its random initialisation:
-    zeros would give it no gradient. Its output maps start at zero, so the
-    student still computes exactly the teacher's function.
+    A detail branch (model.detail_branch) that the teacher lacks keeps its
+    random initialisation: zeros would give it no gradient. Its output maps
+    start at zero, so the student still computes exactly the teacher's
+    function. A teacher with a branch (an earlier round's student) hands it on.
     """
     del rng
     params = self.teacher_params()
     state = compiled.init_fn(jax.random.PRNGKey(0))
-    if BRANCH in params:
+    if BRANCH in params and not self._teacher_has_branch:
       params = dict(params, **{BRANCH: jax.device_get(state.params[BRANCH])})
     put = lambda tree, like: jax.device_put(tree, jax.tree.map(lambda a: a.sharding, like))  # noqa: E731
     return state.replace(
@@ -313,6 +315,7 @@ class DistillTask(train.Task):
         self.config.distill.teacher_workdir, _teacher_step(self.config)
       )
       like = jax.eval_shape(self.init, jax.random.PRNGKey(0)).params
+      self._teacher_has_branch = BRANCH in restored
       self._teacher = student_params(restored, like)
       logging.info('teacher: %s at step %d', self.config.distill.teacher_workdir, teacher_step)
     return self._teacher
