@@ -1,17 +1,18 @@
-"""The default model's teacher: the 'mobile' U-Net on bsd400, sized for 2 CPU cores.
+"""The default model's teacher, first stage: the 'mobile' U-Net on bsd400, sized for 2 CPU cores.
 
   zoom-enhance train --config configs/default_model.py --workdir workdirs/default-teacher
-  zoom-enhance save-weights --workdir workdirs/default-teacher \
-      --out zoom_enhance/assets/weights/default_teacher
 
-14,000 steps of batch 16 on 64-px crops, about 80 minutes on a 2-core CPU;
-its EMA parameters ship in zoom_enhance/assets/weights/default_teacher (what
-configs/distill_default.py distills, and what `--config.train.init_from`
-fine-tunes). The photo folder is the developers' copy of BSD400 (400 natural
-photos); point `--config.data.source` at any folder of photos, or a TFDS name
-such as 'div2k'. (The bundle shipped before the distilled student was an
-earlier teacher of this config on 96-px crops, whose own 1-step DDIM it was;
-at 96 px the same 14,000 steps take 2.5 times as long here.)
+14,000 steps of batch 16 on 64-px crops, about 80 minutes on a 2-core CPU.
+configs/default_model_finetune.py, twice (its docstring has the commands),
+fine-tunes it into the shipped teacher, 34 minutes more
+(zoom_enhance/assets/weights/default_teacher: what
+configs/distill_default_branch.py distills, and what
+`--config.train.init_from` fine-tunes). The photo folder is the developers'
+copy of BSD400 (400 natural photos); point `--config.data.source` at any
+folder of photos, or a TFDS name such as 'div2k'. (The bundle shipped before
+the distilled student was an earlier teacher of this config on 96-px crops,
+whose own 1-step DDIM it was; at 96 px the same 14,000 steps take 2.5 times as
+long here.)
 """
 
 from zoom_enhance.training import config

@@ -5,6 +5,8 @@
   zoom-enhance train --config configs/default_model_finetune.py --workdir workdirs/default-teacher-ft2 \
       --config.train.init_from=workdirs/default-teacher-ft --config.train.lr=1e-4 \
       --config.train.warmup_steps=20
+  zoom-enhance save-weights --workdir workdirs/default-teacher-ft2 \
+      --out zoom_enhance/assets/weights/default_teacher
 
 The first command starts from the EMA parameters of configs/default_model.py's
 run (workdirs/default-teacher, 14,000 steps on 64-px crops); the second

@@ -1,15 +1,21 @@
-"""The default model's student: the teacher's 4-step DDIM distilled into 1 step that draws detail.
+"""An earlier default student: the teacher's 4-step DDIM distilled into 1 step that draws detail.
 
   zoom-enhance distill --config configs/distill_default.py --workdir workdirs/default-distill
 
-The teacher is the shipped weights directory (configs/default_model.py's
-run, zoom_enhance/assets/weights/default_teacher); pass
-`--config.distill.teacher_workdir=W` for another. Two rounds of 800 steps,
-4 -> 2 -> 1 steps, 26 minutes on a 2-core CPU. The shipped student is this
-run's first round (the 2-step student) distilled again by
-configs/distill_default_final.py, whose loss leans more on the ground truth
-(LPIPS 0.319 on the round photos, against 0.419 for this run's own second
-round). What makes the 1-step student more than a regression:
+The student shipped before the detail-branch student
+(configs/distill_default_branch*.py), kept as a measured experiment and as
+the base of the distill_* configs. Its teacher was configs/default_model.py's
+14,000-step run; the default teacher_workdir is now the shipped teacher
+(zoom_enhance/assets/weights/default_teacher, that run fine-tuned twice by
+configs/default_model_finetune.py); pass `--config.distill.teacher_workdir=W`
+for another. Two rounds of 800 steps, 4 -> 2 -> 1 steps, 26 minutes on a
+2-core CPU. That student was this run's first round (the 2-step student)
+distilled again by configs/distill_default_final.py, whose loss leans more
+on the ground truth (LPIPS 0.319 on the round photos, against 0.419 for this
+run's own second round); on dev-val (x4, int8) it scored 26.628 dB PSNR-Y /
+LPIPS 0.418 at detail 0 and 26.397 / 0.326 at detail 1
+(docs/default_model/eval_bicubic.json, the earlier bundle).
+What makes the 1-step student more than a regression:
 - model.direct_noise: the mobile model gates its noisy input by alpha_t,
   about 5e-5 at t = 1, so a 1-step sampler of the teacher cannot see its
   noise. The student adds the noise ungated, through zero-initialised

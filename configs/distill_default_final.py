@@ -1,4 +1,4 @@
-"""The default model's student, second part: its 2-step student distilled into 1 step that draws detail.
+"""An earlier default student, second part: its 2-step student distilled into 1 step that draws detail.
 
   zoom-enhance distill --config configs/distill_default.py --workdir workdirs/default-distill \
       --config.distill.end_steps=2
@@ -7,7 +7,8 @@
 The first command is configs/distill_default.py's first round (the teacher's
 4-step DDIM into a 2-step student that sees its noise); this config's one
 round distills that 2-step student (`distill.teacher_step` 800, the end of
-the first round) into the shipped 1-step student, 1,600 steps, 27 minutes on
+the first round) into the 1-step student shipped before the detail-branch
+student (configs/distill_default_branch_final.py), 1,600 steps, 27 minutes on
 a 2-core CPU. The student reads the detail D (model.detail_input) and its
 last step learns (1 - D) x 16 x the squared error against the photo + D x
 (L1 and LPIPS-VGG against the teacher's 2-step output, 0.25 each, + 16 x

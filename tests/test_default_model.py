@@ -109,7 +109,7 @@ def test_the_weights_behind_the_default_model_ship_intact_and_fit_their_model(na
   """zoom_enhance/assets/weights/: the EMA parameters of the teacher (what distillation and fine-tuning start
   from) and of the shipped student read with their checksum and config, leaf for leaf the shapes of the model
   the config builds; the student's reads the noise and the detail (model.detail_branch: the teacher as its
-  fixed trunk, leaf for leaf)."""
+  fixed trunk, leaf for leaf, to float32 rounding)."""
   import jax
   import jax.numpy as jnp
 
@@ -130,7 +130,8 @@ def test_the_weights_behind_the_default_model_ship_intact_and_fit_their_model(na
       jax.tree_util.tree_flatten_with_path(teacher)[0],
       jax.tree.leaves({k: v for k, v in params.items() if k != 'detail_branch'}),
     ):
-      np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(key))
+      # The trunk gets no gradient; only the EMA's rounding (d e + (1 - d) p) moves it, by an ulp or two.
+      np.testing.assert_allclose(a, b, rtol=0, atol=1e-6, err_msg=jax.tree_util.keystr(key))
   assert step > 0
   x = jnp.zeros((1, 64, 64, 3))
   like = jax.eval_shape(unet.from_config(config).init, jax.random.PRNGKey(0), x, x, jnp.zeros(1), jnp.ones(1))
