@@ -436,9 +436,14 @@ def _warm_up(backend, tile: int):
       failure = None if np.all(np.isfinite(out)) else 'non-finite output on a blank tile'
     except (RuntimeError, ValueError) as e:
       failure = str(e) or type(e).__name__
-    if failure is not None:
-      backend.close()
+  # WebGPU reports a pipeline it could not build only in its log, and the run "succeeds" with a wrong
+  # output (the full-integer model on Mesa's lavapipe): that is a failure too.
+  invalid = next((line.strip() for line in log.text.splitlines() if 'Validation error' in line), None)
+  if failure is None and invalid is not None:
+    detail = invalid.split('Validation error', 1)[1].strip(' :')
+    failure = f"the GPU could not build the model's pipelines: {detail}"
   if failure is not None:
+    backend.close()
     raise _Unavailable(_short(failure, log.text))
 
 
