@@ -49,7 +49,7 @@ def back_project(out: np.ndarray, lr: np.ndarray, *, weight: float, iterations: 
       shrunk = np.empty_like(y)
       for r0 in range(0, small[0], lr_rows):
         r1 = min(small[0], r0 + lr_rows)
-        shrunk[r0:r1] = resample.downsampled_rows(rows_of, big, small, r0, r1)
+        shrunk[r0:r1] = resample.resized_rows(rows_of, big, small, r0, r1)
       # c += w * (y - shrunk), without a second input-sized buffer.
       np.subtract(y, shrunk, out=shrunk)
       shrunk *= np.float32(weight)

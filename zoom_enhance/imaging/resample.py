@@ -98,27 +98,18 @@ class LrUpStrips:
 
 
 def upsampled_rows(src: np.ndarray, out_hw, y0: int, y1: int) -> np.ndarray:
-  """Rows [y0, y1) of bicubic_resize(src, out_hw) (an enlargement), float32, from the src rows they need.
-
-  Pillow clips the filter to the image it is given, so the source rows read
-  reach past every tap that the whole-image resize would use (the image's own
-  edges excepted): the strip equals the whole-image resize to float rounding.
-  """
-  h, w = src.shape[:2]
-  out_h, out_w = int(out_hw[0]), int(out_hw[1])
-  sy = h / out_h
-  top, bottom = y0 * sy, min(float(h), y1 * sy)
-  reach = _BICUBIC_SUPPORT * max(1.0, sy) + 2
-  r0, r1 = max(0, math.floor(top - reach)), min(h, math.ceil(bottom + reach))
-  box = (0.0, top - r0, float(w), bottom - r0)
-  return _resize_channels(src[r0:r1], (out_w, y1 - y0), box=box)
+  """Rows [y0, y1) of bicubic_resize(src, out_hw), float32, from the src rows they need (resized_rows)."""
+  return resized_rows(lambda a, b: src[a:b], src.shape[:2], out_hw, y0, y1)
 
 
-def downsampled_rows(rows_of, src_hw, out_hw, r0: int, r1: int) -> np.ndarray:
-  """Rows [r0, r1) of bicubic_resize(src, out_hw) (a shrink), float32; `rows_of(a, b)` gives src rows [a, b).
+def resized_rows(rows_of, src_hw, out_hw, r0: int, r1: int) -> np.ndarray:
+  """Rows [r0, r1) of bicubic_resize(src, out_hw), float32; `rows_of(a, b)` gives src rows [a, b).
 
-  Antialiased as the whole-image resize (the filter widens by the factor);
-  the source rows read reach past every tap that resize would use.
+  Enlarging or shrinking (antialiased as the whole-image resize: the filter
+  widens by the factor). Pillow clips the filter to the image it is given,
+  so the source rows read reach past every tap that the whole-image resize
+  would use (the image's own edges excepted): the strip equals the
+  whole-image resize to float rounding.
   """
   h, w = int(src_hw[0]), int(src_hw[1])
   out_w = int(out_hw[1])

@@ -94,9 +94,8 @@ def manifest_problem(m: dict) -> str | None:
     _number(detail.get('default', 1.0)) and 0 <= detail.get('default', 1.0) <= 1
   ):
     return '"detail.default" must be a number in [0, 1]'
-  if (
-    not _whole(detail.get('back_projection_iterations', 0)) or detail.get('back_projection_iterations', 0) < 0
-  ):
+  rounds = detail.get('back_projection_iterations', 0)
+  if not _whole(rounds) or rounds < 0:
     return '"detail.back_projection_iterations" must be a whole number >= 0'
   default_quant = m.get('default_quant', {})
   if not isinstance(default_quant, dict) or not all(isinstance(v, str) for v in default_quant.values()):
