@@ -122,6 +122,23 @@ def test_one_tile_matches_the_jax_sampler_with_the_same_noise(trained, enhancer)
   assert np.abs(got.astype(int) - bicubic).mean() > 2
 
 
+def test_two_tiles_at_once_give_the_same_picture_as_one_at_a_time(enhancer, photo_path):
+  """On 2 threads the CPU runs two single-threaded copies of the model, a tile each, from two threads;
+  blended in raster order, the result is the same as one tile after another, to the bit."""
+  assert enhancer.engine.parallel == 2
+  assert enhancer.engine.runtime == 'LiteRT interpreter, XNNPACK, 2 tiles at once, 1 thread each'
+  from zoom_enhance.imaging import photo
+
+  lr = photo.load_rgb(photo_path)[40:80, 60:110]
+  out_hw = (97, 123)  # 4 x 5 tiles of 32 with overlap 4, the last ones partly outside
+  kwargs = dict(tile=TILE, overlap=4, scale=2.5, seed=5, strength=0.8, detail=0.7)
+  one = tiling.enhance_tiled(enhancer.engine.run, lr, out_hw, parallel=1, **kwargs)
+  two = tiling.enhance_tiled(enhancer.engine.run, lr, out_hw, parallel=2, **kwargs)
+  assert tiling.count_tiles(out_hw, TILE, 4) == 20
+  np.testing.assert_array_equal(one, two)
+  assert np.abs(one.astype(int) - resample.from_signed(resample.lr_up(lr, out_hw))).mean() > 1
+
+
 @pytest.mark.parametrize('out_hw', [(32, 32), (33, 61), (100, 77), (5, 140), (64, 64)])
 def test_tiles_blend_without_seams(out_hw):
   """A pointwise model must come out of the tiler exactly as from the whole image at once."""
@@ -522,7 +539,8 @@ def test_without_compiled_model_the_classic_interpreter_runs_the_same_model(
   )
   assert r.returncode == 0, r.stderr[-2000:]
   got = json.loads(r.stdout.strip().splitlines()[-1])
-  assert got['acc'] == 'cpu' and got['runtime'] == 'LiteRT interpreter, 2 threads'
+  assert got['acc'] == 'cpu'
+  assert got['runtime'] == 'LiteRT interpreter, XNNPACK, 2 tiles at once, 1 thread each'
   assert [f.split(':')[0] for f in got['fallbacks']] == ['npu', 'gpu']
   assert all('CompiledModel API' in f for f in got['fallbacks'])
   assert np.abs(np.load(tmp_path / 'out.npy').astype(int) - np.asarray(want)).max() <= 1
@@ -681,7 +699,9 @@ def test_ctrl_c_while_a_model_loads_is_one_line(bundle_dir, photo_path, tmp_path
   it leaves in the traceback log their destruction, which stays off stderr (-vv shows it)."""
   out = tmp_path / 'out.png'
   for verbose, quiet in ((), True), (('-vv',), False):
+    # One thread: the CPU's CompiledModel (on more, single-threaded interpreters: engine.uses_tile_pool).
     args = ['enhance', photo_path, '-o', out, '--bundle', bundle_dir, '--accelerator', 'cpu']
+    args += ['--threads', '1']
     command = [sys.executable, '-c', CTRL_C_WHILE_LOADING, *map(str, args + list(verbose))]
     r = subprocess.run(command, capture_output=True, text=True, timeout=120)
     lines = [line for line in r.stderr.splitlines() if line.strip()]
@@ -771,7 +791,8 @@ def test_cpu_falls_back_to_the_interpreter_where_compiled_model_cannot_compile(b
     'noise': rng.standard_normal((1, BUNDLE_TILE, BUNDLE_TILE, 3)).astype(np.float32),
     'scale': np.array([3.0], np.float32),
   }
-  compiled = engine.open_engine(manifest, bundle_dir, accelerator='cpu', quant='fp32', threads=2)
+  # One thread: one model (on more, the CPU runs single-threaded interpreters anyway: uses_tile_pool).
+  compiled = engine.open_engine(manifest, bundle_dir, accelerator='cpu', quant='fp32', threads=1)
   try:
     want = compiled.run(**tile)
   finally:
@@ -782,14 +803,14 @@ def test_cpu_falls_back_to_the_interpreter_where_compiled_model_cannot_compile(b
 
   monkeypatch.setattr(engine, '_CompiledBackend', cannot_compile)
   for accelerator in ('cpu', 'auto'):
-    fallen = engine.open_engine(manifest, bundle_dir, accelerator=accelerator, quant='fp32', threads=2)
+    fallen = engine.open_engine(manifest, bundle_dir, accelerator=accelerator, quant='fp32', threads=1)
     try:
       assert fallen.accelerator == 'cpu'
       assert fallen.runtime == (
-        'LiteRT interpreter, 2 threads (CompiledModel could not compile for the CPU: unknown LiteRT error)'
+        'LiteRT interpreter, 1 thread (CompiledModel could not compile for the CPU: unknown LiteRT error)'
       )
       np.testing.assert_allclose(fallen.run(**tile), want, atol=1e-5)
     finally:
       fallen.close()
   with pytest.raises(engine.AcceleratorError, match='--accelerator gpu: not available here'):
-    engine.open_engine(manifest, bundle_dir, accelerator='gpu', quant='fp32', threads=2)
+    engine.open_engine(manifest, bundle_dir, accelerator='gpu', quant='fp32', threads=1)

@@ -181,7 +181,9 @@ def measure(bundle_dir: str, manifest: dict, keys: list[str], threads: int, roun
     for r in range(rounds):
       for k in [k for k in engines if r < 2 or min(times[k]) <= 1.5 * min(min(v) for v in times.values())]:
         t0 = time.perf_counter()
-        tiling.enhance_tiled(engines[k].run, lr, out_hw, tile=tile, overlap=overlap, scale=4.0)
+        tiling.enhance_tiled(
+          engines[k].run, lr, out_hw, tile=tile, overlap=overlap, scale=4.0, parallel=engines[k].parallel
+        )
         times[k].append((time.perf_counter() - t0) / count)
   finally:
     for e in engines.values():
@@ -194,6 +196,7 @@ def _cache_key(manifest: dict, keys: list[str], threads: int) -> tuple[str, dict
   ident = {
     'cpu': cpu_identity(),
     'threads': threads,
+    'tile_pool': engine_lib.uses_tile_pool(threads),
     'litert': _litert_version(),
     'models': {k: manifest['models'][k].get('sha256', manifest['models'][k]['file']) for k in keys},
   }

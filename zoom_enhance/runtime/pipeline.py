@@ -267,6 +267,7 @@ class Enhancer:
       detail=detail,
       noise_used=self.noise_used,
       on_tile=on_tile,
+      parallel=self.engine.parallel,
     )
     # Toward the fidelity end the result, shrunk again, gives back its input (imaging.consistency).
     back_projection = (1.0 - detail) * float(strength) if self.back_projection else 0.0

@@ -17,6 +17,7 @@ Memory is bounded by a strip: one row of tiles keeps T output rows of float32
 accumulators; finished rows go straight to the uint8 result.
 """
 
+import collections
 import functools
 import math
 from typing import Callable
@@ -134,6 +135,7 @@ def enhance_tiled(
   detail: float = 1.0,
   noise_used: bool = True,
   on_tile: Callable[[], None] | None = None,
+  parallel: int = 1,
 ) -> np.ndarray:
   """Enhances a uint8 (h, w, 3) image to `out_hw`, returning uint8 (out_h, out_w, 3).
 
@@ -146,6 +148,9 @@ def enhance_tiled(
   With `noise_used` False (a bundle whose export measured that its output
   does not move with the noise) or detail 0, every tile gets zeros instead
   of drawn noise.
+  `parallel` > 1 runs that many tiles at once on worker threads (run_tile
+  must then be thread-safe and release the GIL: engine.Engine.parallel);
+  tiles are still blended in raster order, so the result is the same.
   """
   out_h, out_w = out_hw
   ys, xs = tile_starts(out_h, tile, overlap), tile_starts(out_w, tile, overlap)
@@ -158,44 +163,78 @@ def enhance_tiled(
   detail_in = np.array([detail], np.float32)
   detail = np.float32(detail)
   scale_in = np.array([scale], np.float32)
+  strength = np.float32(strength)
+  # 2-D blend weights per column, for each kind of row (first, inner, last): at most three strips' worth.
+  tile_weights = {}
+
+  def jobs():
+    """(y, x, lr tile, noise, blend weights) of each tile in raster order, a strip of `lr_up` at a time."""
+    for y in ys:
+      lr_strip = _pad_to(up.rows(y, y + min(tile, out_h - y)), tile, canvas_w)
+      kind = (y > 0, y + tile < out_h)
+      if kind not in tile_weights:
+        wy = edge_weights(tile, overlap, *kind)
+        tile_weights[kind] = [wy[:, None] * w[None, :] for w in wx]
+      if noise is not None:
+        noise.forget_above(y)
+      for col, x in enumerate(xs):
+        z = zeros if noise is None else noise.region(y, x, tile, tile)
+        if noise is not None and detail != 1.0:
+          z *= detail  # region() returns a fresh array
+        yield y, x, lr_strip[:, x : x + tile], z, tile_weights[kind][col]
+
+  def run(job):
+    """One tile through the model, mixed by strength and weighted for blending."""
+    y, x, lr_tile, z, w = job
+    out = np.array(run_tile(lr_tile[None], z[None], scale_in, detail_in), np.float32)[0]
+    if strength != 1.0:
+      out -= lr_tile
+      out *= strength
+      out += lr_tile
+    out *= w[:, :, None]
+    return y, x, out, w
+
   result = np.empty((out_h, out_w, 3), np.uint8)
   # Accumulators for the rows of the current strip only: [top, top + tile).
   acc = np.zeros((tile, canvas_w, 3), np.float32)
   wsum = np.zeros((tile, canvas_w), np.float32)
-  weighted = np.empty((tile, tile, 3), np.float32)
-  # 2-D blend weights per column, for each kind of row (first, inner, last): at most three strips' worth.
-  tile_weights = {}
   top = 0
-  for row, y in enumerate(ys):
+  for y, x, weighted, w in _in_order(run, jobs(), parallel):
     if y > top:  # rows above this strip are done
       _finish(result, acc, wsum, top, y - top, out_h, out_w)
       acc, wsum = _shift(acc, y - top), _shift(wsum, y - top)
       top = y
-    rows = min(tile, out_h - y)
-    lr_strip = _pad_to(up.rows(y, y + rows), tile, canvas_w)
-    kind = (y > 0, y + tile < out_h)
-    if kind not in tile_weights:
-      wy = edge_weights(tile, overlap, *kind)
-      tile_weights[kind] = [wy[:, None] * w[None, :] for w in wx]
-    weights = tile_weights[kind]
-    if noise is not None:
-      noise.forget_above(y)
-    for col, x in enumerate(xs):
-      lr_tile = lr_strip[:, x : x + tile]
-      z = zeros if noise is None else noise.region(y, x, tile, tile)
-      if noise is not None and detail != 1.0:
-        z *= detail  # region() returns a fresh array
-      out = np.asarray(run_tile(lr_tile[None], z[None], scale_in, detail_in), np.float32)[0]
-      if strength != 1.0:
-        out = lr_tile + np.float32(strength) * (out - lr_tile)
-      w = weights[col]
-      np.multiply(out, w[:, :, None], out=weighted)
-      acc[:, x : x + tile] += weighted
-      wsum[:, x : x + tile] += w
-      if on_tile:
-        on_tile()
+    acc[:, x : x + tile] += weighted
+    wsum[:, x : x + tile] += w
+    if on_tile:
+      on_tile()
   _finish(result, acc, wsum, top, out_h - top, out_h, out_w)
   return result
+
+
+def _in_order(fn, jobs, parallel: int):
+  """fn over jobs, results in order; with parallel > 1 on that many threads, a few jobs ahead at most.
+
+  The look-ahead is bounded (parallel + 1 jobs in flight), so memory stays a
+  strip or two whatever the image.
+  """
+  if parallel <= 1:
+    yield from map(fn, jobs)
+    return
+  from concurrent import futures
+
+  pending = collections.deque()
+  with futures.ThreadPoolExecutor(parallel, thread_name_prefix='zoom-enhance-tile') as pool:
+    try:
+      for job in jobs:
+        pending.append(pool.submit(fn, job))
+        if len(pending) > parallel:
+          yield pending.popleft().result()
+      while pending:
+        yield pending.popleft().result()
+    finally:
+      for f in pending:
+        f.cancel()
 
 
 def _finish(result, acc, wsum, top: int, count: int, out_h: int, out_w: int):
