@@ -62,32 +62,34 @@ def make_tile_fn(params, config, num_steps: int, noise_temperature: float = 1.0)
   return TileFn(sample, s.takes_detail)
 
 
-def real_tiles(photos, count: int, tile: int, scales, seed: int) -> list[dict]:
+def real_tiles(photos, count: int, tile, scales, seed: int) -> list[dict]:
   """Model inputs cut from real photos: a crop, bicubic down by a scale and back up, noise, a detail.
 
-  `photos` are uint8 RGB arrays; crops smaller than `tile` are upscaled first.
+  `tile` is a side or (height, width); `photos` are uint8 RGB arrays; crops
+  smaller than the tile are upscaled first.
   The detail cycles through 1, 0, 0.5 and the noise is scaled by it, as the
   runtime feeds a model (tiling.enhance_tiled).
   """
+  th, tw = (tile, tile) if isinstance(tile, int) else tuple(tile)
   rng = np.random.default_rng(seed)
   out = []
   for i in range(count):
     img = photos[i % len(photos)]
-    if min(img.shape[:2]) < tile:
-      f = tile / min(img.shape[:2])
+    if img.shape[0] < th or img.shape[1] < tw:
+      f = max(th / img.shape[0], tw / img.shape[1])
       img = resample.bicubic_uint8(img, (round(img.shape[0] * f) + 1, round(img.shape[1] * f) + 1))
-    y = int(rng.integers(img.shape[0] - tile + 1))
-    x = int(rng.integers(img.shape[1] - tile + 1))
-    hr = img[y : y + tile, x : x + tile]
+    y = int(rng.integers(img.shape[0] - th + 1))
+    x = int(rng.integers(img.shape[1] - tw + 1))
+    hr = img[y : y + th, x : x + tw]
     scale = float(scales[i % len(scales)])
-    side = resample.lr_size_for(tile, scale)
-    lr = resample.bicubic_uint8(hr, (side, side))
+    side = resample.lr_size_for(th, scale)
+    lr = resample.bicubic_uint8(hr, (side, max(1, round(tw * side / th))))
     detail = (1.0, 0.0, 0.5)[i % 3]
     out.append(
       {
-        'lr_up': resample.lr_up(lr, (tile, tile))[None],
-        'noise': detail * rng.standard_normal((1, tile, tile, 3)).astype(np.float32),
-        'scale': np.array([tile / side], np.float32),
+        'lr_up': resample.lr_up(lr, (th, tw))[None],
+        'noise': detail * rng.standard_normal((1, th, tw, 3)).astype(np.float32),
+        'scale': np.array([th / side], np.float32),
         'detail': np.array([detail], np.float32),
       }
     )

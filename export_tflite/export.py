@@ -21,6 +21,7 @@ import numpy as np
 
 from export_tflite import convert
 from export_tflite import npu as npu_lib
+from export_tflite import resizable
 from zoom_enhance import errors
 from zoom_enhance.evaluation import metrics
 from zoom_enhance.imaging import files
@@ -82,7 +83,7 @@ def measure(path: str, checks, expected, repeats: int = 5) -> tuple[float, float
         t0 = time.perf_counter()
         list(pool.map(run, [checks[0]] * n))
         times.append((time.perf_counter() - t0) / n)
-    return parity, float(np.median(times)), engine.runtime
+    return parity, float(np.median(times)) if times else 0.0, engine.runtime
   finally:
     engine.close()
 
@@ -159,6 +160,9 @@ def export(
   calibration = convert.real_tiles(real, 32, tile, scales, seed=1)
   checks = convert.real_tiles(real, parity_tiles, tile, scales, seed=2)
   expected = [np.asarray(tile_fn.feed(t, jax_fn)) for t in checks]
+  resized_hw = (tile + mult, 2 * tile - mult)  # another size, not square
+  resized_checks = convert.real_tiles(real, 2, resized_hw, scales, seed=4)
+  resized_expected = [np.asarray(tile_fn.feed(t, jax_fn)) for t in resized_checks]
   noise_effect = _noise_effect(tile_fn, jax_fn, checks, expected)
 
   parent = os.path.dirname(os.path.abspath(out))
@@ -170,14 +174,30 @@ def export(
     for q in quants:
       t0 = time.perf_counter()
       model = convert.to_tflite(tile_fn, tile, q, calibration=calibration)
+      try:
+        model, _ = resizable.make_resizable(model)
+        not_resizable = ''
+      except resizable.NotResizable as e:
+        not_resizable = str(e)
       seconds = time.perf_counter() - t0
       file = f'zoom_enhance_{q}.tflite'
       path = os.path.join(staging, file)
       files.write_atomic(path, model)
       parity, latency, engine_detail = measure(path, checks, expected)
+      resized = None
+      if not not_resizable:
+        # The same model at another, non-square tile size, through the same engine.
+        resized, _, _ = measure(path, resized_checks, resized_expected, repeats=0)
+        if not resized >= convert.PARITY_DB[q]:
+          not_resizable = f'{resized:.2f} dB from JAX at {resized_hw[0]}x{resized_hw[1]}'
       gpu_ops = convert.gpu_incompatible_ops(model)
+      size_note = (
+        f'not resizable: {not_resizable}'
+        if not_resizable
+        else f'{resized:.2f} dB at {resized_hw[0]}x{resized_hw[1]}'
+      )
       print(
-        f'{q}: parity vs JAX {parity:.2f} dB (threshold {convert.PARITY_DB[q]:.0f} dB), '
+        f'{q}: parity vs JAX {parity:.2f} dB (threshold {convert.PARITY_DB[q]:.0f} dB; {size_note}), '
         f'{len(model) / 1024:.0f} KB, {1000 * latency:.1f} ms per {tile}x{tile} tile '
         f'({steps} steps, {engine_detail}), GPU fallback ops: {", ".join(gpu_ops) or "none"} '
         f'(converted in {seconds:.0f} s)',
@@ -198,7 +218,14 @@ def export(
         'parity_threshold_db': convert.PARITY_DB[q],
         'gpu_incompatible_ops': gpu_ops,
         'tile_latency_ms_export_cpu': round(1000 * latency, 2),
+        # Takes any tile size (resizable.py), checked at tile.resized_check; the runtime's CPU
+        # interpreters then run tiles of the photo's own proportions (tiling.plan_tile).
+        'resizable': not not_resizable,
       }
+      if not_resizable:
+        models[q]['not_resizable'] = not_resizable
+      else:
+        models[q]['resized_parity_psnr_db'] = round(resized, 3)
     npu_models, npu_skipped = {}, {}
     if npu:
       src = npu_lib.source_quant(models)
@@ -213,7 +240,7 @@ def export(
         'workdir': os.path.normpath(workdir),
       },
       'scale_range': [float(config.data.min_scale), float(config.data.max_scale)],
-      'tile': {'size': tile, 'overlap': overlap, 'multiple': mult},
+      'tile': {'size': tile, 'overlap': overlap, 'multiple': mult, 'resized_check': list(resized_hw)},
       'steps': steps,
       'noise_temperature': noise_temperature,
       # The runtime multiplies the noise it draws by the detail (enhance --detail): 0 feeds

@@ -66,7 +66,7 @@ MIN_PSNR_DB = 50.0
 # most); such a result is judged by its distance to the float model's, within this of x86-64's own.
 FAITHFUL_MARGIN_DB = 1.0
 _ENHANCE = re.compile(
-  r'\d+ tiles? on \w+ \((?P<runtime>.*)\), model (?P<variant>\S+), (?P<seconds>[0-9.]+) s \('
+  r'\d+ tiles? (?:of \d+x\d+ )?on \w+ \((?P<runtime>.*)\), model (?P<variant>\S+), (?P<seconds>[0-9.]+) s \('
 )
 
 

@@ -28,11 +28,10 @@ def test_candidates_are_the_bundle_default_and_the_variants_close_to_jax():
   parity = [MANIFEST['models'][k]['parity_psnr_db'] for k in keys]
   assert parity == sorted(parity, reverse=True)
   assert {'fp16', 'int8'} <= set(keys)
-  low = dict(
-    MANIFEST,
-    models={**MANIFEST['models'], 'int8_full': {**MANIFEST['models']['int8_full'], 'parity_psnr_db': 39.9}},
-  )
-  assert 'int8_full' not in cpu_variant.candidates(low)
+  for parity, kept in ((44.9, False), (45.1, True)):
+    full = {**MANIFEST['models']['int8_full'], 'parity_psnr_db': parity}
+    models = {**MANIFEST['models'], 'int8_full': full}
+    assert ('int8_full' in cpu_variant.candidates(dict(MANIFEST, models=models))) == kept
 
 
 def test_pick_takes_the_fastest_unless_a_closer_variant_is_within_the_margin():

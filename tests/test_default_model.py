@@ -104,6 +104,34 @@ def test_the_default_detail_draws_from_the_noise_and_detail_0_does_not(default_e
   np.testing.assert_array_equal(run(seed=1, detail=0), run(seed=2, detail=0))
 
 
+def test_the_cpu_runs_the_shipped_model_at_tiles_of_the_photo_s_own_shape(default_enhancer):
+  """Every shipped model takes any tile size (export_tflite/resizable.py; export checked it against JAX at
+  another size). On 2 threads the runtime cuts a 480x320 result into two 320x256 tiles instead of six of
+  192, and a tile of that shape through the runtime's engine is the JAX sampler's output of the same inputs
+  (the student's shipped weights), as close as at the export tile."""
+  import jax
+
+  from export_tflite import convert
+  from zoom_enhance.training import checkpoint
+
+  manifest = default_enhancer.manifest
+  assert all(m['resizable'] and m['resized_parity_psnr_db'] >= 30 for m in manifest['models'].values())
+  engine = default_enhancer.engine
+  assert engine.resizable and engine.parallel == 2
+  with Image.open(SAMPLE) as im:
+    photo = im.convert('RGB').crop((100, 60, 220, 140))
+  report = default_enhancer.enhance(photo, scale=4.0).info['zoom_enhance']
+  assert report.output_size == (480, 320) and report.tiles == 2 and report.tile_size == (256, 320)
+  params, config, _ = checkpoint.restore_params(files.asset_path('weights', 'default_student'))
+  fn = jax.jit(convert.make_tile_fn(params, config, manifest['steps']))
+  (tile,) = convert.real_tiles([np.asarray(Image.open(SAMPLE).convert('RGB'))], 1, (224, 320), [4.0], seed=5)
+  got = engine.run(tile['lr_up'], tile['noise'], tile['scale'], tile['detail'])
+  want = np.asarray(fn(tile['lr_up'], tile['noise'], tile['scale'], tile['detail']))
+  assert got.shape == want.shape == (1, 224, 320, 3)
+  parity = metrics.psnr(got, want, data_range=2.0)
+  assert parity >= manifest['models'][engine.variant]['parity_psnr_db'] - 3, parity
+
+
 @pytest.mark.parametrize('name', ['default_teacher', 'default_student'])
 def test_the_weights_behind_the_default_model_ship_intact_and_fit_their_model(name):
   """zoom_enhance/assets/weights/: the EMA parameters of the teacher (what distillation and fine-tuning start

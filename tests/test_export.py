@@ -39,7 +39,12 @@ def test_every_variant_is_written_with_parity_above_its_threshold(exported):
   assert manifest['models']['fp16']['gpu_incompatible_ops'] == []  # the whole fp16 graph runs on a GPU
   assert manifest['models']['fp32']['parity_psnr_db'] > manifest['models']['int8']['parity_psnr_db']
   assert sizes['int8'] < sizes['fp16'] < sizes['fp32']
-  assert manifest['steps'] == 2 and manifest['tile'] == {'size': 32, 'overlap': 4, 'multiple': 8}
+  assert manifest['steps'] == 2
+  assert manifest['tile'] == {'size': 32, 'overlap': 4, 'multiple': 8, 'resized_check': [40, 56]}
+  # The tiny network has GroupNorm, whose statistics hold the tile's size: no variant is made resizable,
+  # and the manifest says why (resizable.LOCAL_OPS), so the runtime keeps its square tile.
+  for entry in manifest['models'].values():
+    assert entry['resizable'] is False and 'image-sized tensor' in entry['not_resizable'], entry
   # Two sampler steps from an ungated model: the noise moves the output, so the runtime draws it.
   assert manifest['inputs']['noise']['used'] is True
   assert manifest['inputs']['noise']['effect_max_abs'] > export.NOISE_UNUSED_BELOW
@@ -341,3 +346,53 @@ def test_a_model_that_reads_the_detail_gets_it_as_a_graph_input_at_every_value(p
     np.testing.assert_array_equal(run(0.0, 1), run(0.0, 2))  # detail 0: no noise, the same for every seed
   finally:
     lite.close()
+
+
+def test_the_pixel_shuffles_of_a_mobile_model_become_depth_to_space_and_it_takes_any_size():
+  """resizable.make_resizable on the shipped student converted afresh (fp32, 32-px tile): the same output
+  to the bit at 32, four RESHAPE-TRANSPOSE-RESHAPE shuffles gone, and at 40x56 and 24x64 the JAX
+  sampler's output of the same inputs."""
+  import jax
+  from ai_edge_litert.interpreter import Interpreter
+
+  from export_tflite import resizable
+  from zoom_enhance.imaging import photo
+  from zoom_enhance.training import checkpoint
+
+  # A shuffle already in DEPTH_TO_SPACE's order needs no permutation; a transpose of the image is none.
+  perm = lambda *a: resizable.shuffle_permutation([1, 2, 2, 8], *a, [1, 4, 4, 2], 2)  # noqa: E731
+  assert list(perm([1, 2, 2, 2, 2, 2], [0, 1, 3, 2, 4, 5])) == list(range(8))
+  assert perm([1, 2, 2, 2, 2, 2], [0, 2, 1, 3, 4, 5]) is None
+  # The network's own rank-4 shuffle (unet.pixel_shuffle) puts the column offset first: two blocks swap.
+  assert list(perm([2, 4, 2, 2], [0, 2, 1, 3])) == [0, 1, 4, 5, 2, 3, 6, 7]
+  params, config, _ = checkpoint.restore_params(files.asset_path('weights', 'default_student'))
+  tile_fn = convert.make_tile_fn(params, config, 1)
+  model = convert.to_tflite(tile_fn, 32, 'fp32')
+  rewritten, count = resizable.make_resizable(model)
+  assert count == 4
+
+  def run(content, tile):
+    it = Interpreter(model_content=content)
+    slots = {d['name']: d for d in it.get_input_details()}
+    for d in slots.values():
+      if len(d['shape']) == 4:
+        it.resize_tensor_input(d['index'], tile['lr_up'].shape, strict=False)
+    it.allocate_tensors()
+    for name, d in slots.items():
+      it.set_tensor(d['index'], tile[next(k for k in tile if k in name)])
+    it.invoke()
+    ops = {op['op_name'] for op in it._get_ops_details()}
+    return it.get_tensor(it.get_output_details()[0]['index']), ops
+
+  photos = [photo.load_rgb(files.asset_path('chelsea.jpg'))]
+  (at_tile,) = convert.real_tiles(photos, 1, 32, [4.0], seed=1)
+  before, ops_before = run(model, at_tile)
+  after, ops_after = run(rewritten, at_tile)
+  np.testing.assert_array_equal(before, after)
+  assert 'TRANSPOSE' in ops_before and 'TRANSPOSE' not in ops_after and 'DEPTH_TO_SPACE' in ops_after
+  jax_fn = jax.jit(tile_fn)
+  for hw in ((40, 56), (24, 64)):
+    (tile,) = convert.real_tiles(photos, 1, hw, [3.0], seed=2)
+    got, _ = run(rewritten, tile)
+    assert got.shape == (1, *hw, 3)
+    assert metrics.psnr(got, np.asarray(tile_fn.feed(tile, jax_fn)), data_range=2.0) > 60

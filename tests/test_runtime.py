@@ -122,6 +122,26 @@ def test_one_tile_matches_the_jax_sampler_with_the_same_noise(trained, enhancer)
   assert np.abs(got.astype(int) - bicubic).mean() > 2
 
 
+@pytest.mark.parametrize('out_hw', [(320, 480), (480, 320), (29, 27), (37, 61), (1080, 1920), (12, 500)])
+@pytest.mark.parametrize('parallel', [1, 2])
+def test_tiles_of_a_resizable_model_fit_the_photo(out_hw, parallel):
+  """plan_tile: multiples of 8 within the size cap that cover the result, as few pixels as it takes:
+  one tile up to the cap on one thread, at least two where two run at once (if the result is wide
+  enough for two), and far fewer wasted pixels than square 192-px tiles."""
+  th, tw = tiling.plan_tile(out_hw, overlap=24, multiple=8, parallel=parallel)
+  assert th % 8 == 0 and tw % 8 == 0 and th * tw <= tiling.MAX_TILE_PIXELS
+  n = tiling.count_tiles(out_hw, (th, tw), 24)
+  ys, xs = tiling.tile_starts(out_hw[0], th, 24), tiling.tile_starts(out_hw[1], tw, 24)
+  assert ys[-1] + th >= out_hw[0] and xs[-1] + tw >= out_hw[1]  # covered
+  computed = n * th * tw
+  square = tiling.count_tiles(out_hw, 192, 24) * 192 * 192
+  if out_hw[0] * out_hw[1] <= tiling.MAX_TILE_PIXELS and parallel == 1:
+    assert n == 1 and (th, tw) == tuple(-(-s // 8) * 8 for s in out_hw)
+  if parallel == 2 and max(out_hw) >= 100:
+    assert n >= 2
+  assert computed <= 0.5 * square or computed <= 1.2 * out_hw[0] * out_hw[1]
+
+
 def test_two_tiles_at_once_give_the_same_picture_as_one_at_a_time(enhancer, photo_path):
   """On 2 threads the CPU runs two single-threaded copies of the model, a tile each, from two threads;
   blended in raster order, the result is the same as one tile after another, to the bit."""
@@ -139,13 +159,15 @@ def test_two_tiles_at_once_give_the_same_picture_as_one_at_a_time(enhancer, phot
   assert np.abs(one.astype(int) - resample.from_signed(resample.lr_up(lr, out_hw))).mean() > 1
 
 
+@pytest.mark.parametrize('tile', [TILE, (24, 40)])
 @pytest.mark.parametrize('out_hw', [(32, 32), (33, 61), (100, 77), (5, 140), (64, 64)])
-def test_tiles_blend_without_seams(out_hw):
-  """A pointwise model must come out of the tiler exactly as from the whole image at once."""
+def test_tiles_blend_without_seams(out_hw, tile):
+  """A pointwise model must come out of the tiler exactly as from the whole image at once, square tiles
+  or not."""
   rng = np.random.default_rng(sum(out_hw))
   lr = rng.integers(0, 256, (max(1, out_hw[0] // 3), max(1, out_hw[1] // 3), 3), dtype=np.uint8)
   pointwise = lambda lr_up, noise, scale, detail: np.clip(lr_up + 0.1 * noise * scale[0] / 3, -1, 1)
-  got = tiling.enhance_tiled(pointwise, lr, out_hw, tile=TILE, overlap=6, scale=3.0, seed=7)
+  got = tiling.enhance_tiled(pointwise, lr, out_hw, tile=tile, overlap=6, scale=3.0, seed=7)
   lr_up = resample.lr_up(lr, out_hw)
   noise = tiling.NoiseField(7).region(0, 0, *out_hw)
   want = np.clip(np.rint((np.clip(lr_up + 0.1 * noise, -1, 1) + 1) * 127.5), 0, 255)

@@ -526,15 +526,28 @@ def cmd_bench(argv):
     help='instead: enlarge this folder of photos with `enhance` and with Real-ESRGAN compact, each '
     'writing PNGs, and compare the whole commands (at the last of --scales: 4 by default)',
   )
+  p.add_argument(
+    '--rounds',
+    type=int,
+    default=3,
+    help='with --folder: times each command this many times, alternating, and takes the medians (default 3)',
+  )
   args = p.parse_args(argv[1:])
+  if args.rounds < 1:
+    raise errors.ConfigError(f'--rounds {args.rounds}: must be at least 1')
   if args.folder:
     from zoom_enhance.evaluation import folder_bench
 
     folder_bench.run_folder_bench(
-      args.folder, scale=args.scales[-1], threads=args.threads, bundle=args.bundle, out=args.out
+      args.folder,
+      scale=args.scales[-1],
+      threads=args.threads,
+      bundle=args.bundle,
+      out=args.out,
+      rounds=args.rounds,
     )
     return 0
-  del args.folder
+  del args.folder, args.rounds
   from zoom_enhance.evaluation import runtime_bench
 
   runtime_bench.run_bench(**vars(args))

@@ -90,11 +90,40 @@ class LrUpStrips:
 
   def rows(self, y0: int, y1: int) -> np.ndarray:
     """(y1 - y0, out_w, 3) float32 in [-1, 1]: output rows [y0, y1) of the whole-image `lr_up`."""
-    out = upsampled_rows(self.lr, (self.out_h, self.out_w), y0, y1)
-    # to_signed, in place: a strip is the largest float buffer of the runtime.
-    out /= 127.5
-    out -= 1.0
-    return np.clip(out, -1.0, 1.0, out=out)
+    return _signed_in_place(upsampled_rows(self.lr, (self.out_h, self.out_w), y0, y1))
+
+  def window(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """(y1 - y0, x1 - x0, 3) float32 in [-1, 1]: lr_up(...)[y0:y1, x0:x1], from the LR pixels it needs.
+
+    Thread-safe: the runtime's tile threads each build their own tile's.
+    """
+    return _signed_in_place(upsampled_window(self.lr, (self.out_h, self.out_w), y0, y1, x0, x1))
+
+
+def _signed_in_place(out: np.ndarray) -> np.ndarray:
+  """to_signed, in place: a strip is the largest float buffer of the runtime."""
+  out /= 127.5
+  out -= 1.0
+  return np.clip(out, -1.0, 1.0, out=out)
+
+
+def _source_span(n: int, out_n: int, o0: int, o1: int) -> tuple[int, int, float, float]:
+  """(first, end) source pixels that output pixels [o0, o1) read, with reach, and their box edges."""
+  s = n / out_n
+  lo, hi = o0 * s, min(float(n), o1 * s)
+  reach = _BICUBIC_SUPPORT * max(1.0, s) + 2
+  a, b = max(0, math.floor(lo - reach)), min(n, math.ceil(hi + reach))
+  return a, b, lo - a, hi - a
+
+
+def upsampled_window(src: np.ndarray, out_hw, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+  """bicubic_resize(src, out_hw)[y0:y1, x0:x1], float32, from the source pixels it needs.
+
+  As resized_rows, along both axes: the window equals the whole-image resize to float rounding.
+  """
+  a, b, top, bottom = _source_span(src.shape[0], int(out_hw[0]), y0, y1)
+  c, d, left, right = _source_span(src.shape[1], int(out_hw[1]), x0, x1)
+  return _resize_channels(src[a:b, c:d], (x1 - x0, y1 - y0), box=(left, top, right, bottom))
 
 
 def upsampled_rows(src: np.ndarray, out_hw, y0: int, y1: int) -> np.ndarray:

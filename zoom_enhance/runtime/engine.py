@@ -5,7 +5,10 @@
 OR-ed with the CPU, because LiteRT 2.3 accepts NPU|CPU on a machine without
 an NPU, runs everything on the CPU and still calls the model "fully
 accelerated". An accelerator counts as available only once a warm-up tile has
-run on it. `--delegate PATH` goes through the classic interpreter's
+run on it. On the CPU with more than one thread the engine is instead that
+many single-threaded classic interpreters, a tile each at once (_TilePool),
+which also resize to any tile shape where export made the model resizable.
+`--delegate PATH` goes through the classic interpreter's
 `load_delegate` instead (GPU or Edge TPU delegate libraries), and counts the
 graph partitions the delegate took.
 
@@ -16,6 +19,7 @@ NPU through a vendor compiler plugin when there is no compiled model.
 """
 
 import atexit
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -345,7 +349,21 @@ class _InterpreterBackend:
   def close(self):
     self._it = None
 
+  def resize(self, shape: tuple):
+    """Takes image inputs of `shape` (1, h, w, 3) from now on: a model export made resizable."""
+    for index, name in self._slots:
+      if len(self.input_shapes[name]) == 4:
+        self._it.resize_tensor_input(index, shape, strict=False)
+    self._it.allocate_tensors()
+    self.input_shapes = {
+      name: tuple(d['shape']) for d, (_, name) in zip(self._it.get_input_details(), self._slots)
+    }
+    self.output_shape = tuple(self._it.get_output_details()[0]['shape'])
+
   def run(self, arrays: dict) -> np.ndarray:
+    shape = tuple(np.shape(arrays['lr_up']))
+    if shape != self.input_shapes['lr_up']:
+      self.resize(shape)
     for index, name in self._slots:
       self._it.set_tensor(index, np.ascontiguousarray(arrays[name], np.float32))
     self._it.invoke()
@@ -357,27 +375,68 @@ class _TilePool:
 
   The classic interpreter, whose invoke releases the GIL; CompiledModel's run
   (LiteRT 2.3) holds it, so two of them on two threads take turns. Each copy
-  is a whole interpreter (its own arena); run() takes a free one.
+  is a whole interpreter (its own arena); run() takes a free one. A model
+  that resizes (export_tflite/resizable.py) keeps up to SHAPES_KEPT
+  interpreters per copy, one per tile shape, so that photos of two
+  orientations do not resize at every switch (here a resize took 7 ms, a
+  new interpreter 13, a 320x256 tile 22).
   """
 
-  def __init__(self, backends: list):
-    self._backends = backends
-    self.parallel = len(backends)
+  SHAPES_KEPT = 2
+
+  def __init__(self, make, count: int):
+    self._make = make
+    self._slots = []
+    try:
+      for _ in range(count):
+        first = make()
+        self._slots.append(collections.OrderedDict([(first.input_shapes['lr_up'], first)]))
+    except _Unavailable:
+      self.close()
+      raise
+    self.parallel = count
     self._free = queue.SimpleQueue()
-    for b in backends:
-      self._free.put(b)
-    self.input_shapes, self.output_shape = backends[0].input_shapes, backends[0].output_shape
+    for slot in self._slots:
+      self._free.put(slot)
+    first = next(iter(self._slots[0].values()))
+    self.input_shapes, self.output_shape = first.input_shapes, first.output_shape
 
   def close(self):
-    for b in self._backends:
-      b.close()
+    for slot in self._slots:
+      for b in slot.values():
+        b.close()
+      slot.clear()
+
+  def _for_shape(self, slot, shape: tuple, make: bool):
+    backend = slot.get(shape)
+    if backend is None:
+      if make and len(slot) < self.SHAPES_KEPT:
+        backend = self._make()
+      else:
+        backend = slot.popitem(last=False)[1]
+      backend.resize(shape)
+      slot[shape] = backend
+    slot.move_to_end(shape)
+    return backend
+
+  def prepare(self, shape: tuple):
+    """Readies every copy for image inputs of `shape` (1, h, w, 3), from the calling thread.
+
+    Loading and resizing log through LiteRT's native code, which _native_log
+    captures by redirecting the process's stdout and stderr: never from the
+    tile threads, where two redirections at once would lose the terminal.
+    """
+    with _native_log():
+      for slot in self._slots:
+        self._for_shape(slot, tuple(shape), make=True)
 
   def run(self, arrays: dict) -> np.ndarray:
-    backend = self._free.get()
+    slot = self._free.get()
     try:
-      return backend.run(arrays)
+      # A shape not prepared (export's checks) takes over the least recent interpreter.
+      return self._for_shape(slot, tuple(np.shape(arrays['lr_up'])), make=False).run(arrays)
     finally:
-      self._free.put(backend)
+      self._free.put(slot)
 
 
 @dataclasses.dataclass
@@ -393,11 +452,19 @@ class Engine:
   fallbacks: list = dataclasses.field(default_factory=list)  # 'npu: reason' per accelerator passed over
   load_seconds: float = 0.0
   choice: str = ''  # how the CPU variant was chosen (cpu_variant.Choice.describe), '' where it was not
+  # Takes tiles of any (h, w), multiples of the manifest's tile multiple: a model export made
+  # resizable, on the classic interpreter (the CPU's tile pool; CompiledModel does not resize).
+  resizable: bool = False
 
   @property
   def parallel(self) -> int:
     """Tiles that may run at once, from as many threads (tiling.enhance_tiled's `parallel`)."""
     return getattr(self.backend, 'parallel', 1)
+
+  def prepare(self, tile_hw):
+    """Readies a resizable engine for tiles of (h, w) before they run on its threads."""
+    if self.resizable and hasattr(self.backend, 'prepare'):
+      self.backend.prepare((1, int(tile_hw[0]), int(tile_hw[1]), 3))
 
   def run(self, lr_up, noise, scale, detail=_FULL_DETAIL) -> np.ndarray:
     """One tile; `detail` (1,) reaches models that read it (unet.Variant.reads_detail), others ignore it.
@@ -516,16 +583,14 @@ def _load(path: str, accelerator: str, threads: int):
     except AcceleratorError:
       interp_mod = None
     if interp_mod is not None:
-      backends = []
-      try:
-        for _ in range(threads):
-          backends.append(_InterpreterBackend(interp_mod, path, 1))
-          _warm_up(backends[-1], int(backends[-1].input_shapes['lr_up'][1]))
-      except _Unavailable:
-        for b in backends:
-          b.close()
-        raise
-      return _TilePool(backends), f'LiteRT interpreter, XNNPACK, {threads} tiles at once, 1 thread each'
+
+      def make():
+        backend = _InterpreterBackend(interp_mod, path, 1)
+        _warm_up(backend, int(backend.input_shapes['lr_up'][1]))
+        return backend
+
+      pool = _TilePool(make, threads)
+      return pool, f'LiteRT interpreter, XNNPACK, {threads} tiles at once, 1 thread each'
   cm = _compiled_model_module()
   why_not_compiled = ''
   if cm is not None:
@@ -633,7 +698,16 @@ def open_engine(
         runtime += f', compiled for {entry["npu_target"]}'
       seconds = time.perf_counter() - t0
       engine = Engine(
-        backend, acc, runtime, key, path, tile, fallbacks, seconds, choice=choice.describe() if choice else ''
+        backend,
+        acc,
+        runtime,
+        key,
+        path,
+        tile,
+        fallbacks,
+        seconds,
+        choice=choice.describe() if choice else '',
+        resizable=bool(entry.get('resizable')) and isinstance(backend, _TilePool),
       )
       logger.info('accelerator: %s', engine.describe())
       if choice:

@@ -54,6 +54,7 @@ class Report:
   back_projection: float  # weight of the back-projection onto the input (imaging.consistency), 0 none
   seed: int
   tiles: int
+  tile_size: tuple  # (w, h) of the model's tiles
   seconds: float
 
   def summary(self) -> str:
@@ -62,7 +63,8 @@ class Report:
     resample = f', Lanczos from {self.model_size[0]}x{self.model_size[1]}' if self.resampled else ''
     return (
       f'{self.crop[2]}x{self.crop[3]} -> {w}x{h} (x{self.model_scale:.3g} model{resample}), '
-      f'{self.tiles} tiles on {self.accelerator} ({self.runtime}), model {self.variant}, '
+      f'{self.tiles} tiles of {self.tile_size[0]}x{self.tile_size[1]} on {self.accelerator} '
+      f'({self.runtime}), model {self.variant}, '
       f'{self.seconds:.2f} s ({per_mp:.2f} s/MP)'
     )
 
@@ -131,14 +133,21 @@ class Enhancer:
       # Checked on LiteRT 2.3: the models have static shapes. CompiledModel's
       # strict resize refuses them; the non-strict one fails in XNNPACK; the
       # classic interpreter's resize_tensor_input runs under XNNPACK but is
-      # wrong (51 dB from JAX at 64 px: a GroupNorm mean is a SUM over the
-      # feature map then a FULLY_CONNECTED whose weights hold 1/(H*W*group
-      # size) of the export tile) and fails without it (TRANSPOSE_CONV has a
-      # constant output shape).
+      # wrong for a GroupNorm model (51 dB from JAX at 64 px: a GroupNorm mean
+      # is a SUM over the feature map then a FULLY_CONNECTED whose weights hold
+      # 1/(H*W*group size) of the export tile). Models export made resizable
+      # get tiles of each photo's shape on the CPU anyway (tiling.plan_tile).
+      resizable = all(m.get('resizable') for m in self.manifest['models'].values())
+      how = (
+        'its models take tiles of any size on the CPU, planned per photo, and the GPU and NPU run '
+        f'{self.tile}x{self.tile}'
+        if resizable
+        else f'the models of {self.bundle_dir} are compiled for {self.tile}x{self.tile} tiles and '
+        'LiteRT cannot resize them correctly'
+      )
       raise errors.ConfigError(
-        f'--tile {tile}: the models of {self.bundle_dir} are compiled for {self.tile}x{self.tile} '
-        f'tiles and LiteRT cannot resize them correctly; use --tile {self.tile} or export a '
-        f'bundle with zoom-enhance export --tile {tile}'
+        f'--tile {tile}: {how}; use --tile {self.tile} or export a bundle with '
+        f'zoom-enhance export --tile {tile}'
       )
     if steps is not None and int(steps) != self.steps:
       raise errors.ConfigError(
@@ -188,8 +197,18 @@ class Enhancer:
       check_output(out_wh)
     return box, out_wh
 
+  def tile_for(self, model_wh) -> tuple[int, int]:
+    """(height, width) of the tiles for a result of `model_wh`: the bundle's square tile, or, on an
+    engine that resizes its model (engine.Engine.resizable), the shape tiling.plan_tile picks."""
+    if not self.engine.resizable:
+      return self.tile, self.tile
+    multiple = int(self.manifest['tile'].get('multiple', 8))
+    return tiling.plan_tile(
+      (model_wh[1], model_wh[0]), overlap=self.overlap, multiple=multiple, parallel=self.engine.parallel
+    )
+
   def count_tiles(self, model_wh) -> int:
-    return tiling.count_tiles((model_wh[1], model_wh[0]), self.tile, self.overlap)
+    return tiling.count_tiles((model_wh[1], model_wh[0]), self.tile_for(model_wh), self.overlap)
 
   def enhance(
     self,
@@ -252,14 +271,16 @@ class Enhancer:
     )
     plan = geometry.plan((box.w, box.h), out_wh, self.scale_range)
     lr = photo.rgb[box.y : box.y + box.h, box.x : box.x + box.w]
-    tiles = self.count_tiles(plan.model_wh)
+    tile = self.tile_for(plan.model_wh)
+    self.engine.prepare(tile)
+    tiles = tiling.count_tiles((plan.model_wh[1], plan.model_wh[0]), tile, self.overlap)
     if on_start:
       on_start(tiles)
     rgb = tiling.enhance_tiled(
       self.engine.run,
       lr,
       (plan.model_wh[1], plan.model_wh[0]),
-      tile=self.tile,
+      tile=tile,
       overlap=self.overlap,
       scale=plan.model_scale,
       seed=seed,
@@ -303,6 +324,7 @@ class Enhancer:
       back_projection=back_projection,
       seed=int(seed),
       tiles=tiles,
+      tile_size=(tile[1], tile[0]),
       seconds=time.perf_counter() - t0,
     )
     return result

@@ -1,6 +1,7 @@
 """Seamless tiling: any output size through a fixed-size model, one strip of tiles at a time.
 
 The model contract (the bundle's manifest): a T x T tile of the LR image
+(or, for a model that takes any size, th x tw: plan_tile picks it per photo)
 upsampled bicubic to the output size, in [-1, 1], plus T x T standard-normal
 noise and the scale, gives T x T output pixels. Tiles overlap by the
 manifest's overlap and are blended with raised-cosine weights, normalized by
@@ -9,9 +10,9 @@ their sum, so every output pixel is a convex mix of the tiles that cover it.
 Two things keep the seams out. The starting noise is a function of the global
 pixel position (drawn per BLOCK x BLOCK block from (seed, block row, block
 column)), so overlapping tiles start from the same noise where they overlap.
-And the conditioning is cut from one global `lr_up` (imaging.resample),
-computed a strip at a time, which matches the whole-image resize to float
-rounding.
+And each tile's conditioning is its window of one global `lr_up`
+(imaging.resample.LrUpStrips.window, built on the tile's thread), which
+matches the whole-image resize to float rounding.
 
 Memory is bounded by a strip: one row of tiles keeps T output rows of float32
 accumulators; finished rows go straight to the uint8 result.
@@ -46,10 +47,10 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
   last tile that is almost all overlap. A length up to one tile gets one tile
   at 0 (the caller pads to the tile).
   """
-  if not 0 <= overlap < tile:
-    raise ValueError(f'overlap {overlap} must be in [0, tile={tile})')
   if length <= tile:
     return [0]
+  if not 0 <= overlap < tile:
+    raise ValueError(f'overlap {overlap} must be in [0, tile={tile})')
   count = math.ceil((length - tile) / (tile - overlap)) + 1
   return [round(i * (length - tile) / (count - 1)) for i in range(count)]
 
@@ -118,8 +119,71 @@ def _pad_to(a: np.ndarray, h: int, w: int) -> np.ndarray:
   return np.pad(a, ((0, max(ph, 0)), (0, max(pw, 0)), (0, 0)), mode='symmetric')
 
 
-def count_tiles(out_hw, tile: int, overlap: int) -> int:
-  return len(tile_starts(out_hw[0], tile, overlap)) * len(tile_starts(out_hw[1], tile, overlap))
+def _hw(tile) -> tuple[int, int]:
+  """A tile given as a side or as (height, width)."""
+  return (int(tile), int(tile)) if isinstance(tile, (int, np.integer)) else (int(tile[0]), int(tile[1]))
+
+
+def count_tiles(out_hw, tile, overlap: int) -> int:
+  th, tw = _hw(tile)
+  return len(tile_starts(out_hw[0], th, overlap)) * len(tile_starts(out_hw[1], tw, overlap))
+
+
+# Largest tile a resizable model is run at, in pixels: per pixel, XNNPACK ran the default model
+# as fast at 256-512 px a side (152-154 ns on 2 threads) as at 192 (162); a 512 x 512 tile's
+# activations are tens of MB per model copy.
+MAX_TILE_PIXELS = 512 * 512
+# What a tile costs besides its pixels (noise, blending, the call), in pixels' worth.
+TILE_COST_PIXELS = 2048
+
+
+def _side(length: int, count: int, overlap: int, multiple: int) -> int:
+  """The smallest side, a multiple of `multiple`, with which `count` tiles overlapping by `overlap`
+  cover `length`."""
+  need = math.ceil((length + (count - 1) * overlap) / count)
+  return max(multiple, -(-need // multiple) * multiple)
+
+
+def _count(length: int, side: int, overlap: int) -> int:
+  """len(tile_starts(length, side, overlap)), without the list."""
+  return 1 if length <= side else math.ceil((length - side) / (side - overlap)) + 1
+
+
+def plan_tile(out_hw, *, overlap: int, multiple: int, parallel: int = 1, max_pixels: int = MAX_TILE_PIXELS):
+  """(height, width) of the tiles of a model that takes any size (export_tflite/resizable.py).
+
+  The shape whose tiles compute the fewest pixels, each tile also costing
+  TILE_COST_PIXELS, with `parallel` tiles running at once: so a result of up
+  to max_pixels is one tile, or `parallel` tiles where they run side by
+  side. A 480x320 result at 2 tiles at once: two 320x256 tiles (163,840
+  pixels computed) where 192-px tiles compute six (221,184).
+  """
+  # Sides below this are all overlap and padding.
+  smallest = max(multiple, 2 * overlap + multiple)
+
+  def sides(length):
+    out, n = [], 1
+    while True:
+      side = _side(length, n, overlap, multiple)
+      if n > 1 and side < smallest:
+        return out
+      if not out or side < out[-1][1]:
+        out.append((_count(length, side, overlap), side))
+      if side <= smallest:
+        return out
+      n += 1
+
+  best = None
+  for ny, th in sides(out_hw[0]):
+    for nx, tw in sides(out_hw[1]):
+      if th * tw > max_pixels:
+        continue
+      cost = math.ceil(ny * nx / parallel) * (th * tw + TILE_COST_PIXELS)
+      if best is None or cost < best[0]:
+        best = (cost, (th, tw))
+  if best is None:  # max_pixels below the smallest useful tile
+    return smallest, smallest
+  return best[1]
 
 
 def enhance_tiled(
@@ -127,7 +191,7 @@ def enhance_tiled(
   lr_uint8: np.ndarray,
   out_hw,
   *,
-  tile: int,
+  tile,
   overlap: int,
   scale: float,
   seed: int = 0,
@@ -139,12 +203,13 @@ def enhance_tiled(
 ) -> np.ndarray:
   """Enhances a uint8 (h, w, 3) image to `out_hw`, returning uint8 (out_h, out_w, 3).
 
-  run_tile(lr_up, noise, scale, detail) takes and returns float32 (1, T, T, 3)
-  in [-1, 1] (scale and detail (1,)). `strength` mixes each pixel between the bicubic upsampling (0) and
-  the model (1). Images smaller than a tile are mirror-padded, run, cropped.
-  `detail` scales the starting noise (the sampler's temperature), and models
-  that read it get it as an input: 0 is the deterministic fidelity output, 1
-  draws all the detail the model learned.
+  `tile` is a side T or (height, width); run_tile(lr_up, noise, scale,
+  detail) takes and returns float32 (1, th, tw, 3) in [-1, 1] (scale and
+  detail (1,)). `strength` mixes each pixel between the bicubic upsampling
+  (0) and the model (1). Images smaller than a tile are mirror-padded, run,
+  cropped. `detail` scales the starting noise (the sampler's temperature),
+  and models that read it get it as an input: 0 is the deterministic
+  fidelity output, 1 draws all the detail the model learned.
   With `noise_used` False (a bundle whose export measured that its output
   does not move with the noise) or detail 0, every tile gets zeros instead
   of drawn noise.
@@ -153,13 +218,14 @@ def enhance_tiled(
   tiles are still blended in raster order, so the result is the same.
   """
   out_h, out_w = out_hw
-  ys, xs = tile_starts(out_h, tile, overlap), tile_starts(out_w, tile, overlap)
-  canvas_w = max(out_w, tile)
-  wx = [edge_weights(tile, overlap, x > 0, x + tile < out_w) for x in xs]
+  th, tw = _hw(tile)
+  ys, xs = tile_starts(out_h, th, overlap), tile_starts(out_w, tw, overlap)
+  canvas_w = max(out_w, tw)
+  wx = [edge_weights(tw, overlap, x > 0, x + tw < out_w) for x in xs]
   up = resample.LrUpStrips(lr_uint8, out_hw)
   draw = noise_used and detail != 0.0
   noise = NoiseField(seed) if draw else None
-  zeros = None if draw else np.zeros((tile, tile, 3), np.float32)
+  zeros = None if draw else np.zeros((th, tw, 3), np.float32)
   detail_in = np.array([detail], np.float32)
   detail = np.float32(detail)
   scale_in = np.array([scale], np.float32)
@@ -168,24 +234,29 @@ def enhance_tiled(
   tile_weights = {}
 
   def jobs():
-    """(y, x, lr tile, noise, blend weights) of each tile in raster order, a strip of `lr_up` at a time."""
+    """(y, x, noise, blend weights) of each tile in raster order."""
     for y in ys:
-      lr_strip = _pad_to(up.rows(y, y + min(tile, out_h - y)), tile, canvas_w)
-      kind = (y > 0, y + tile < out_h)
+      kind = (y > 0, y + th < out_h)
       if kind not in tile_weights:
-        wy = edge_weights(tile, overlap, *kind)
+        wy = edge_weights(th, overlap, *kind)
         tile_weights[kind] = [wy[:, None] * w[None, :] for w in wx]
       if noise is not None:
         noise.forget_above(y)
       for col, x in enumerate(xs):
-        z = zeros if noise is None else noise.region(y, x, tile, tile)
+        z = zeros if noise is None else noise.region(y, x, th, tw)
         if noise is not None and detail != 1.0:
           z *= detail  # region() returns a fresh array
-        yield y, x, lr_strip[:, x : x + tile], z, tile_weights[kind][col]
+        yield y, x, z, tile_weights[kind][col]
 
   def run(job):
-    """One tile through the model, mixed by strength and weighted for blending."""
-    y, x, lr_tile, z, w = job
+    """One tile through the model, mixed by strength and weighted for blending.
+
+    Its `lr_up` is built here, on the tile's thread: the bicubic enlargement
+    of the tile's window (mirror-padded where the tile is larger than the
+    image), not a strip's on the calling thread while the model waits.
+    """
+    y, x, z, w = job
+    lr_tile = _pad_to(up.window(y, min(y + th, out_h), x, min(x + tw, out_w)), th, tw)
     out = np.array(run_tile(lr_tile[None], z[None], scale_in, detail_in), np.float32)[0]
     if strength != 1.0:
       out -= lr_tile
@@ -195,17 +266,17 @@ def enhance_tiled(
     return y, x, out, w
 
   result = np.empty((out_h, out_w, 3), np.uint8)
-  # Accumulators for the rows of the current strip only: [top, top + tile).
-  acc = np.zeros((tile, canvas_w, 3), np.float32)
-  wsum = np.zeros((tile, canvas_w), np.float32)
+  # Accumulators for the rows of the current strip only: [top, top + th).
+  acc = np.zeros((th, canvas_w, 3), np.float32)
+  wsum = np.zeros((th, canvas_w), np.float32)
   top = 0
   for y, x, weighted, w in _in_order(run, jobs(), parallel):
     if y > top:  # rows above this strip are done
       _finish(result, acc, wsum, top, y - top, out_h, out_w)
       acc, wsum = _shift(acc, y - top), _shift(wsum, y - top)
       top = y
-    acc[:, x : x + tile] += weighted
-    wsum[:, x : x + tile] += w
+    acc[:, x : x + tw] += weighted
+    wsum[:, x : x + tw] += w
     if on_tile:
       on_tile()
   _finish(result, acc, wsum, top, out_h - top, out_h, out_w)
