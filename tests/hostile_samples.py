@@ -10,11 +10,13 @@ CTRL_C_WHILE_LOADING = """
 import sys
 from zoom_enhance import cli
 from zoom_enhance.runtime import engine
-loaded = engine._CompiledBackend.__init__
-def ctrl_c(self, *a, **k):
-  loaded(self, *a, **k)
-  raise KeyboardInterrupt
-engine._CompiledBackend.__init__ = ctrl_c
+loaded = engine._load
+def ctrl_c(path, accelerator, threads):
+  backend = loaded(path, accelerator, threads)
+  if accelerator == 'cpu':
+    raise KeyboardInterrupt
+  return backend
+engine._load = ctrl_c
 sys.exit(cli.main())
 """
 

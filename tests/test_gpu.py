@@ -133,3 +133,28 @@ def test_a_model_the_gpu_cannot_build_is_an_error_not_a_wrong_picture(adapter, t
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith('zoom-enhance enhance: error:')]
     assert len(errors) == 1 and '--accelerator gpu: not available here' in errors[0], r.stderr[-2000:]
     assert 'Traceback' not in r.stderr and not gpu.exists()
+
+
+def test_the_gpu_probe_is_kept_until_the_drivers_change(adapter, tmp_path):
+  """probe_gpu's answer goes to the user's cache (engine._gpu_probe_key: LiteRT, the Vulkan drivers' files
+  and variables, the GPU device nodes): the next process reads it instead of compiling the probe model (here
+  a missing file, which would fail), and another driver setting probes again."""
+  probe = (
+    'import json, sys; from zoom_enhance.runtime import engine\n'
+    'if sys.argv[1] == "no-probe-model": engine.GPU_PROBE = "/nonexistent/probe.tflite"\n'
+    'print(json.dumps(engine.probe_gpu()))'
+  )
+  env = dict(os.environ, ZOOM_ENHANCE_CACHE_DIR=str(tmp_path))
+  run = lambda arg, **extra: subprocess.run(  # noqa: E731
+    [sys.executable, '-c', probe, arg], capture_output=True, text=True, timeout=120, env=dict(env, **extra)
+  )
+  first = run('probe')
+  assert first.returncode == 0, first.stderr[-2000:]
+  assert json.loads(first.stdout.strip().splitlines()[-1]) == [adapter, '']
+  cached = json.loads((tmp_path / engine.GPU_PROBE_CACHE).read_text())['entries']
+  assert [e['adapter'] for e in cached.values()] == [adapter]
+  again = run('no-probe-model')
+  assert json.loads(again.stdout.strip().splitlines()[-1]) == [adapter, '']
+  moved = run('no-probe-model', VK_ADD_DRIVER_FILES=str(tmp_path / 'another_icd.json'))
+  found, failure = json.loads(moved.stdout.strip().splitlines()[-1])
+  assert failure and not found  # probed again, with the probe model gone

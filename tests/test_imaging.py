@@ -356,6 +356,10 @@ def test_png_level_trades_time_for_size_and_is_lossless_at_every_level(tmp_path)
     np.testing.assert_array_equal(np.asarray(Image.open(path)), img)
     sizes[level] = path.stat().st_size
   assert sizes[9] < sizes[photo.PNG_LEVEL]
+  # Level 1 is written Huffman-only (photo.PNG_STRATEGY): smaller than zlib's default strategy at level 1.
+  default_strategy = io.BytesIO()
+  Image.fromarray(img).save(default_strategy, 'PNG', compress_level=1)
+  assert photo.PNG_LEVEL == 1 and sizes[1] < default_strategy.tell()
   for bad in (10, -1, 1.5, True):
     with pytest.raises(errors.ConfigError, match='png_level'):
       photo.save_photo(tmp_path / 'bad.png', img, png_level=bad)

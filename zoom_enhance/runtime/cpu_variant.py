@@ -26,11 +26,9 @@ choice (export --cpu-quant); ZOOM_ENHANCE_CACHE_DIR moves the cache.
 """
 
 import dataclasses
-import json
 import logging
 import os
 import platform
-import sys
 import time
 
 import numpy as np
@@ -38,7 +36,11 @@ import numpy as np
 from zoom_enhance.imaging import files
 from zoom_enhance.imaging import photo
 from zoom_enhance.runtime import engine as engine_lib
+from zoom_enhance.runtime import machine_cache
 from zoom_enhance.runtime import tiling
+
+# Where the choice is kept (tests and launch/arm64_emulated.py find the cache here).
+cache_dir = machine_cache.cache_dir
 
 logger = logging.getLogger('zoom_enhance.runtime')
 
@@ -50,29 +52,8 @@ ROUNDS = 8  # timed enlargements (of 4 tiles) per candidate, interleaved across 
 # of two variants 9% apart, run to run).
 QUANTILE = 25
 CACHE_FILE = 'cpu_variant.json'
-MAX_ENTRIES = 64
 MODE_ENV = 'ZOOM_ENHANCE_CPU_VARIANT'
 MODES = ('measure', 'bundle')
-
-
-def cache_dir() -> str:
-  """The user's cache directory for zoom-enhance (ZOOM_ENHANCE_CACHE_DIR, else the platform's).
-
-  Hand-written rather than platformdirs' user_cache_dir, to keep the runtime's
-  dependencies to numpy, Pillow and LiteRT: $XDG_CACHE_HOME or ~/.cache on
-  Linux, ~/Library/Caches on macOS, %LOCALAPPDATA% on Windows.
-  """
-  override = os.environ.get('ZOOM_ENHANCE_CACHE_DIR')
-  if override:
-    return override
-  home = os.path.expanduser('~')
-  if sys.platform == 'win32':
-    base = os.environ.get('LOCALAPPDATA') or os.path.join(home, 'AppData', 'Local')
-  elif sys.platform == 'darwin':
-    base = os.path.join(home, 'Library', 'Caches')
-  else:
-    base = os.environ.get('XDG_CACHE_HOME') or os.path.join(home, '.cache')
-  return os.path.join(base, 'zoom-enhance')
 
 
 def cpu_identity() -> dict:
@@ -95,17 +76,6 @@ def cpu_identity() -> dict:
     'features': files.text_digest(' '.join(sorted(features.split())))[:12],
     'cores': os.cpu_count() or 1,
   }
-
-
-def _litert_version() -> str:
-  from importlib import metadata
-
-  for dist in ('ai-edge-litert', 'tflite-runtime'):
-    try:
-      return f'{dist} {metadata.version(dist)}'
-    except metadata.PackageNotFoundError:
-      continue
-  return 'unknown'
 
 
 def candidates(manifest: dict) -> list[str]:
@@ -199,28 +169,10 @@ def _cache_key(manifest: dict, keys: list[str], threads: int) -> tuple[str, dict
     'cpu': cpu_identity(),
     'threads': threads,
     'tile_pool': engine_lib.uses_tile_pool(threads),
-    'litert': _litert_version(),
+    'litert': machine_cache.litert_version(),
     'models': {k: manifest['models'][k].get('sha256', manifest['models'][k]['file']) for k in keys},
   }
-  return files.text_digest(json.dumps(ident, sort_keys=True))[:24], ident
-
-
-def _read_cache(path: str) -> dict:
-  try:
-    with open(path, encoding='utf-8') as f:
-      data = json.load(f)
-    return data if isinstance(data, dict) and isinstance(data.get('entries'), dict) else {'entries': {}}
-  except (OSError, ValueError):
-    return {'entries': {}}
-
-
-def _write_cache(path: str, data: dict):
-  """Atomically (files.write_json): a reader never sees half a file. Failing to write costs a re-measure."""
-  try:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    files.write_json(path, data, indent=1, sort_keys=True)
-  except OSError as e:
-    logger.debug('could not cache the CPU variant in %s: %s', path, e)
+  return machine_cache.key_of(ident), ident
 
 
 def choose(bundle_dir: str, manifest: dict, threads: int, *, refresh: bool = False) -> Choice:
@@ -239,20 +191,16 @@ def choose(bundle_dir: str, manifest: dict, threads: int, *, refresh: bool = Fal
   if len(keys) == 1:
     return Choice(keys[0], {}, 'only candidate')
   key, ident = _cache_key(manifest, keys, threads)
-  path = os.path.join(cache_dir(), CACHE_FILE)
-  data = _read_cache(path)
-  entry = data['entries'].get(key)
+  entry = machine_cache.read(CACHE_FILE)['entries'].get(key)
   if entry and not refresh and entry.get('variant') in keys:
-    return Choice(entry['variant'], entry.get('tile_ms', {}), f'cached in {path}')
+    return Choice(
+      entry['variant'], entry.get('tile_ms', {}), f'cached in {machine_cache.path_of(CACHE_FILE)}'
+    )
   t0 = time.perf_counter()
   tile_ms = measure(bundle_dir, manifest, keys, threads)
   if not tile_ms:
     return Choice(default, {}, 'bundle default') if default in manifest['models'] else None
   variant = pick(tile_ms, keys)
   logger.info('cpu variant: measured %s in %.2f s: %s', ', '.join(tile_ms), time.perf_counter() - t0, variant)
-  entries = dict(data['entries'])
-  entries[key] = {'variant': variant, 'tile_ms': tile_ms, 'measured': time.time(), **ident}
-  # The newest MAX_ENTRIES: a cache that does not grow without end.
-  newest = sorted(entries.items(), key=lambda kv: kv[1].get('measured', 0), reverse=True)[:MAX_ENTRIES]
-  _write_cache(path, {'format': 1, 'entries': dict(newest)})
+  machine_cache.put(CACHE_FILE, key, {'variant': variant, 'tile_ms': tile_ms, **ident})
   return Choice(variant, tile_ms, 'measured')

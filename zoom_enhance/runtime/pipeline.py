@@ -289,6 +289,7 @@ class Enhancer:
       noise_used=self.noise_used,
       on_tile=on_tile,
       parallel=self.engine.parallel,
+      executor=self.engine.executor,
     )
     # Toward the fidelity end the result, shrunk again, gives back its input (imaging.consistency).
     back_projection = (1.0 - detail) * float(strength) if self.back_projection else 0.0

@@ -19,6 +19,7 @@ accumulators; finished rows go straight to the uint8 result.
 """
 
 import collections
+import contextlib
 import functools
 import math
 from typing import Callable
@@ -200,6 +201,7 @@ def enhance_tiled(
   noise_used: bool = True,
   on_tile: Callable[[], None] | None = None,
   parallel: int = 1,
+  executor=None,
 ) -> np.ndarray:
   """Enhances a uint8 (h, w, 3) image to `out_hw`, returning uint8 (out_h, out_w, 3).
 
@@ -214,7 +216,9 @@ def enhance_tiled(
   does not move with the noise) or detail 0, every tile gets zeros instead
   of drawn noise.
   `parallel` > 1 runs that many tiles at once on worker threads (run_tile
-  must then be thread-safe and release the GIL: engine.Engine.parallel);
+  must then be thread-safe and release the GIL: engine.Engine.parallel), on
+  `executor`'s threads where given (engine.Engine.executor), else on threads
+  started for this call;
   tiles are still blended in raster order, so the result is the same.
   """
   out_h, out_w = out_hw
@@ -270,7 +274,7 @@ def enhance_tiled(
   acc = np.zeros((th, canvas_w, 3), np.float32)
   wsum = np.zeros((th, canvas_w), np.float32)
   top = 0
-  for y, x, weighted, w in _in_order(run, jobs(), parallel):
+  for y, x, weighted, w in _in_order(run, jobs(), parallel, executor):
     if y > top:  # rows above this strip are done
       _finish(result, acc, wsum, top, y - top, out_h, out_w)
       acc, wsum = _shift(acc, y - top), _shift(wsum, y - top)
@@ -283,7 +287,7 @@ def enhance_tiled(
   return result
 
 
-def _in_order(fn, jobs, parallel: int):
+def _in_order(fn, jobs, parallel: int, executor=None):
   """fn over jobs, results in order; with parallel > 1 on that many threads, a few jobs ahead at most.
 
   The look-ahead is bounded (parallel + 1 jobs in flight), so memory stays a
@@ -294,11 +298,15 @@ def _in_order(fn, jobs, parallel: int):
     return
   from concurrent import futures
 
-  pending = collections.deque()
-  with futures.ThreadPoolExecutor(parallel, thread_name_prefix='zoom-enhance-tile') as pool:
+  with contextlib.ExitStack() as stack:
+    if executor is None:
+      executor = stack.enter_context(
+        futures.ThreadPoolExecutor(parallel, thread_name_prefix='zoom-enhance-tile')
+      )
+    pending = collections.deque()
     try:
       for job in jobs:
-        pending.append(pool.submit(fn, job))
+        pending.append(executor.submit(fn, job))
         if len(pending) > parallel:
           yield pending.popleft().result()
       while pending:
@@ -306,6 +314,7 @@ def _in_order(fn, jobs, parallel: int):
     finally:
       for f in pending:
         f.cancel()
+      futures.wait(pending)  # none may still write into this call's buffers
 
 
 def _finish(result, acc, wsum, top: int, count: int, out_h: int, out_w: int):
