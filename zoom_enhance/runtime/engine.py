@@ -376,7 +376,9 @@ class _CompiledBackend:
 class _InterpreterBackend:
   """The classic interpreter: with an external delegate, or where CompiledModel is missing."""
 
-  def __init__(self, interp_mod, path: str, threads: int, delegate=None):
+  def __init__(self, interp_mod, path: str, threads: int, delegate=None, shape=None):
+    """`shape` (1, h, w, 3): the image inputs' size from the start, for a resizable model (one
+    allocation instead of the export tile's and then this one's)."""
     with _native_log() as log:
       failure = None
       try:
@@ -384,8 +386,15 @@ class _InterpreterBackend:
           model_path=path, num_threads=threads, experimental_delegates=[delegate] if delegate else None
         )
         # Counted before allocate_tensors, which adds the default XNNPACK
-        # delegate's own partition.
-        self.delegated = sum(op['op_name'] == 'DELEGATE' for op in self._it._get_ops_details())
+        # delegate's own partition (and only for a delegate: reading every op's
+        # details took 20 ms a model).
+        self.delegated = (
+          sum(op['op_name'] == 'DELEGATE' for op in self._it._get_ops_details()) if delegate else 0
+        )
+        if shape is not None:
+          for d in self._it.get_input_details():
+            if len(d['shape']) == 4:
+              self._it.resize_tensor_input(d['index'], shape, strict=False)
         self._it.allocate_tensors()
       except (ValueError, RuntimeError) as e:
         failure = str(e) or type(e).__name__
@@ -470,10 +479,10 @@ class _TilePool:
     backend = slot.get(shape)
     if backend is None:
       if make and len(slot) < self.SHAPES_KEPT:
-        backend = self._make()
+        backend = self._make(shape)
       else:
         backend = slot.popitem(last=False)[1]
-      backend.resize(shape)
+        backend.resize(shape)
       slot[shape] = backend
     slot.move_to_end(shape)
     return backend
@@ -662,8 +671,8 @@ def _load(path: str, accelerator: str, threads: int):
     if interp_mod is not None:
       warmed = []
 
-      def make():
-        backend = _InterpreterBackend(interp_mod, path, 1)
+      def make(shape=None):
+        backend = _InterpreterBackend(interp_mod, path, 1, shape=shape)
         if not warmed:  # the first copy proves the model runs here; the others are the same
           _warm_up(backend, int(backend.input_shapes['lr_up'][1]))
           warmed.append(True)

@@ -86,7 +86,12 @@ def noise_block(seed: int, by: int, bx: int) -> np.ndarray:
 
 
 class NoiseField:
-  """Starting noise as a function of global pixel position; caches the blocks of the current strip."""
+  """Starting noise as a function of global pixel position; caches the blocks of the current strip.
+
+  region() runs on the tile threads: a block that forget_above drops while a
+  tile above still reads it comes back from noise_block's cache, the same
+  numbers.
+  """
 
   def __init__(self, seed: int):
     self.seed = seed
@@ -150,8 +155,9 @@ def _count(length: int, side: int, overlap: int) -> int:
   return 1 if length <= side else math.ceil((length - side) / (side - overlap)) + 1
 
 
+@functools.lru_cache(maxsize=256)  # a folder's photos share a few sizes
 def plan_tile(out_hw, *, overlap: int, multiple: int, parallel: int = 1, max_pixels: int = MAX_TILE_PIXELS):
-  """(height, width) of the tiles of a model that takes any size (export_tflite/resizable.py).
+  """(height, width) of the tiles of a model that takes any size (export_tflite/resizable.py); out_hw a tuple.
 
   The shape whose tiles compute the fewest pixels, each tile also costing
   TILE_COST_PIXELS, with `parallel` tiles running at once: so a result of up
@@ -238,7 +244,7 @@ def enhance_tiled(
   tile_weights = {}
 
   def jobs():
-    """(y, x, noise, blend weights) of each tile in raster order."""
+    """(y, x, blend weights) of each tile in raster order."""
     for y in ys:
       kind = (y > 0, y + th < out_h)
       if kind not in tile_weights:
@@ -247,19 +253,20 @@ def enhance_tiled(
       if noise is not None:
         noise.forget_above(y)
       for col, x in enumerate(xs):
-        z = zeros if noise is None else noise.region(y, x, th, tw)
-        if noise is not None and detail != 1.0:
-          z *= detail  # region() returns a fresh array
-        yield y, x, z, tile_weights[kind][col]
+        yield y, x, tile_weights[kind][col]
 
   def run(job):
     """One tile through the model, mixed by strength and weighted for blending.
 
-    Its `lr_up` is built here, on the tile's thread: the bicubic enlargement
-    of the tile's window (mirror-padded where the tile is larger than the
-    image), not a strip's on the calling thread while the model waits.
+    Its `lr_up` and noise are built here, on the tile's thread: the bicubic
+    enlargement of the tile's window (mirror-padded where the tile is larger
+    than the image) and the noise of its pixels, not a strip's on the calling
+    thread while the model waits.
     """
-    y, x, z, w = job
+    y, x, w = job
+    z = zeros if noise is None else noise.region(y, x, th, tw)
+    if noise is not None and detail != 1.0:
+      z *= detail  # region() returns a fresh array
     lr_tile = _pad_to(up.window(y, min(y + th, out_h), x, min(x + tw, out_w)), th, tw)
     out = np.array(run_tile(lr_tile[None], z[None], scale_in, detail_in), np.float32)[0]
     if strength != 1.0:
