@@ -504,9 +504,10 @@ class _TilePool:
           if shape in slot:
             slot.move_to_end(shape)
         if missing:
+          # The copies load on the tile threads side by side (a new shape's interpreter took 20
+          # ms); their native log goes where this thread's redirection sends it.
           with _native_log():
-            for slot in missing:
-              self._for_shape(slot, shape, make=True)
+            list(self.executor.map(lambda slot: self._for_shape(slot, shape, make=True), missing))
       finally:
         for slot in slots:
           self._free.put(slot)
