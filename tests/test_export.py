@@ -148,6 +148,8 @@ def test_manifest_round_trip_and_damaged_bundles(exported, tmp_path):
     (rewrite_manifest(lambda m: m.pop('tile')), '"tile" is missing'),
     (rewrite_manifest(lambda m: m['tile'].update(size='32')), '"tile.size" must be a positive whole number'),
     (rewrite_manifest(lambda m: m['tile'].update(overlap=m['tile']['size'])), '"tile.overlap" must be'),
+    (rewrite_manifest(lambda m: m['tile'].update(multiple=0)), '"tile.multiple" must be a positive'),
+    (rewrite_manifest(lambda m: m['models']['fp32'].update(resizable='yes')), '"models.fp32.resizable" must'),
     (rewrite_manifest(lambda m: m.update(steps=0)), '"steps" must be a whole number >= 1'),
     (rewrite_manifest(lambda m: m.update(scale_range=[4.0, 1.0])), '"scale_range" must be'),
     (rewrite_manifest(lambda m: m.update(scale_range=[1.0, float('nan')])), '"scale_range" must be'),

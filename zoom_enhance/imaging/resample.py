@@ -90,7 +90,7 @@ class LrUpStrips:
 
   def rows(self, y0: int, y1: int) -> np.ndarray:
     """(y1 - y0, out_w, 3) float32 in [-1, 1]: output rows [y0, y1) of the whole-image `lr_up`."""
-    return _signed_in_place(upsampled_rows(self.lr, (self.out_h, self.out_w), y0, y1))
+    return self.window(y0, y1, 0, self.out_w)
 
   def window(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
     """(y1 - y0, x1 - x0, 3) float32 in [-1, 1]: lr_up(...)[y0:y1, x0:x1], from the LR pixels it needs.
@@ -140,11 +140,6 @@ def resized_rows(rows_of, src_hw, out_hw, r0: int, r1: int) -> np.ndarray:
   would use (the image's own edges excepted): the strip equals the
   whole-image resize to float rounding.
   """
-  h, w = int(src_hw[0]), int(src_hw[1])
-  out_w = int(out_hw[1])
-  sy = h / int(out_hw[0])
-  top, bottom = r0 * sy, min(float(h), r1 * sy)
-  reach = _BICUBIC_SUPPORT * max(1.0, sy) + 2
-  a, b = max(0, math.floor(top - reach)), min(h, math.ceil(bottom + reach))
-  box = (0.0, top - a, float(w), bottom - a)
-  return _resize_channels(rows_of(a, b), (out_w, r1 - r0), box=box)
+  a, b, top, bottom = _source_span(int(src_hw[0]), int(out_hw[0]), r0, r1)
+  box = (0.0, top, float(src_hw[1]), bottom)
+  return _resize_channels(rows_of(a, b), (int(out_hw[1]), r1 - r0), box=box)

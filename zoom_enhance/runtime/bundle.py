@@ -51,6 +51,8 @@ def _model_entries_problem(section: str, entries) -> str | None:
         return f'"{section}.{name}.{key}" is missing or not a string'
     if os.path.basename(entry['file']) != entry['file']:
       return f'"{section}.{name}.file" must be a file name inside the bundle'
+    if not isinstance(entry.get('resizable', False), bool):
+      return f'"{section}.{name}.resizable" must be true or false'
   return None
 
 
@@ -58,7 +60,8 @@ def manifest_problem(m: dict) -> str | None:
   """The first field of a manifest that a runtime cannot use, as a phrase naming it; None if all are fine.
 
   Checks the structure and types of everything the runtime reads: models
-  (file, sha256), tile (size > 0, 0 <= overlap < size), steps (>= 1),
+  (file, sha256, resizable), tile (size > 0, 0 <= overlap < size,
+  multiple > 0), steps (>= 1),
   scale_range (1 <= lo <= hi, finite), and the optional inputs.noise.used,
   detail.default (in [0, 1]), default_quant and npu_models.
   """
@@ -80,6 +83,9 @@ def manifest_problem(m: dict) -> str | None:
     return f'"tile.size" must be a positive whole number, not {size!r}'
   if not _whole(overlap) or not 0 <= overlap < size:
     return f'"tile.overlap" must be a whole number in [0, tile.size), not {overlap!r}'
+  multiple = tile.get('multiple', 8)
+  if not _whole(multiple) or multiple < 1:
+    return f'"tile.multiple" must be a positive whole number, not {multiple!r}'
   steps = m.get('steps')
   if not _whole(steps) or steps < 1:
     return f'"steps" must be a whole number >= 1, not {steps!r}'

@@ -28,7 +28,6 @@ import queue
 import re
 import sys
 import tempfile
-import threading
 import time
 from concurrent import futures
 
@@ -423,9 +422,6 @@ class _InterpreterBackend:
     self.output_shape = tuple(self._it.get_output_details()[0]['shape'])
 
   def run(self, arrays: dict) -> np.ndarray:
-    shape = tuple(np.shape(arrays['lr_up']))
-    if shape != self.input_shapes['lr_up']:
-      self.resize(shape)
     for index, name in self._slots:
       self._it.set_tensor(index, np.ascontiguousarray(arrays[name], np.float32))
     self._it.invoke()
@@ -463,7 +459,6 @@ class _TilePool:
     self._free = queue.SimpleQueue()
     for slot in self._slots:
       self._free.put(slot)
-    self._preparing = threading.Lock()
     first = next(iter(self._slots[0].values()))
     self.input_shapes, self.output_shape = first.input_shapes, first.output_shape
 
@@ -488,29 +483,22 @@ class _TilePool:
     return backend
 
   def prepare(self, shape: tuple):
-    """Readies every copy for image inputs of `shape` (1, h, w, 3), from the calling thread.
+    """Readies every copy for image inputs of `shape` (1, h, w, 3), between photos (no tile running).
 
     Loading and resizing log through LiteRT's native code, which _native_log
-    captures by redirecting the process's stdout and stderr: never from the
-    tile threads, where two redirections at once would lose the terminal.
+    captures by redirecting the process's stdout and stderr: once, here, on
+    the calling thread, around the copies loading side by side on the tile
+    threads (a new shape's interpreter took 20 ms); never a redirection per
+    tile thread, where two at once would lose the terminal.
     """
     shape = tuple(shape)
-    with self._preparing:
-      # Every copy, each once a tile running on it (another caller's) is done.
-      slots = [self._free.get() for _ in self._slots]
-      try:
-        missing = [slot for slot in slots if shape not in slot]
-        for slot in slots:
-          if shape in slot:
-            slot.move_to_end(shape)
-        if missing:
-          # The copies load on the tile threads side by side (a new shape's interpreter took 20
-          # ms); their native log goes where this thread's redirection sends it.
-          with _native_log():
-            list(self.executor.map(lambda slot: self._for_shape(slot, shape, make=True), missing))
-      finally:
-        for slot in slots:
-          self._free.put(slot)
+    missing = [slot for slot in self._slots if shape not in slot]
+    for slot in self._slots:
+      if shape in slot:
+        slot.move_to_end(shape)
+    if missing:
+      with _native_log():
+        list(self.executor.map(lambda slot: self._for_shape(slot, shape, make=True), missing))
 
   def run(self, arrays: dict) -> np.ndarray:
     slot = self._free.get()

@@ -52,8 +52,13 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return [0]
   if not 0 <= overlap < tile:
     raise ValueError(f'overlap {overlap} must be in [0, tile={tile})')
-  count = math.ceil((length - tile) / (tile - overlap)) + 1
+  count = _count(length, tile, overlap)
   return [round(i * (length - tile) / (count - 1)) for i in range(count)]
+
+
+def _count(length: int, side: int, overlap: int) -> int:
+  """How many tiles tile_starts places."""
+  return 1 if length <= side else math.ceil((length - side) / (side - overlap)) + 1
 
 
 def edge_weights(tile: int, overlap: int, ramp_start: bool, ramp_end: bool) -> np.ndarray:
@@ -148,11 +153,6 @@ def _side(length: int, count: int, overlap: int, multiple: int) -> int:
   cover `length`."""
   need = math.ceil((length + (count - 1) * overlap) / count)
   return max(multiple, -(-need // multiple) * multiple)
-
-
-def _count(length: int, side: int, overlap: int) -> int:
-  """len(tile_starts(length, side, overlap)), without the list."""
-  return 1 if length <= side else math.ceil((length - side) / (side - overlap)) + 1
 
 
 @functools.lru_cache(maxsize=256)  # a folder's photos share a few sizes
