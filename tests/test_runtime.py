@@ -1,5 +1,6 @@
 """The on-device runtime on a real bundle: LiteRT engines, seamless tiles, crops, sizes, photos, the CLI."""
 
+import functools
 import json
 import os
 import shutil
@@ -7,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import tracemalloc
+import types
 
 import numpy as np
 import pytest
@@ -804,8 +806,9 @@ def test_without_a_bundle_the_error_asks_for_one(tmp_path, photo_path, monkeypat
 
 
 def test_cpu_falls_back_to_the_interpreter_where_compiled_model_cannot_compile(bundle_dir, monkeypatch):
-  """As on arm64 builds of LiteRT whose CompiledModel fails for the CPU ('unknown LiteRT error'): the
-  classic interpreter runs the same model, the same output, and the report says why it was chosen."""
+  """As where LiteRT's CompiledModel fails for the CPU ('unknown LiteRT error', as in an arm64 root
+  without /proc/cpuinfo): the classic interpreter runs the same model, the same output, and the report
+  says why it was chosen."""
   manifest = bundle.load_manifest(bundle_dir)
   rng = np.random.default_rng(0)
   tile = {
@@ -829,10 +832,51 @@ def test_cpu_falls_back_to_the_interpreter_where_compiled_model_cannot_compile(b
     try:
       assert fallen.accelerator == 'cpu'
       assert fallen.runtime == (
-        'LiteRT interpreter, 1 thread (CompiledModel could not compile for the CPU: unknown LiteRT error)'
+        'LiteRT interpreter, XNNPACK, 1 thread (CompiledModel could not compile for the CPU: '
+        'unknown LiteRT error)'
       )
       np.testing.assert_allclose(fallen.run(**tile), want, atol=1e-5)
     finally:
       fallen.close()
   with pytest.raises(engine.AcceleratorError, match='--accelerator gpu: not available here'):
     engine.open_engine(manifest, bundle_dir, accelerator='gpu', quant='fp32', threads=1)
+
+
+def test_the_report_says_when_xnnpack_did_not_start(bundle_dir, monkeypatch):
+  """Where XNNPACK cannot start (in an arm64 root without /proc/cpuinfo its CPU detection fails), LiteRT
+  runs its built-in kernels without a word; the runtime counts XNNPACK's partition and says which ran."""
+  manifest = bundle.load_manifest(bundle_dir)
+  rng = np.random.default_rng(1)
+  tile = {
+    'lr_up': rng.uniform(-1, 1, (1, BUNDLE_TILE, BUNDLE_TILE, 3)).astype(np.float32),
+    'noise': rng.standard_normal((1, BUNDLE_TILE, BUNDLE_TILE, 3)).astype(np.float32),
+    'scale': np.array([2.0], np.float32),
+  }
+  pool = engine.open_engine(manifest, bundle_dir, accelerator='cpu', quant='fp32', threads=2)
+  try:
+    assert pool.runtime == 'LiteRT interpreter, XNNPACK, 2 tiles at once, 1 thread each'
+    want = pool.run(**tile)
+  finally:
+    pool.close()
+  real = engine._interpreter_module()
+  builtin_only = types.SimpleNamespace(
+    Interpreter=functools.partial(
+      real.Interpreter, experimental_op_resolver_type=real.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+  )
+  monkeypatch.setattr(engine, '_interpreter_module', lambda: builtin_only)
+
+  def cannot_compile(*args, **kwargs):
+    raise engine._Unavailable('unknown LiteRT error')
+
+  monkeypatch.setattr(engine, '_CompiledBackend', cannot_compile)
+  for threads, runtime in [
+    (2, 'LiteRT interpreter, built-in kernels (XNNPACK did not start), 2 tiles at once, 1 thread each'),
+    (1, 'LiteRT interpreter, built-in kernels (XNNPACK did not start), 1 thread'),
+  ]:
+    eng = engine.open_engine(manifest, bundle_dir, accelerator='cpu', quant='fp32', threads=threads)
+    try:
+      assert eng.runtime.startswith(runtime), eng.runtime
+      np.testing.assert_allclose(eng.run(**tile), want, atol=1e-4)
+    finally:
+      eng.close()

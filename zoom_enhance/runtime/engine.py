@@ -390,11 +390,16 @@ class _InterpreterBackend:
         self.delegated = (
           sum(op['op_name'] == 'DELEGATE' for op in self._it._get_ops_details()) if delegate else 0
         )
+        nodes = self._it._interpreter.NumNodes()
         if shape is not None:
           for d in self._it.get_input_details():
             if len(d['shape']) == 4:
               self._it.resize_tensor_input(d['index'], shape, strict=False)
         self._it.allocate_tensors()
+        # Whether XNNPACK took the graph: its partition is a node of its own. Where it cannot
+        # start (cpuinfo finds no CPU: an arm64 root without /proc/cpuinfo), LiteRT quietly runs
+        # its built-in kernels, which compute int8 differently, and the report says so.
+        self.xnnpack = not delegate and self._it._interpreter.NumNodes() > nodes
       except (ValueError, RuntimeError) as e:
         failure = str(e) or type(e).__name__
         self._it = None
@@ -664,11 +669,11 @@ def _load(path: str, accelerator: str, threads: int):
         backend = _InterpreterBackend(interp_mod, path, 1, shape=shape)
         if not warmed:  # the first copy proves the model runs here; the others are the same
           _warm_up(backend, int(backend.input_shapes['lr_up'][1]))
-          warmed.append(True)
+          warmed.append(backend.xnnpack)
         return backend
 
       pool = _TilePool(make, threads)
-      return pool, f'LiteRT interpreter, XNNPACK, {threads} tiles at once, 1 thread each'
+      return pool, f'LiteRT interpreter, {_kernels(warmed[0])}, {threads} tiles at once, 1 thread each'
   cm = _compiled_model_module()
   why_not_compiled = ''
   if cm is not None:
@@ -689,8 +694,14 @@ def _load(path: str, accelerator: str, threads: int):
       return backend, runtime
   if accelerator == 'cpu':
     backend = _InterpreterBackend(_interpreter_module(), path, threads)
-    return backend, f'LiteRT interpreter, {_threads(threads)}{why_not_compiled}'
+    runtime = f'LiteRT interpreter, {_kernels(backend.xnnpack)}, {_threads(threads)}{why_not_compiled}'
+    return backend, runtime
   raise _Unavailable("needs ai-edge-litert's CompiledModel API, which is not installed")
+
+
+def _kernels(xnnpack: bool) -> str:
+  """The CPU kernels an interpreter runs, as its report names them."""
+  return 'XNNPACK' if xnnpack else 'built-in kernels (XNNPACK did not start)'
 
 
 def open_model(path: str, *, accelerator: str = 'cpu', threads: int | None = None) -> 'Engine':
