@@ -198,8 +198,8 @@ def setup(root: str, mirror: str = MIRROR) -> str:
 
 def describe_cpu(root: str, cpu: str, cores: int):
   """Writes the root's /proc/cpuinfo and /sys/devices/system/cpu/{possible,present,online} for `cores`
-  cores of `cpu`, as plain files (nothing is mounted there; qemu 8.1 and later answer /proc/cpuinfo
-  themselves)."""
+  cores of `cpu`, as plain files (nothing is mounted there; qemu 10 answers /proc/cpuinfo itself,
+  7.2 reads this one)."""
   for d in ('proc', 'sys'):
     if os.path.ismount(os.path.join(root, d)):
       raise Failure(f'{root}/{d} is a mount point: unmount it (the host describes another CPU)')

@@ -6,6 +6,7 @@ index), which tests do not have: CI builds it before the tests
 ZOOM_ENHANCE_ARM64_TESTS=require; elsewhere the test skips without a root.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -45,6 +46,37 @@ def _available():
     _unavailable(f'no arm64 root at {ROOT!r}')
   if os.geteuid() != 0:
     _unavailable('the emulated runs need root (chroot)')
+
+
+def _script():
+  spec = importlib.util.spec_from_file_location('arm64_emulated', SCRIPT)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_the_root_describes_the_emulated_cpu_as_a_phone_kernel_does(tmp_path):
+  """XNNPACK's CPU detection reads these; without them it fails and LiteRT runs other kernels."""
+  script = _script()
+  script.describe_cpu(str(tmp_path), 'cortex-a76', 2)
+  info = (tmp_path / 'proc' / 'cpuinfo').read_text()
+  assert info.count('processor\t:') == 2 and 'CPU implementer\t: 0x41' in info and 'CPU part\t: 0xd0b' in info
+  for name in ('possible', 'present', 'online'):
+    assert (tmp_path / 'sys' / 'devices' / 'system' / 'cpu' / name).read_text() == '0-1\n'
+
+
+def test_the_script_refuses_cpus_its_emulator_gets_wrong_or_lacks():
+  script = _script()
+  if not os.path.exists(script.QEMU):
+    pytest.skip(f'no {script.QEMU}: apt-get install qemu-user-static')
+  with pytest.raises(script.Failure, match='choose one of'):
+    script.check_cpu(script.QEMU, 'pentium')
+  line, major = script.qemu_version(script.QEMU)
+  assert 'qemu-aarch64' in line and major > 0
+  assert script.check_cpu(script.QEMU, 'cortex-a76') == line
+  if major < script.MAX_CPU_QEMU:
+    with pytest.raises(script.Failure, match='wrongly with SVE'):
+      script.check_cpu(script.QEMU, 'max')
 
 
 def test_every_variant_runs_on_arm64_as_on_x86_64(tmp_path):
