@@ -805,17 +805,27 @@ def test_without_a_bundle_the_error_asks_for_one(tmp_path, photo_path, monkeypat
   assert not (tmp_path / 'o.png').exists()
 
 
-def test_cpu_falls_back_to_the_interpreter_where_compiled_model_cannot_compile(bundle_dir, monkeypatch):
-  """As where LiteRT's CompiledModel fails for the CPU ('unknown LiteRT error', as in an arm64 root
-  without /proc/cpuinfo): the classic interpreter runs the same model, the same output, and the report
-  says why it was chosen."""
-  manifest = bundle.load_manifest(bundle_dir)
-  rng = np.random.default_rng(0)
-  tile = {
+def _random_tile(seed: int, scale: float) -> dict:
+  """Model inputs of one tile of the test bundle, random."""
+  rng = np.random.default_rng(seed)
+  return {
     'lr_up': rng.uniform(-1, 1, (1, BUNDLE_TILE, BUNDLE_TILE, 3)).astype(np.float32),
     'noise': rng.standard_normal((1, BUNDLE_TILE, BUNDLE_TILE, 3)).astype(np.float32),
-    'scale': np.array([3.0], np.float32),
+    'scale': np.array([scale], np.float32),
   }
+
+
+def _cannot_compile(*args, **kwargs):
+  """engine._CompiledBackend where LiteRT's CompiledModel fails for the CPU."""
+  raise engine._Unavailable('unknown LiteRT error')
+
+
+def test_cpu_falls_back_to_the_interpreter_where_compiled_model_cannot_compile(bundle_dir, monkeypatch):
+  """As where LiteRT's CompiledModel fails for the CPU ('unknown LiteRT error', as in an arm64 root
+  without /proc and /sys): the classic interpreter runs the same model, the same output, and the report
+  says why it was chosen."""
+  manifest = bundle.load_manifest(bundle_dir)
+  tile = _random_tile(0, 3.0)
   # One thread: one model (on more, the CPU runs single-threaded interpreters anyway: uses_tile_pool).
   compiled = engine.open_engine(manifest, bundle_dir, accelerator='cpu', quant='fp32', threads=1)
   try:
@@ -823,10 +833,7 @@ def test_cpu_falls_back_to_the_interpreter_where_compiled_model_cannot_compile(b
   finally:
     compiled.close()
 
-  def cannot_compile(*args, **kwargs):
-    raise engine._Unavailable('unknown LiteRT error')
-
-  monkeypatch.setattr(engine, '_CompiledBackend', cannot_compile)
+  monkeypatch.setattr(engine, '_CompiledBackend', _cannot_compile)
   for accelerator in ('cpu', 'auto'):
     fallen = engine.open_engine(manifest, bundle_dir, accelerator=accelerator, quant='fp32', threads=1)
     try:
@@ -843,15 +850,10 @@ def test_cpu_falls_back_to_the_interpreter_where_compiled_model_cannot_compile(b
 
 
 def test_the_report_says_when_xnnpack_did_not_start(bundle_dir, monkeypatch):
-  """Where XNNPACK cannot start (in an arm64 root without /proc/cpuinfo its CPU detection fails), LiteRT
+  """Where XNNPACK cannot start (in an arm64 root without /proc and /sys its CPU detection fails), LiteRT
   runs its built-in kernels without a word; the runtime counts XNNPACK's partition and says which ran."""
   manifest = bundle.load_manifest(bundle_dir)
-  rng = np.random.default_rng(1)
-  tile = {
-    'lr_up': rng.uniform(-1, 1, (1, BUNDLE_TILE, BUNDLE_TILE, 3)).astype(np.float32),
-    'noise': rng.standard_normal((1, BUNDLE_TILE, BUNDLE_TILE, 3)).astype(np.float32),
-    'scale': np.array([2.0], np.float32),
-  }
+  tile = _random_tile(1, 2.0)
   pool = engine.open_engine(manifest, bundle_dir, accelerator='cpu', quant='fp32', threads=2)
   try:
     assert pool.runtime == 'LiteRT interpreter, XNNPACK, 2 tiles at once, 1 thread each'
@@ -866,10 +868,7 @@ def test_the_report_says_when_xnnpack_did_not_start(bundle_dir, monkeypatch):
   )
   monkeypatch.setattr(engine, '_interpreter_module', lambda: builtin_only)
 
-  def cannot_compile(*args, **kwargs):
-    raise engine._Unavailable('unknown LiteRT error')
-
-  monkeypatch.setattr(engine, '_CompiledBackend', cannot_compile)
+  monkeypatch.setattr(engine, '_CompiledBackend', _cannot_compile)
   for threads, runtime in [
     (2, 'LiteRT interpreter, built-in kernels (XNNPACK did not start), 2 tiles at once, 1 thread each'),
     (1, 'LiteRT interpreter, built-in kernels (XNNPACK did not start), 1 thread'),

@@ -397,7 +397,7 @@ class _InterpreterBackend:
               self._it.resize_tensor_input(d['index'], shape, strict=False)
         self._it.allocate_tensors()
         # Whether XNNPACK took the graph: its partition is a node of its own. Where it cannot
-        # start (cpuinfo finds no CPU: an arm64 root without /proc/cpuinfo), LiteRT quietly runs
+        # start (cpuinfo finds no CPU: an arm64 root without /proc and /sys), LiteRT quietly runs
         # its built-in kernels, which compute int8 differently, and the report says so.
         self.xnnpack = not delegate and self._it._interpreter.NumNodes() > nodes
       except (ValueError, RuntimeError) as e:
