@@ -154,7 +154,7 @@ def runtime_requirements() -> list[str]:
     return list(tomllib.load(f)['project']['dependencies'])
 
 
-def setup(root: str, mirror: str = MIRROR) -> str:
+def setup(root: str, mirror: str = MIRROR, qemu: str = QEMU) -> str:
   """Builds the root once (see the module docstring); 'cached' where it is there already."""
   if os.path.exists(os.path.join(root, MARKER)):
     return 'cached'
@@ -179,7 +179,7 @@ def setup(root: str, mirror: str = MIRROR) -> str:
   debs = sorted(os.listdir(os.path.join(partial, 'var/cache/apt/archives')))
   for deb in [d for d in debs if d.endswith('.deb')]:
     _run(['dpkg-deb', '-x', os.path.join(partial, 'var/cache/apt/archives', deb), partial])
-  shutil.copy2(QEMU, os.path.join(partial, 'usr/bin/qemu-aarch64-static'))
+  shutil.copy2(qemu, os.path.join(partial, 'usr/bin/qemu-aarch64-static'))
   version = _python_version(partial)
   print(
     f'arm64: pip install of the runtime for aarch64, Python {version}: {" ".join(runtime_requirements())}'
@@ -485,13 +485,15 @@ def main(argv=None) -> int:
   try:
     if os.geteuid() != 0:
       raise Failure('needs root, for chroot (and debootstrap): run it with sudo')
-    missing = [t for t in ('chroot', 'debootstrap', 'dpkg-deb') if not shutil.which(t)] + [
-      t for t in (args.qemu,) if not os.path.exists(t)
-    ]
+    missing = [t for t in ('chroot', 'debootstrap', 'dpkg-deb') if not shutil.which(t)]
+    if args.qemu == QEMU and not os.path.exists(QEMU):
+      missing.append(QEMU)
     if missing:
       raise Failure(f'missing {", ".join(missing)}: apt-get install qemu-user-static debootstrap')
+    if not os.path.isfile(args.qemu):
+      raise Failure(f'--qemu {args.qemu}: no such file (a static qemu-aarch64)')
     if not args.no_setup:
-      print(f'arm64 root {root}: {setup(root, args.mirror)}', flush=True)
+      print(f'arm64 root {root}: {setup(root, args.mirror, args.qemu)}', flush=True)
     if args.setup_only:
       return 0
     variants = [v for v in args.variants.split(',') if v]

@@ -543,7 +543,7 @@ class Engine:
 
   def prepare(self, tile_hw):
     """Readies a resizable engine for tiles of (h, w) before they run on its threads."""
-    if self.resizable and hasattr(self.backend, 'prepare'):
+    if self.resizable:  # only ever a _TilePool (open_engine)
       self.backend.prepare((1, int(tile_hw[0]), int(tile_hw[1]), 3))
 
   def run(self, lr_up, noise, scale, detail=_FULL_DETAIL) -> np.ndarray:
