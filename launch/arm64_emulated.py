@@ -65,7 +65,6 @@ sys.path.insert(0, REPO)
 from zoom_enhance.evaluation import metrics  # noqa: E402
 from zoom_enhance.runtime import cpu_variant  # noqa: E402
 
-MIRROR = 'http://deb.debian.org/debian'
 SUITE = 'bookworm'
 MARKER = '.zoom-enhance-arm64-root'
 QEMU = '/usr/bin/qemu-aarch64-static'
@@ -154,10 +153,28 @@ def runtime_requirements() -> list[str]:
     return list(tomllib.load(f)['project']['dependencies'])
 
 
-def setup(root: str, mirror: str = MIRROR, qemu: str = QEMU) -> str:
-  """Builds the root once (see the module docstring); 'cached' where it is there already."""
+def configured_mirror(suite: str = SUITE) -> str:
+  """The Debian archive this machine's own apt sources name for `suite` (apt-get indextargets)."""
+  try:
+    listed = subprocess.run(
+      ['apt-get', 'indextargets', '--format', '$(RELEASE) $(REPO_URI)'], capture_output=True, text=True
+    ).stdout
+  except OSError as e:
+    raise SystemExit(f'arm64: cannot read the apt sources ({e}); give --mirror') from None
+  for line in listed.splitlines():
+    release, _, uri = line.partition(' ')
+    if release == suite and uri:
+      return uri.rstrip('/')
+  raise SystemExit(f'arm64: no configured apt source serves {suite}; give --mirror')
+
+
+def setup(root: str, mirror: str | None = None, qemu: str = QEMU) -> str:
+  """Builds the root once (see the module docstring); 'cached' where it is there already.
+
+  `mirror`: the Debian archive to bootstrap from; by default the one this machine's apt sources name."""
   if os.path.exists(os.path.join(root, MARKER)):
     return 'cached'
+  mirror = mirror or configured_mirror()
   partial = root + '.partial'
   shutil.rmtree(partial, ignore_errors=True)
   os.makedirs(os.path.dirname(os.path.abspath(root)), exist_ok=True)
@@ -476,7 +493,7 @@ def main(argv=None) -> int:
     '--cpu', default=DEFAULT_CPU, help=f'the CPU qemu emulates: {", ".join(CPU_PARTS)} (default %(default)s)'
   )
   p.add_argument('--qemu', default=QEMU, help=f'a static qemu-aarch64 to emulate with (default {QEMU})')
-  p.add_argument('--mirror', default=MIRROR, help='Debian mirror for debootstrap')
+  p.add_argument('--mirror', help='Debian archive for debootstrap (default: the one the apt sources name)')
   mode = p.add_mutually_exclusive_group()
   mode.add_argument('--setup-only', action='store_true', help='build the root (needs the network) and stop')
   mode.add_argument('--no-setup', action='store_true', help='run offline on a root built before')

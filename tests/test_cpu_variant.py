@@ -42,6 +42,30 @@ def test_pick_takes_the_fastest_unless_a_closer_variant_is_within_the_margin():
   assert cpu_variant.pick({'int8': 5.0, 'int8_full': 4.0}, order) == 'int8_full'
 
 
+def test_the_log_says_what_was_chosen_and_why():
+  """A kept slower candidate is not called the fastest: the tie rule is named, with the fastest."""
+  timed = {'fp16': 16.4, 'int8': 16.1}
+  kept = cpu_variant.Choice(cpu_variant.pick(timed, ['fp16', 'int8']), timed, 'measured')
+  assert kept.variant == 'fp16'
+  assert kept.describe() == (
+    'fp16: within 2% of the fastest (int8) and closer to JAX (measured; ms per tile: int8 16.1, fp16 16.4)'
+  )
+  timed = {'fp16': 23.0, 'int8': 6.2}
+  fastest = cpu_variant.Choice(cpu_variant.pick(timed, ['fp16', 'int8']), timed, 'measured')
+  assert fastest.describe() == 'int8, the fastest on this CPU (measured; ms per tile: int8 6.2, fp16 23.0)'
+
+
+@pytest.mark.parametrize(
+  'tile_ms, chosen', [({'fp16': 16.4, 'int8': 16.1}, 'fp16'), ({'fp16': 9.0, 'int8': 4.0}, 'int8')]
+)
+def test_the_runtime_runs_the_variant_the_timings_choose(cache, monkeypatch, tile_ms, chosen):
+  """Timings injected in place of this machine's: the engine runs their choice and says why."""
+  monkeypatch.setattr(cpu_variant, 'measure', lambda bundle_dir, manifest, keys, threads: dict(tile_ms))
+  with pipeline.Enhancer(accelerator='cpu', threads=2) as e:
+    assert e.engine.variant == chosen
+    assert e.engine.choice == cpu_variant.Choice(chosen, tile_ms, 'measured').describe()
+
+
 def test_measured_once_through_the_engine_then_read_from_the_cache(cache):
   first = cpu_variant.choose(DEFAULT, MANIFEST, threads=2)
   assert first.how == 'measured'
@@ -79,9 +103,10 @@ def test_a_broken_or_unwritable_cache_only_costs_a_measurement(cache):
 
 def test_the_runtime_runs_the_measured_variant_unless_told_otherwise(cache, monkeypatch):
   with pipeline.Enhancer(accelerator='cpu', threads=2) as e:
-    assert 'the fastest on this CPU (measured' in e.engine.choice
-    measured = json.loads(cache.read_text())
-    assert e.engine.variant == next(iter(measured['entries'].values()))['variant']
+    (measured,) = json.loads(cache.read_text())['entries'].values()
+    assert e.engine.variant == measured['variant']
+    said = cpu_variant.Choice(measured['variant'], measured['tile_ms'], 'measured').describe()
+    assert e.engine.choice == said
   with pipeline.Enhancer(accelerator='cpu', threads=2, quant='fp16') as e:
     assert e.engine.variant == 'fp16' and e.engine.choice == ''
   monkeypatch.setenv('ZOOM_ENHANCE_CPU_VARIANT', 'bundle')
@@ -99,5 +124,7 @@ def test_the_command_line_says_which_variant_and_why(cache, tmp_path):
   cmd += ['--accelerator', 'cpu', '--threads', '2', '-o', str(out), '-v']
   runs = [subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ)) for _ in range(2)]
   assert [r.returncode for r in runs] == [0, 0], runs[0].stderr[-2000:]
-  assert 'cpu variant: measured' in runs[0].stderr and 'the fastest on this CPU (measured' in runs[0].stderr
+  (measured,) = json.loads(cache.read_text())['entries'].values()
+  said = cpu_variant.Choice(measured['variant'], measured['tile_ms'], 'measured').describe()
+  assert 'cpu variant: measured' in runs[0].stderr and said in runs[0].stderr
   assert 'cpu variant: measured' not in runs[1].stderr and f'(cached in {cache}' in runs[1].stderr
