@@ -13,7 +13,7 @@ configs/default_model.py and two runs of configs/default_model_finetune.py);
 pass `--config.distill.teacher_workdir=W` for another. The model and
 diffusion settings are taken from the teacher.
 - model.detail_branch: the student's trunk is the teacher, unchanged (it gets
-  no gradient); only a small branch beside it trains (unet.DetailBranch: two
+  no gradient); only a small branch beside it trains (detail_branch.DetailBranch: two
   residual blocks at 1/4 of the resolution that read the trunk's last
   features, the noise and the detail D, and full-resolution noise whose
   amplitude they set). The student's output is the trunk's + D x the

@@ -1,6 +1,6 @@
 """Makes a converted model take any tile size: each pixel shuffle becomes one DEPTH_TO_SPACE op.
 
-The TFLite converter writes the network's pixel shuffle (unet.pixel_shuffle:
+The TFLite converter writes the network's pixel shuffle (layers.pixel_shuffle:
 rank-4 RESHAPE, TRANSPOSE, RESHAPE, for the GPU delegate) with constant
 target shapes that hold the tile's side, so LiteRT cannot resize the model
 (the interpreter's resize_tensor_input fails at the first such RESHAPE).
@@ -10,10 +10,11 @@ Every other op of the `mobile` network (convolutions, element-wise ops, the
 with P the channel permutation that makes them equal (found by running both
 on an index tensor, and checked), folded into the output channels of the
 1x1 CONV_2D that feeds the shuffle: its weights, bias and per-channel
-quantization scales. The model's outputs are the same to the bit at the
-export tile (checked by export, which also checks parity against JAX at
-another, non-square size), and the input shape signatures say the height
-and width may change.
+quantization scales. A shuffle of r^2 concatenated copies of one tensor
+(a nearest-neighbour up-sampling, layers.tent_upsample) needs no permutation.
+The model's outputs are the same to the bit at the export tile (checked by
+export, which also checks parity against JAX at another, non-square size),
+and the input shape signatures say the height and width may change.
 
 Hand-written on the flatbuffer schema that ships with ai-edge-litert: neither
 the converter nor jax2tf offers it (jax2tf's shape-polymorphic export gives
@@ -103,6 +104,39 @@ def shuffle_permutation(shape_in, shape_mid, perm, shape_out, block: int):
   return p if np.array_equal(moved.reshape(shape_out), ours) else None
 
 
+def _copies_of_one_tensor(graph, op_index, name, block: int) -> bool:
+  """Whether op `op_index` is a CONCATENATION of block^2 copies of one tensor (nearest-neighbour input)."""
+  if op_index is None or name(op_index) != 'CONCATENATION':
+    return False
+  inputs = list(graph.operators[op_index].inputs)
+  return len(inputs) == block * block and len(set(inputs)) == 1
+
+
+def _within_copies(p, block: int) -> bool:
+  """Whether the permutation p of block^2 equal copies of C channels maps channel c of a copy to channel c
+  of a copy: then x[..., p] == x, and DEPTH_TO_SPACE needs no permutation at all."""
+  c = len(p) // (block * block)
+  return all(int(v) % c == k % c for k, v in enumerate(p))
+
+
+def _permute_output_channels(model, graph, conv: int, p, producer, consumers, name):
+  """Folds the permutation p into the output channels of CONV_2D `conv`: weights, bias, per-channel scales."""
+  for t in graph.operators[conv].inputs[1:3]:  # weights (O, kh, kw, I), bias (O,): output channels first
+    if t < 0:
+      continue
+    if t in producer and name(producer[t]) == 'DEQUANTIZE':  # fp16 weights, widened at load
+      if len(consumers[t]) != 1:
+        raise NotResizable(f'op {conv}: its weights are shared')
+      t = graph.operators[producer[t]].inputs[0]
+    tensor = graph.tensors[t]
+    model.buffers[tensor.buffer].data = np.frombuffer(_data(model, tensor)[p].tobytes(), np.uint8)
+    q = tensor.quantization
+    if q is not None and q.scale is not None and len(q.scale) > 1:
+      if q.quantizedDimension != 0:
+        raise NotResizable(f'tensor {tensor.name!r}: quantized along axis {q.quantizedDimension}')
+      q.scale, q.zeroPoint = np.asarray(q.scale)[p], np.asarray(q.zeroPoint)[p]
+
+
 def make_resizable(model_bytes: bytes) -> tuple[bytes, int]:
   """(the rewritten model, how many pixel shuffles it had). Raises NotResizable where it cannot."""
   schema = _schema()
@@ -134,22 +168,12 @@ def make_resizable(model_bytes: bytes) -> tuple[bytes, int]:
     if block >= 2 and shape_out[2] == shape_in[2] * block and shape_out[3] * block * block == shape_in[3]:
       p = shuffle_permutation(shape_in, shape(graph.operators[first].outputs[0]), perm, shape_out, block)
     conv = producer.get(src)
-    if p is None or conv is None or name(conv) != 'CONV_2D' or len(consumers[src]) != 1:
+    if p is not None and _copies_of_one_tensor(graph, conv, name, block) and _within_copies(p, block):
+      pass  # a nearest-neighbour up-sampling (layers.tent_upsample): the permutation moves whole copies
+    elif p is None or conv is None or name(conv) != 'CONV_2D' or len(consumers[src]) != 1:
       raise NotResizable(f'op {t_index}: a pixel shuffle that is not DEPTH_TO_SPACE after a CONV_2D')
-    for t in graph.operators[conv].inputs[1:3]:  # weights (O, kh, kw, I), bias (O,): output channels first
-      if t < 0:
-        continue
-      if t in producer and name(producer[t]) == 'DEQUANTIZE':  # fp16 weights, widened at load
-        if len(consumers[t]) != 1:
-          raise NotResizable(f'op {conv}: its weights are shared')
-        t = graph.operators[producer[t]].inputs[0]
-      tensor = graph.tensors[t]
-      model.buffers[tensor.buffer].data = np.frombuffer(_data(model, tensor)[p].tobytes(), np.uint8)
-      q = tensor.quantization
-      if q is not None and q.scale is not None and len(q.scale) > 1:
-        if q.quantizedDimension != 0:
-          raise NotResizable(f'tensor {tensor.name!r}: quantized along axis {q.quantizedDimension}')
-        q.scale, q.zeroPoint = np.asarray(q.scale)[p], np.asarray(q.zeroPoint)[p]
+    else:
+      _permute_output_channels(model, graph, conv, p, producer, consumers, name)
     d2s = schema.OperatorT()
     d2s.opcodeIndex = _opcode_index(schema, model, 'DEPTH_TO_SPACE')
     d2s.inputs, d2s.outputs = np.array([src], np.int32), np.array([dst], np.int32)

@@ -1,5 +1,6 @@
 """Tests of image decoding, degradations and the training input pipeline."""
 
+import dataclasses
 import logging
 import threading
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from zoom_enhance import errors
 from zoom_enhance.data import degrade
 from zoom_enhance.data import pipeline
 from zoom_enhance.data import sources
@@ -91,6 +93,57 @@ def test_realistic_degradation_changes_the_lr_deterministically(cfg):
   assert np.abs(real[0].astype(int) - plain).mean() > 1.0
   np.testing.assert_array_equal(real[0], real[1])
   assert not np.array_equal(real[0], real[2])
+
+
+def _photo_patch(name: str, side: int) -> np.ndarray:
+  """The centre side x side crop of one of scikit-image's photos, at full resolution."""
+  from skimage import data
+
+  img = getattr(data, name)()
+  y, x = (img.shape[0] - side) // 2, (img.shape[1] - side) // 2
+  return np.ascontiguousarray(img[y : y + side, x : x + side])
+
+
+@pytest.mark.parametrize('lr_hw', [(24, 24), (37, 37), (64, 64), (24, 16)], ids=str)
+def test_second_order_makes_a_deterministic_lr_unlike_bicubic(lr_hw):
+  hr = _photo_patch('astronaut', 64)
+  hr = hr[:, :48] if lr_hw == (24, 16) else hr  # Non-square, as eval's photos are.
+  lrs = [degrade.second_order(hr, lr_hw, np.random.default_rng(s)) for s in (0, 0, 1)]
+  assert lrs[0].shape == lr_hw + (3,) and lrs[0].dtype == np.uint8
+  np.testing.assert_array_equal(lrs[0], lrs[1])
+  assert not np.array_equal(lrs[0], lrs[2])
+  assert np.abs(lrs[0].astype(int) - resample.bicubic_uint8(hr, lr_hw)).mean() > 1.0
+
+
+def _noise_only(first_sigma: float, second_sigma: float) -> degrade.SecondOrderDegradation:
+  """The chain with grey Gaussian noise of these sigmas alone: no blur, resize factor or sinc, JPEG q100."""
+  quiet = dict(blur_prob=0.0, resize_probs=(0.0, 0.0, 1.0), gaussian_noise_prob=1.0, gray_noise_prob=1.0)
+  return degrade.SecondOrderDegradation(
+    first=dataclasses.replace(
+      degrade.FIRST_PASS, noise_sigma=(first_sigma,) * 2, jpeg_quality=(100, 100), **quiet
+    ),
+    second=dataclasses.replace(
+      degrade.SECOND_PASS, noise_sigma=(second_sigma,) * 2, jpeg_quality=(100, 100), **quiet
+    ),
+    final_sinc_prob=0.0,
+  )
+
+
+def test_second_order_second_pass_adds_its_own_noise():
+  hr = _photo_patch('chelsea', 64)
+
+  def noise_level(first, second):
+    """Std of the LR's difference from the same chain without noise (the draws are the same)."""
+    runs = [
+      degrade.second_order(hr, (32, 32), np.random.default_rng(0), s)
+      for s in (_noise_only(first, second), _noise_only(0, 0))
+    ]
+    return np.std(runs[0].astype(float) - runs[1])
+
+  # x2: the first pass's noise is scaled by 2/4 on the HR image, then about halved by the shrink.
+  first, second, both = noise_level(32, 0), noise_level(0, 8), noise_level(32, 8)
+  assert min(first, second) > 5.0
+  assert both**2 == pytest.approx(first**2 + second**2, rel=0.15)  # Independent noises: variances add.
 
 
 # --- sources -----------------------------------------------------------------
@@ -206,12 +259,56 @@ def test_batches_hold_valid_values_and_scales(source, cfg):
     assert (scale >= cfg.min_scale).all() and (scale <= cfg.max_scale).all()
 
 
-def test_realistic_examples_differ_only_in_lr(source, cfg):
+@pytest.mark.parametrize('shares', [(1.0, 0.0), (0.0, 1.0)], ids=['realistic', 'second_order'])
+def test_realistic_examples_differ_only_in_lr(source, cfg, shares):
   plain = pipeline.make_example(source, 5, _tiny_data_cfg(realistic_prob=0.0), 0)
-  real = pipeline.make_example(source, 5, _tiny_data_cfg(realistic_prob=1.0), 0)
+  real = pipeline.make_example(
+    source, 5, _tiny_data_cfg(realistic_prob=shares[0], second_order_prob=shares[1]), 0
+  )
   np.testing.assert_array_equal(plain['hr'], real['hr'])
   assert plain['scale'] == real['scale']
   assert np.abs(plain['lr_up'] - real['lr_up']).mean() > 0.005
+
+
+def test_second_order_share_zero_keeps_every_example(source, monkeypatch):
+  calls, chain = [], degrade.second_order
+
+  def counted(*args, **kwargs):
+    calls.append(1)
+    return chain(*args, **kwargs)
+
+  monkeypatch.setattr(degrade, 'second_order', counted)
+  today = [pipeline.make_example(source, k, _tiny_data_cfg(realistic_prob=0.3), 0) for k in range(40)]
+  assert not calls  # The default share, 0: the chain never runs and no draw moves.
+  mixed = [
+    pipeline.make_example(source, k, _tiny_data_cfg(realistic_prob=0.3, second_order_prob=0.4), 0)
+    for k in range(40)
+  ]
+  assert 6 <= len(calls) <= 26
+  # The share is taken from the bicubic examples' draws: every other example is today's, bit for bit.
+  same = [np.array_equal(a['lr_up'], b['lr_up']) for a, b in zip(today, mixed)]
+  assert sum(same) == 40 - len(calls)
+  for a, b in zip(today, mixed):
+    np.testing.assert_array_equal(a['hr'], b['hr'])
+    assert a['scale'] == b['scale']
+
+
+@pytest.mark.parametrize(
+  'shares, message',
+  [
+    ((0.0, 1.5), r'data.second_order_prob=1.5 not in \[0, 1\]'),
+    ((0.0, -0.1), r'data.second_order_prob=-0.1 not in \[0, 1\]'),
+    ((0.6, 0.5), r'data.realistic_prob \(0.6\) \+ data.second_order_prob \(0.5\) must be at most 1'),
+  ],
+)
+def test_second_order_share_is_validated(shares, message):
+  c = config.defaults()
+  c.data.realistic_prob, c.data.second_order_prob = shares
+  with pytest.raises(errors.ConfigError, match=message) as e:
+    config.validate(c)
+  assert '\n' not in str(e.value)
+  c.data.realistic_prob, c.data.second_order_prob = 0.3, 0.7
+  config.validate(c)
 
 
 def test_same_seed_same_batches_other_seed_differs(source, cfg):

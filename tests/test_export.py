@@ -398,3 +398,56 @@ def test_the_pixel_shuffles_of_a_mobile_model_become_depth_to_space_and_it_takes
     got, _ = run(rewritten, tile)
     assert got.shape == (1, *hw, 3)
     assert metrics.psnr(got, np.asarray(tile_fn.feed(tile, jax_fn)), data_range=2.0) > 60
+
+
+def test_a_fullres_detail_branch_exports_resizable_and_runs_on_the_gpu_delegate():
+  """model.detail_head='fullres': the branch's nearest-neighbour up-sampling (r^2 copies, then a shuffle)
+  becomes DEPTH_TO_SPACE without any permutation, the tent filter two DEPTHWISE_CONV_2D; the rewritten
+  model gives the same output to the bit at its tile, the JAX sampler's at other sizes, and every op is
+  one the GPU delegate runs."""
+  import dataclasses
+
+  import jax
+  from ai_edge_litert.interpreter import Interpreter
+  from conftest import load_config
+  from conftest import random_params
+
+  from export_tflite import resizable
+  from zoom_enhance.imaging import photo
+  from zoom_enhance.model import unet
+
+  config = load_config('default_model')
+  config.model.detail_branch, config.model.detail_head = True, 'fullres'
+  model = unet.UNet(
+    dataclasses.replace(unet.get_variant('mobile'), detail_branch=True, detail_head='fullres')
+  )
+  z = np.zeros((1, 32, 32, 3), np.float32)
+  params = random_params(model, z, z, np.zeros((1,), np.float32), np.full((1,), 4.0, np.float32), seed=3)
+  tile_fn = convert.make_tile_fn(params, config, 1)
+  lite_model = convert.to_tflite(tile_fn, 32, 'fp32')
+  assert convert.gpu_incompatible_ops(lite_model) == []
+  rewritten, count = resizable.make_resizable(lite_model)
+  assert count == 3  # the trunk's two shuffles and the branch's nearest-neighbour up-sampling
+
+  def run(content, tile):
+    it = Interpreter(model_content=content)
+    slots = {d['name']: d for d in it.get_input_details()}
+    for d in slots.values():
+      if len(d['shape']) == 4:
+        it.resize_tensor_input(d['index'], tile['lr_up'].shape, strict=False)
+    it.allocate_tensors()
+    for name, d in slots.items():
+      it.set_tensor(d['index'], tile[next(k for k in tile if k in name)])
+    it.invoke()
+    return it.get_tensor(it.get_output_details()[0]['index']), {op['op_name'] for op in it._get_ops_details()}
+
+  photos = [photo.load_rgb(files.asset_path('chelsea.jpg'))]
+  (at_tile,) = convert.real_tiles(photos, 1, 32, [4.0], seed=1)
+  before, _ = run(lite_model, at_tile)
+  after, ops = run(rewritten, at_tile)
+  np.testing.assert_array_equal(before, after)
+  assert 'TRANSPOSE' not in ops and {'DEPTH_TO_SPACE', 'DEPTHWISE_CONV_2D'} <= ops
+  jax_fn = jax.jit(tile_fn)
+  (tile,) = convert.real_tiles(photos, 1, (40, 56), [3.0], seed=2)
+  got, _ = run(rewritten, tile)
+  assert metrics.psnr(got, np.asarray(tile_fn.feed(tile, jax_fn)), data_range=2.0) > 60

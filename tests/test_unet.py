@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 from conftest import random_params
 
+from zoom_enhance.model import layers
 from zoom_enhance.model import unet
 
 
 def test_rank4_group_norm_matches_flax_group_norm():
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 5, 16)) * 3.0 + 1.0
-  ours = unet.GroupNorm(groups=4)
+  ours = layers.GroupNorm(groups=4)
   ref = nn.GroupNorm(num_groups=4, epsilon=1e-5)
   p = ours.init(jax.random.PRNGKey(1), x)
   np.testing.assert_allclose(ours.apply(p, x), ref.apply(p, x), atol=1e-4)
@@ -20,7 +21,7 @@ def test_rank4_group_norm_matches_flax_group_norm():
 
 def test_group_norm_graph_has_no_rank5_tensor():
   x = jnp.ones((1, 4, 4, 16))
-  m = unet.GroupNorm(groups=4)
+  m = layers.GroupNorm(groups=4)
   p = m.init(jax.random.PRNGKey(0), x)
   jaxpr = jax.make_jaxpr(lambda x: m.apply(p, x))(x)
   ranks = {v.aval.ndim for eqn in jaxpr.eqns for v in eqn.outvars}
@@ -198,8 +199,8 @@ def _depth_to_space_rank6(x, r):
 @pytest.mark.parametrize('r', [2, 4])
 def test_pixel_shuffle_is_depth_to_space_with_rank4_ops_only(r):
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 5, r * r * 3))
-  np.testing.assert_array_equal(unet.pixel_shuffle(x, r), _depth_to_space_rank6(x, r))
-  jaxpr = jax.make_jaxpr(lambda x: unet.pixel_shuffle(x, r))(x)
+  np.testing.assert_array_equal(layers.pixel_shuffle(x, r), _depth_to_space_rank6(x, r))
+  jaxpr = jax.make_jaxpr(lambda x: layers.pixel_shuffle(x, r))(x)
   assert max(v.aval.ndim for eqn in jaxpr.eqns for v in eqn.outvars) <= 4
 
 
@@ -213,7 +214,7 @@ def test_subpixel_up_computes_what_a_transposed_conv_with_kernel_equal_to_stride
   kernel = np.asarray(tp['kernel'])[::-1, ::-1]
   # SubpixelUp's channel k = (dx * r + dy) * out + c.
   w = kernel.transpose(2, 1, 0, 3).reshape(1, 1, x.shape[-1], r * r * 3)
-  sub = unet.SubpixelUp(3, r)
+  sub = layers.SubpixelUp(3, r)
   sp = {'Conv_0': {'kernel': jnp.asarray(w), 'bias': jnp.tile(tp['bias'], r * r)}}
   np.testing.assert_allclose(sub.apply({'params': sp}, x), tconv.apply({'params': tp}, x), atol=1e-5)
 

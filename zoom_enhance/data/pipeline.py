@@ -47,11 +47,28 @@ def _augment(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   return np.ascontiguousarray(np.rot90(patch, int(rng.integers(4))))
 
 
-def _pair(patch: np.ndarray, rng, data_cfg, scale: float, realistic: bool) -> dict:
-  """{hr, lr_up, scale}: the HR patch, its degraded LR upsampled back, P / lr_side."""
+def _degradation(u: float, data_cfg) -> str:
+  """An example's degradation from its draw u ~ U[0, 1): the first realistic_prob, then second_order_prob.
+
+  One draw, as before second_order_prob existed: at 0 every example is what it was.
+  """
+  if u < data_cfg.realistic_prob:
+    return 'realistic'
+  return 'second_order' if u < data_cfg.realistic_prob + data_cfg.second_order_prob else 'bicubic'
+
+
+def _pair(patch: np.ndarray, rng, data_cfg, scale: float, degradation: str) -> dict:
+  """{hr, lr_up, scale}: the HR patch, its degraded LR upsampled back, P / lr_side.
+
+  `degradation` is 'bicubic', 'realistic' (degrade.degrade with the config's
+  ranges) or 'second_order' (degrade.second_order with its own).
+  """
   p = patch.shape[0]
   lr_side = resample.lr_size_for(p, scale)
-  lr = degrade.degrade(patch, (lr_side, lr_side), rng, data_cfg, realistic)
+  if degradation == 'second_order':
+    lr = degrade.second_order(patch, (lr_side, lr_side), rng)
+  else:
+    lr = degrade.degrade(patch, (lr_side, lr_side), rng, data_cfg, realistic=degradation == 'realistic')
   return {
     'hr': resample.to_signed(patch),
     'lr_up': resample.lr_up(lr, (p, p)),
@@ -76,8 +93,7 @@ def make_example(source: sources.ImageSource, k: int, data_cfg, seed: int) -> di
   scale = rng.uniform(data_cfg.min_scale, data_cfg.max_scale)
   if data_cfg.max_scale_prob > 0 and rng.random() < data_cfg.max_scale_prob:
     scale = data_cfg.max_scale  # the most common zoom, and the hardest one
-  realistic = bool(rng.random() < data_cfg.realistic_prob)
-  return _pair(patch, rng, data_cfg, scale, realistic)
+  return _pair(patch, rng, data_cfg, scale, _degradation(rng.random(), data_cfg))
 
 
 def _stack(examples) -> dict:
@@ -101,7 +117,7 @@ def make_eval_batch(source: sources.ImageSource, data_cfg, n: int, seed: int) ->
     rng = np.random.default_rng([seed, _EVAL_STREAM + i])
     img = _load_readable(source, order, i * m // n if n <= m else i % m)
     y, x = (img.shape[0] - p) // 2, (img.shape[1] - p) // 2
-    examples.append(_pair(img[y : y + p, x : x + p], rng, data_cfg, scales[i], realistic=False))
+    examples.append(_pair(img[y : y + p, x : x + p], rng, data_cfg, scales[i], 'bicubic'))
   return _stack(examples)
 
 

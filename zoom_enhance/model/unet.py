@@ -29,6 +29,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoom_enhance.model import diffusion
+from zoom_enhance.model.detail_branch import DetailBranch
+from zoom_enhance.model.layers import Attention
+from zoom_enhance.model.layers import Norm
+from zoom_enhance.model.layers import ResBlock
+from zoom_enhance.model.layers import SubpixelUp
+from zoom_enhance.model.layers import hat_embedding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +80,15 @@ class Variant:
   # features, the noise and D, and adds D times the detail it draws, so at
   # D = 0 the output is exactly the trunk's. Set by config.model.detail_branch.
   detail_branch: bool = False
+  # How the detail branch makes its full-resolution output (DETAIL_HEADS):
+  # 'subpixel' (the first shipped branch: two pixel shuffles of 1/patch
+  # features, one of them an amplitude for filtered noise; every patch x
+  # patch block gets the same per-position weights, which paints a lattice
+  # on the patch grid), or 'fullres' (features interpolated to full
+  # resolution by a fixed tent filter, then convolutions at full resolution
+  # over them, the noise and the LR image: no weight depends on a pixel's
+  # position in its patch). Set by config.model.detail_head.
+  detail_head: str = 'subpixel'
 
   @property
   def reads_detail(self) -> bool:
@@ -134,6 +149,9 @@ VARIANTS = {
 }
 
 
+DETAIL_HEADS = ('subpixel', 'fullres')
+
+
 def get_variant(name: str) -> Variant:
   if name not in VARIANTS:
     raise ValueError(f'unknown model variant {name!r}; choose one of {sorted(VARIANTS)}')
@@ -143,13 +161,14 @@ def get_variant(name: str) -> Variant:
 def from_config(config, dtype=jnp.float32) -> 'UNet':
   """The network of `config.model.variant`, computing in `dtype` (parameters stay float32).
 
-  With `model.direct_noise`, `model.detail_input` and `model.detail_branch` where the config sets them.
+  With `model.direct_noise`, `model.detail_input`, `model.detail_branch` and `model.detail_head`.
   """
   variant = dataclasses.replace(
     get_variant(config.model.variant),
     direct_noise=bool(config.model.direct_noise),
-    detail_input=bool(config.model.get('detail_input', False)),
-    detail_branch=bool(config.model.get('detail_branch', False)),
+    detail_input=bool(config.model.detail_input),
+    detail_branch=bool(config.model.detail_branch),
+    detail_head=str(config.model.detail_head),
   )
   return UNet(variant, dtype=dtype)
 
@@ -175,21 +194,6 @@ def noise_level_embedding(logsnr, dim: int):
   return xp.concatenate([xp.sin(args), xp.cos(args)], axis=-1).astype(np.float32)
 
 
-def hat_embedding(x, num: int, lo: float, hi: float, clip: bool = True):
-  """Hat-basis embedding of x in [lo, hi].
-
-  With centres c_k evenly spaced over [lo, hi] and spacing w,
-  f_k(x) = relu(1 - |clip(x) - c_k| / w): a partition of unity, exact at the
-  centres and linear between them, made of ops every delegate supports.
-  Without `clip` (a range of [0, 1], whose clip converts to RELU_0_TO_1, which
-  the GPU delegate lacks) x must be in range already.
-  """
-  centres = np.linspace(lo, hi, num, dtype=np.float32)
-  width = float(centres[1] - centres[0])
-  x = (jnp.clip(x, lo, hi) if clip else x)[:, None]
-  return nn.relu(1.0 - jnp.abs(x - centres[None, :]) / width)
-
-
 def scale_embedding(scale, num: int, max_scale: float):
   """The upscale factor s in [1, max_scale], hat-embedded (hat_embedding)."""
   return hat_embedding(scale, num, 1.0, max_scale)
@@ -209,174 +213,6 @@ def gate_noisy_input(z, logsnr, learned):
   # alpha_sigma computes host constants (a fixed-step export) with numpy: no LOGISTIC/SQRT in the graph.
   alpha, _ = diffusion.alpha_sigma(logsnr)
   return z * alpha[:, None, None, None] * (1.0 + learned[:, None, None, :])
-
-
-def pixel_shuffle(x, r: int):
-  """(B, H, W, r*r*C) -> (B, H*r, W*r, C) with rank-4 reshapes and transposes only.
-
-  Channel k = (dx * r + dy) * C + c of input pixel (h, w) becomes output pixel
-  (h*r + dy, w*r + dx), channel c. Folding the batch into the rows keeps every
-  tensor at rank 4 (the TFLite GPU delegate's limit; the usual rank-6
-  depth-to-space transpose is not supported there): reshape to
-  (B*H, W*r, r, C), swap the middle axes, reshape to (B, H*r, W*r, C).
-  """
-  b, h, w, c = x.shape
-  if c % (r * r):
-    raise ValueError(f'{c} channels do not shuffle into {r}x{r} blocks')
-  co = c // (r * r)
-  x = x.reshape(b * h, w * r, r, co)
-  x = jnp.transpose(x, (0, 2, 1, 3))
-  return x.reshape(b, h * r, w * r, co)
-
-
-class SubpixelUp(nn.Module):
-  """x r up-sampling: a 1x1 convolution to r*r*features channels, then pixel_shuffle.
-
-  The same family of functions as a transposed convolution with kernel =
-  stride = r (every output pixel a linear map of one input pixel), built from
-  ops that XNNPACK runs fast.
-  """
-
-  features: int
-  factor: int
-  dtype: Any = jnp.float32
-  kernel_init: Any = nn.linear.default_kernel_init
-
-  @nn.compact
-  def __call__(self, x):
-    r = self.factor
-    h = nn.Conv(r * r * self.features, (1, 1), dtype=self.dtype, kernel_init=self.kernel_init)(x)
-    return pixel_shuffle(h, r)
-
-
-class GroupNorm(nn.Module):
-  """GroupNorm over NHWC built from rank-4 ops only.
-
-  mu_g = mean over (H, W, channels of group g); var_g likewise of (x - mu_g)^2;
-  y = (x - mu_g) / sqrt(var_g + eps) * gamma + beta. The average over a group's
-  channels is a matmul with a constant block matrix, so nothing is reshaped to
-  rank 5.
-  """
-
-  groups: int
-  eps: float = 1e-5
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    c = x.shape[-1]
-    if c % self.groups:
-      raise ValueError(f'{c} channels are not divisible into {self.groups} groups')
-    size = c // self.groups
-    group_of = np.arange(c) // size
-    avg = (group_of[:, None] == group_of[None, :]).astype(np.float32) / size
-    avg = jnp.asarray(avg, jnp.float32)
-    xf = x.astype(jnp.float32)
-    # (B, C) @ (C, C): a plain fully-connected op once converted.
-    mean = (jnp.mean(xf, axis=(1, 2)) @ avg)[:, None, None, :]
-    centred = xf - mean
-    var = (jnp.mean(centred * centred, axis=(1, 2)) @ avg)[:, None, None, :]
-    y = centred * jax.lax.rsqrt(var + self.eps)
-    gamma = self.param('scale', nn.initializers.ones, (c,), jnp.float32)
-    beta = self.param('bias', nn.initializers.zeros, (c,), jnp.float32)
-    return (y * gamma + beta).astype(self.dtype)
-
-
-class Norm(nn.Module):
-  """GroupNorm, or the identity when the variant has no normalisation."""
-
-  groups: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    if self.groups == 0:
-      return x
-    return GroupNorm(min(self.groups, x.shape[-1]), dtype=self.dtype)(x)
-
-
-class ResBlock(nn.Module):
-  """Norm-SiLU-conv, FiLM by the conditioning embedding, norm-SiLU-conv, plus skip."""
-
-  features: int
-  groups: int
-  dropout: float
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, emb, train: bool):
-    h = nn.silu(Norm(self.groups, self.dtype)(x))
-    h = nn.Conv(self.features, (3, 3), dtype=self.dtype)(h)
-    film = nn.Dense(2 * self.features, dtype=self.dtype)(nn.silu(emb))
-    gain, shift = jnp.split(film[:, None, None, :], 2, axis=-1)
-    h = Norm(self.groups, self.dtype)(h) * (1.0 + gain) + shift
-    h = nn.silu(h)
-    h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    h = nn.Conv(self.features, (3, 3), dtype=self.dtype, kernel_init=nn.initializers.zeros)(h)
-    if x.shape[-1] != self.features:
-      x = nn.Conv(self.features, (1, 1), dtype=self.dtype)(x)
-    return x + h
-
-
-class DetailBranch(nn.Module):
-  """What a fixed trunk's output gets added: r(h, z, D), a refinement at D = 0, drawn detail at D = 1.
-
-  In the spirit of "Deblurring via Stochastic Refinement" (Whang et al. 2022):
-  the trunk predicts, the branch refines with noise. h is the trunk's last
-  feature map (B, H/p, W/p, C), which already carries the scale and the noise
-  level; z the noise input (B, H, W, 3: the sampler's D * eps); D's hat
-  embedding is the branch's FiLM conditioning.
-  b = two ResBlocks of h + patchconv(z), then
-    r = up(silu(b)) + up'(silu(b)) * conv3x3(z):
-  a residual drawn at 1/p of the resolution, plus full-resolution noise,
-  filtered, whose amplitude per pixel and channel depends on the content. Both
-  output maps start at zero, so a branch added to a trained trunk starts as
-  that trunk.
-  """
-
-  features: int
-  patch: int
-  groups: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, h, z, detail, train: bool):
-    p = self.patch
-    emb = hat_embedding(detail.astype(jnp.float32), 5, 0.0, 1.0, clip=False).astype(self.dtype)
-    noise_in = nn.Conv(
-      self.features,
-      (p, p),
-      strides=(p, p),
-      padding='VALID',
-      use_bias=False,
-      dtype=self.dtype,
-      name='noise_in',
-    )
-    b = h + noise_in(z)
-    for _ in range(2):
-      b = ResBlock(self.features, self.groups, 0.0, self.dtype)(b, emb, train)
-    b = nn.silu(b)
-    drawn = SubpixelUp(3, p, dtype=self.dtype, kernel_init=nn.initializers.zeros, name='drawn')(b)
-    amplitude = SubpixelUp(3, p, dtype=self.dtype, kernel_init=nn.initializers.zeros, name='amplitude')(b)
-    noise = nn.Conv(3, (3, 3), use_bias=False, dtype=self.dtype, name='noise_out')(z)
-    return drawn + amplitude * noise
-
-
-class Attention(nn.Module):
-  """Multi-head self-attention over all positions (lowest resolution only)."""
-
-  num_heads: int
-  groups: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    b, h, w, c = x.shape
-    y = Norm(self.groups, self.dtype)(x).reshape(b, h * w, c)
-    y = nn.MultiHeadDotProductAttention(
-      num_heads=self.num_heads, dtype=self.dtype, out_kernel_init=nn.initializers.zeros
-    )(y, y)
-    return x + y.reshape(b, h, w, c)
 
 
 class UNet(nn.Module):
@@ -474,11 +310,11 @@ class UNet(nn.Module):
       if detail is None:
         detail = jnp.ones_like(scale)
       detail = jnp.asarray(detail, jnp.float32).astype(self.dtype)
-      drawn = DetailBranch(v.channels[0], v.patch, v.norm_groups, self.dtype, name='detail_branch')(
-        jax.lax.stop_gradient(trunk_features),
-        z_direct.astype(self.dtype),
-        detail,
-        train,
+      branch = DetailBranch(
+        v.channels[0], v.patch, v.norm_groups, v.detail_head, self.dtype, name='detail_branch'
+      )
+      drawn = branch(
+        jax.lax.stop_gradient(trunk_features), z_direct.astype(self.dtype), detail, train, lr_up=lr_up
       )
       # Scaled by D: at D = 0 the output is exactly the trunk's (the fidelity end is the teacher's).
       out = jax.lax.stop_gradient(out) + detail[:, None, None, None] * drawn

@@ -45,6 +45,8 @@ def defaults() -> ml_collections.ConfigDict:
   c.data.max_scale_prob = 0.0
   # Fraction of examples that get realistic degradations (blur, noise, JPEG).
   c.data.realistic_prob = 0.3
+  # Fraction of examples, besides those, that get Real-ESRGAN's second-order chain (degrade.second_order).
+  c.data.second_order_prob = 0.0
   # Largest Gaussian blur sigma (in HR pixels) applied before downscaling.
   c.data.blur_sigma_max = 1.5
   # Largest Gaussian noise sigma, in 8-bit levels, added to the LR image.
@@ -75,9 +77,14 @@ def defaults() -> ml_collections.ConfigDict:
   c.model.detail_input = False
   # Or: keep the teacher as a fixed trunk, the fidelity output itself, and
   # train only a detail branch beside it that adds D times the detail it
-  # draws (unet.DetailBranch), so D = 0 is exactly the teacher. Distillation
+  # draws (detail_branch.DetailBranch), so D = 0 is exactly the teacher. Distillation
   # only (the trunk gets no gradient); not with direct_noise or detail_input.
   c.model.detail_branch = False
+  # How the branch makes its full-resolution detail (unet.DETAIL_HEADS):
+  # 'subpixel' (pixel shuffles of 1/patch features: the first shipped
+  # branch, which paints a lattice on the patch grid) or 'fullres' (features
+  # interpolated, then convolutions at full resolution: no grid signature).
+  c.model.detail_head = 'subpixel'
 
   c.diffusion = ml_collections.ConfigDict()
   # logSNR range of the continuous cosine schedule (t=1 is logsnr_min).
@@ -179,6 +186,17 @@ def defaults() -> ml_collections.ConfigDict:
   # it only the examples at D = 0 learn the data and the others the image loss
   # (LPIPS against the photo times D).
   c.distill.fidelity_blend = False
+  # Adversarial distillation (training/adversarial.py): the weight of a patch
+  # discriminator's hinge loss in the image loss (so, with fidelity_blend, x
+  # D); 0 trains no discriminator. Needs loss 'perceptual'.
+  c.distill.adversarial_weight = 0.0
+  # The discriminator's Adam learning rate and its convolutions' channels.
+  c.distill.critic_lr = 1e-4
+  c.distill.critic_channels = (32, 64, 128)
+  # Weight of the lattice penalty in the image loss: the excess, over the
+  # photo's, of the student's energy on the patch grid's frequencies
+  # (distill.lattice_penalty). Needs loss 'perceptual'.
+  c.distill.lattice_weight = 0.0
 
   c.mesh = ml_collections.ConfigDict()
   # Device mesh: 'data' splits the batch, 'fsdp' splits parameters and the
@@ -244,6 +262,12 @@ def _problems(c, *, distill: bool) -> list[str]:
   )
   check(0.0 <= d.max_scale_prob <= 1.0, f'data.max_scale_prob={d.max_scale_prob} not in [0, 1]')
   check(0.0 <= d.realistic_prob <= 1.0, f'data.realistic_prob={d.realistic_prob} not in [0, 1]')
+  check(0.0 <= d.second_order_prob <= 1.0, f'data.second_order_prob={d.second_order_prob} not in [0, 1]')
+  check(
+    d.realistic_prob + d.second_order_prob <= 1.0 + 1e-9,
+    f'data.realistic_prob ({d.realistic_prob}) + data.second_order_prob ({d.second_order_prob}) '
+    'must be at most 1: they are shares of the examples',
+  )
   check(d.blur_sigma_max >= 0, f'data.blur_sigma_max={d.blur_sigma_max} must be >= 0')
   check(d.noise_sigma_max >= 0, f'data.noise_sigma_max={d.noise_sigma_max} must be >= 0')
   check(
@@ -261,12 +285,16 @@ def _problems(c, *, distill: bool) -> list[str]:
       f'mesh.{axis}={m[axis]} must be -1 (the devices left over) or a positive number',
     )
   check(not (m.data == -1 and m.fsdp == -1), 'mesh: only one of data and fsdp may be -1')
-  if c.model.get('detail_branch', False):
+  check(
+    c.model.detail_head in unet.DETAIL_HEADS,
+    f'model.detail_head={c.model.detail_head!r}: choose one of {", ".join(unet.DETAIL_HEADS)}',
+  )
+  if c.model.detail_branch:
     check(
       distill, 'model.detail_branch trains a branch beside a fixed teacher: use it with zoom-enhance distill'
     )
     check(
-      not (c.model.direct_noise or c.model.get('detail_input', False)),
+      not (c.model.direct_noise or c.model.detail_input),
       'model.detail_branch keeps the teacher unchanged: not with model.direct_noise or model.detail_input',
     )
   if distill:
@@ -283,6 +311,14 @@ def _problems(c, *, distill: bool) -> list[str]:
     check(
       min(s.l1_weight, s.lpips_weight, s.hr_lpips_weight, s.fidelity_weight) >= 0,
       'distill.l1_weight, lpips_weight, hr_lpips_weight and fidelity_weight must be >= 0',
+    )
+    check(
+      min(s.adversarial_weight, s.lattice_weight) >= 0 and s.critic_lr > 0,
+      'distill.adversarial_weight and lattice_weight must be >= 0, distill.critic_lr > 0',
+    )
+    check(
+      s.loss == 'perceptual' or not (s.adversarial_weight or s.lattice_weight),
+      "distill.adversarial_weight and lattice_weight are image-loss terms: set distill.loss='perceptual'",
     )
     check(s.train_detail or not s.fidelity_from_data, 'distill.fidelity_from_data needs distill.train_detail')
     check(s.fidelity_from_data or not s.fidelity_blend, 'distill.fidelity_blend needs fidelity_from_data')
@@ -319,7 +355,7 @@ def fill_defaults(restored) -> ml_collections.ConfigDict:
   """A config saved by an older run, with the fields it lacks taken from `defaults()`.
 
   Each default is the value older code assumed when the field did not exist
-  yet (time_power 1, max_time_prob and max_scale_prob 0, no eval_source).
+  yet (time_power 1, max_time_prob, max_scale_prob and second_order_prob 0, no eval_source).
   """
   values = restored.to_dict() if isinstance(restored, ml_collections.ConfigDict) else dict(restored)
   return ml_collections.ConfigDict(_merge(defaults().to_dict(), values))

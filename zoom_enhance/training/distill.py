@@ -26,6 +26,7 @@ from zoom_enhance.data import sources
 from zoom_enhance.evaluation import protocol
 from zoom_enhance.model import diffusion
 from zoom_enhance.model import sampler
+from zoom_enhance.training import adversarial
 from zoom_enhance.training import checkpoint
 from zoom_enhance.training import config as config_lib
 from zoom_enhance.training import distill_report
@@ -112,11 +113,37 @@ def image_loss(vgg, student_img, target_img, hr, detail, weights):
   return loss
 
 
+def grid_share(x, period: int):
+  """Share of an image's energy on the period-px grid's frequencies, per example (B, H, W, C) -> (B,).
+
+  With X = DFT2 of the channel mean, G = {(a H / p, b W / p)} \\ {(0, 0)}:
+  share = sum_G |X|^2 / sum_{all but (0, 0)} |X|^2. A pattern repeated every p
+  pixels puts all its energy on G; a natural photo's residual about 15 / (H W)
+  of it (evaluation.metrics' lattice score is this share over the photo's).
+  """
+  _, h, w, _ = x.shape
+  power = jnp.square(jnp.abs(jnp.fft.fft2(jnp.mean(x, axis=-1))))
+  grid = np.zeros((h, w), np.float32)
+  grid[:: max(h // period, 1), :: max(w // period, 1)] = 1.0
+  grid[0, 0] = 0.0
+  total = jnp.sum(power, axis=(1, 2)) - power[:, 0, 0]
+  return jnp.sum(power * grid, axis=(1, 2)) / (total + 1e-8)
+
+
+def lattice_penalty(student_img, hr, lr_up, period: int):
+  """Per example: relu(log share(s - lr_up) - log share(HR - lr_up)), grid_share's excess over the photo's."""
+  excess = jnp.log(grid_share(student_img - lr_up, period) + 1e-8) - jnp.log(
+    grid_share(hr - lr_up, period) + 1e-8
+  )
+  return jnp.maximum(excess, 0.0)
+
+
 def distill_loss(
   params,
   batch,
   rng,
   teacher_params,
+  critic_params=None,
   *,
   model,
   diff: diffusion.Diffusion,
@@ -126,6 +153,9 @@ def distill_loss(
   fidelity_blend=False,
   vgg=None,
   weights=(),
+  critic=None,
+  lattice_weight=0.0,
+  lattice_period=4,
 ):
   """The student against the teacher's two-step target (teacher_target).
 
@@ -139,6 +169,10 @@ def distill_loss(
   two by its detail D: (1 - D) fidelity_weight |x_pred - x|^2 + D image_loss,
   so the detail moves the output smoothly from the best PSNR (D = 0) to all
   the drawn detail (D = 1) instead of switching at the first D above 0.
+  With a `critic` (adversarial.Critic), the image loss adds its generator
+  loss, and with `lattice_weight` the lattice_penalty; both are image-loss
+  terms, so the blend scales them by D. Returns (loss, aux) for
+  train.train_step: the logged terms, and the images the critic learns from.
   """
   rng_target, rng_drop = jax.random.split(rng)
   lr_up, scale = batch['lr_up'], batch['scale']
@@ -161,10 +195,20 @@ def distill_loss(
   loss = diffusion.weighted_x_errors(
     x_pred=x_pred, x_target=target.x, logsnr=target.logsnr, weighting=diff.loss_weighting
   )
+  image = lambda x: jnp.clip(diff.decode(x, lr_up), -1.0, 1.0)  # noqa: E731
+  student_img = image(x_pred)
+  metrics = {}
   if vgg is not None:
-    image = lambda x: jnp.clip(diff.decode(x, lr_up), -1.0, 1.0)  # noqa: E731
     hr_detail = jnp.ones_like(target.detail) if fidelity_blend else target.detail
-    per_image = image_loss(vgg, image(x_pred), image(target.x), batch['hr'], hr_detail, weights)
+    per_image = image_loss(vgg, student_img, image(target.x), batch['hr'], hr_detail, weights)
+    if critic is not None:
+      adv = critic.generator_loss(critic_params, student_img)
+      metrics['train/adversarial_loss'] = _final_mean(adv, target)
+      per_image = per_image + adv
+    if lattice_weight:
+      lattice = lattice_penalty(student_img, batch['hr'], lr_up, lattice_period)
+      metrics['train/lattice_penalty'] = _final_mean(lattice, target)
+      per_image = per_image + lattice_weight * lattice
     loss = jnp.where(target.final, per_image, loss)
   if fidelity_from_data:
     data_mse = fidelity_weight * jnp.mean(jnp.square(x_pred - x_data), axis=(1, 2, 3))
@@ -173,7 +217,17 @@ def distill_loss(
       loss = jnp.where(target.final, blended, loss)
     else:
       loss = jnp.where(target.final & (target.detail == 0.0), data_mse, loss)
-  return jnp.mean(loss)
+  aux = {'metrics': metrics}
+  if critic is not None:
+    aux['fake'] = student_img
+    aux['fake_weight'] = jnp.where(target.final, target.detail, 0.0)
+  return jnp.mean(loss), aux
+
+
+def _final_mean(per_example, target: Target):
+  """Mean of a per-example term over the examples whose step ends at t = 0 (where it applies)."""
+  weight = target.final.astype(per_example.dtype)
+  return jnp.sum(per_example * weight) / jnp.maximum(jnp.sum(weight), 1.0)
 
 
 def student_params(teacher, like):
@@ -199,12 +253,14 @@ def prepare_config(config):
   teacher_config = checkpoint.restore_config(config.distill.teacher_workdir, _teacher_step(config))
   with config.unlocked():
     added = {
-      key: bool(config.model.get(key, False) or teacher_config.model.get(key, False))
+      key: bool(config.model[key] or teacher_config.model[key])
       for key in ('direct_noise', 'detail_input', 'detail_branch')
     }
+    head = config.model.detail_head
     config.model = teacher_config.model
-    # The student may add the ungated noise input and the detail input the teacher lacks (student_params).
-    config.model.update(added)
+    # The student may add the ungated noise input and the detail input the teacher lacks (student_params),
+    # and chooses its own detail branch's head.
+    config.model.update(added, detail_head=head)
     for key in ('logsnr_min', 'logsnr_max', 'prediction', 'residual', 'residual_scale'):
       config.diffusion[key] = teacher_config.diffusion[key]
   if config.diffusion.prediction == 'eps':
@@ -244,6 +300,7 @@ class DistillTask(train.Task):
     round_train = config.train.copy_and_resolve_references()
     round_train.num_steps = self.per_round  # the schedule restarts every round
     super().__init__(config)
+    self.critic = adversarial.Critic.from_config(config.distill)
     self.tx, round_lr = train.make_optimizer(round_train)
     if config.model.detail_branch:
       self.tx = branch_only(self.tx)
@@ -259,6 +316,9 @@ class DistillTask(train.Task):
       fidelity_blend=d.fidelity_blend,
       vgg=perceptual.load_vgg_lpips() if d.loss == 'perceptual' else None,
       weights=(d.l1_weight, d.lpips_weight, d.hr_lpips_weight),
+      critic=self.critic,
+      lattice_weight=d.lattice_weight,
+      lattice_period=self.model.variant.patch,
     )
     self._teacher = None
     self._teacher_has_branch = False

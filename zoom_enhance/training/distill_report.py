@@ -140,8 +140,8 @@ class RoundEvaluator:
         'fidelity_blend': d.fidelity_blend,
         'loss_weighting': self.config.diffusion.loss_weighting,
         'direct_noise': bool(self.config.model.direct_noise),
-        'detail_input': bool(self.config.model.get('detail_input', False)),
-        'detail_branch': bool(self.config.model.get('detail_branch', False)),
+        'detail_input': bool(self.config.model.detail_input),
+        'detail_branch': bool(self.config.model.detail_branch),
       },
     )
     files.write_json(path, results)

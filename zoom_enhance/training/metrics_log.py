@@ -95,8 +95,12 @@ class Progress:
       self._bar.close()
 
 
+# Curves of adversarial distillation, drawn in a panel of their own where logged.
+ADVERSARIAL_CURVES = ('train/adversarial_loss', 'train/critic_loss', 'train/critic_real', 'train/critic_fake')
+
+
 def plot_loss(workdir: str, out_name: str = 'loss.png'):
-  """Draws train/loss (and sample PSNR when logged) from metrics.jsonl to a PNG."""
+  """Draws train/loss (and sample PSNR, and adversarial terms when logged) from metrics.jsonl to a PNG."""
   rows = read_metrics(workdir)
   points = [(r['step'], r['train/loss']) for r in rows if isinstance(r.get('train/loss'), float)]
   if len(points) < 2:
@@ -107,11 +111,23 @@ def plot_loss(workdir: str, out_name: str = 'loss.png'):
   import matplotlib.pyplot as plt
 
   psnr = [(r['step'], r['sample/psnr'], r.get('sample/psnr_bicubic')) for r in rows if 'sample/psnr' in r]
-  fig, axes = plt.subplots(1, 2 if psnr else 1, figsize=(10 if psnr else 6, 4), squeeze=False)
+  adversarial = {
+    key: [(r['step'], r[key]) for r in rows if isinstance(r.get(key), float)] for key in ADVERSARIAL_CURVES
+  }
+  adversarial = {k: v for k, v in adversarial.items() if v}
+  panels = 1 + bool(psnr) + bool(adversarial)
+  fig, axes = plt.subplots(1, panels, figsize=(4 + 4 * panels, 4), squeeze=False)
   ax = axes[0][0]
   ax.plot(*zip(*points), lw=1)
   ax.set(xlabel='step', ylabel='train/loss', yscale='log', title='training loss')
   ax.grid(alpha=0.3)
+  if adversarial:
+    ax = axes[0][-1]
+    for key, curve in adversarial.items():
+      ax.plot(*zip(*curve), lw=1, label=key.split('/')[-1])
+    ax.set(xlabel='step', title='adversarial terms (hinge)')
+    ax.legend()
+    ax.grid(alpha=0.3)
   if psnr:
     ax = axes[0][1]
     steps, ours, bicubic = zip(*psnr)

@@ -1,7 +1,9 @@
 """Training: the train state, the pure train step, and the loop that drives it.
 
 `train_step(state, batch, rng)` is jitted once with the state's shardings and
-donated; it takes its loss from a `loss_fn(params, batch, rng, teacher)`.
+donated; it takes its loss from a `loss_fn(params, batch, rng, teacher,
+critic) -> (loss, aux)`, and updates a discriminator too where the task has
+one (adversarial.Critic).
 The loss core, `denoising_loss`, scores the network against an x target
 given to it explicitly: `data_target` makes it from the batch here,
 distillation's `teacher_target` from two teacher DDIM steps, and the rest of
@@ -44,14 +46,18 @@ class TrainingError(errors.ZoomEnhanceError):
 
 
 class TrainState(train_state.TrainState):
-  """Step, parameters, optimizer state, the EMA of the parameters, and a teacher.
+  """Step, parameters, optimizer state, the EMA of the parameters, a teacher and a critic.
 
   `teacher_params` is None for plain training; distillation keeps the current
-  round's teacher here so that it is sharded and checkpointed with the rest.
+  round's teacher here so that it is sharded and checkpointed with the rest,
+  and adversarial distillation its discriminator (`critic_params`, with its
+  own optimizer state).
   """
 
   ema_params: Any = None
   teacher_params: Any = None
+  critic_params: Any = None
+  critic_opt_state: Any = None
 
 
 def make_optimizer(tcfg):
@@ -69,10 +75,14 @@ def make_optimizer(tcfg):
   return tx, lr_fn
 
 
-def init_state(rng, *, model, tx, patch_size: int) -> TrainState:
+def init_state(rng, *, model, tx, patch_size: int, critic=None) -> TrainState:
   x = jnp.zeros((1, patch_size, patch_size, 3), jnp.float32)
+  rng, rng_critic = jax.random.split(rng)
   params = model.init({'params': rng}, x, x, jnp.zeros((1,)), jnp.ones((1,)))['params']
   state = TrainState.create(apply_fn=model.apply, params=params, tx=tx, ema_params=params)
+  if critic is not None:
+    critic_params, critic_opt_state = critic.init(rng_critic, patch_size)
+    state = state.replace(critic_params=critic_params, critic_opt_state=critic_opt_state)
   # A strongly typed step, as a restored checkpoint has: a resumed run then compiles the same program
   # (a compilation-cache hit) instead of a weakly typed variant of it.
   return state.replace(step=jnp.zeros((), jnp.int32))
@@ -117,12 +127,12 @@ def data_target(diff: diffusion.Diffusion, batch, rng_t, rng_eps, rng_max):
   return x, z, logsnr
 
 
-def diffusion_loss(params, batch, rng, teacher_params=None, *, model, diff: diffusion.Diffusion):
-  """Denoising loss of the upscaler on one batch, against the data's own target."""
-  del teacher_params  # a field of the state that distillation's loss uses
+def diffusion_loss(params, batch, rng, teacher_params=None, critic_params=None, *, model, diff):
+  """Denoising loss of the upscaler on one batch, against the data's own target; (loss, {})."""
+  del teacher_params, critic_params  # fields of the state that distillation's loss uses
   rng_t, rng_eps, rng_drop, rng_max = jax.random.split(rng, 4)
   x, z, logsnr = data_target(diff, batch, rng_t, rng_eps, rng_max)
-  return denoising_loss(
+  loss = denoising_loss(
     params,
     model=model,
     diff=diff,
@@ -133,22 +143,36 @@ def diffusion_loss(params, batch, rng, teacher_params=None, *, model, diff: diff
     scale=batch['scale'],
     rng_dropout=rng_drop,
   )
+  return loss, {}
 
 
-def train_step(state: TrainState, batch, rng, *, loss_fn: Callable, lr_fn, ema_decay: float):
-  """One optimizer step: gradients of loss_fn, AdamW update, EMA update.
+def train_step(state: TrainState, batch, rng, *, loss_fn: Callable, lr_fn, ema_decay: float, critic=None):
+  """One optimizer step: gradients of loss_fn, AdamW update, EMA update; then the critic's step.
 
-  loss_fn(params, batch, rng, teacher_params) -> scalar.
+  loss_fn(params, batch, rng, teacher_params, critic_params) -> (loss, aux):
+  aux['metrics'] are logged beside the loss; with a `critic`
+  (adversarial.Critic), aux['fake'] are the generated images and
+  aux['fake_weight'] their weights in the critic's loss, and the critic then
+  takes one step on them against batch['hr'].
   EMA: ema <- d ema + (1 - d) params with d = min(ema_decay, (1 + step) / (10 + step)),
   so early averages are not dominated by the random initialisation.
   """
-  loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, rng, state.teacher_params)
+  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    state.params, batch, rng, state.teacher_params, state.critic_params
+  )
   new_state = state.apply_gradients(grads=grads)
   step = state.step.astype(jnp.float32)
   decay = jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
   ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, new_state.params)
   new_state = new_state.replace(ema_params=ema)
   metrics = {'train/loss': loss, 'train/grad_norm': optax.tree.norm(grads), 'train/lr': lr_fn(state.step)}
+  metrics.update(aux.get('metrics', {}))
+  if critic is not None:
+    params, opt_state, critic_metrics = critic.update(
+      state.critic_params, state.critic_opt_state, batch['hr'], aux['fake'], aux['fake_weight']
+    )
+    new_state = new_state.replace(critic_params=params, critic_opt_state=opt_state)
+    metrics.update(critic_metrics)
   return new_state, metrics
 
 
@@ -168,6 +192,8 @@ class Task:
     self.sampler = sampler.Sampler(config)
     self.tx, self.lr_fn = make_optimizer(config.train)
     self.loss_fn = functools.partial(diffusion_loss, model=self.model, diff=self.diffusion)
+    # A discriminator trained beside the model (adversarial distillation), or None.
+    self.critic = None
 
   @property
   def num_steps(self) -> int:
@@ -175,7 +201,9 @@ class Task:
 
   def init(self, rng) -> TrainState:
     """A fresh state (traced under jit with the state's shardings)."""
-    return init_state(rng, model=self.model, tx=self.tx, patch_size=self.config.data.patch_size)
+    return init_state(
+      rng, model=self.model, tx=self.tx, patch_size=self.config.data.patch_size, critic=self.critic
+    )
 
   def first_state(self, compiled, rng) -> TrainState:
     """The state of a new run: a random initialisation, or train.init_from's EMA parameters."""
@@ -240,7 +268,13 @@ def compile_training(config, task: Task) -> Compiled:
   shardings = sharding.tree_shardings(mesh, abstract)
   init_fn = jax.jit(task.init, out_shardings=shardings)
   step_fn = jax.jit(
-    functools.partial(train_step, loss_fn=task.loss_fn, lr_fn=task.lr_fn, ema_decay=config.train.ema_decay),
+    functools.partial(
+      train_step,
+      loss_fn=task.loss_fn,
+      lr_fn=task.lr_fn,
+      ema_decay=config.train.ema_decay,
+      critic=task.critic,
+    ),
     in_shardings=(shardings, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
     out_shardings=(shardings, sharding.replicated(mesh)),
     donate_argnums=(0,),
