@@ -1,4 +1,4 @@
-"""`zoom-enhance eval` and `bench` on the shared test bundle: results, degradations, peers, errors."""
+"""`zoom-enhance eval` and `bench` on the shared test bundle: results, degradations, pairs, peers, errors."""
 
 import contextlib
 import importlib.util
@@ -20,6 +20,10 @@ from zoom_enhance.runtime import bundle as bundle_lib
 from zoom_enhance.runtime import cpu_variant
 
 HAVE_PEERS = not peers.missing_packages()
+HAVE_DISTS = metrics.load_dists() is not None
+ROW_KEYS = {'psnr_y', 'ssim_y', 'lpips', 'lattice', 'sec_per_mp', 'cpu_sec_per_mp'} | (
+  {'dists'} if HAVE_DISTS else set()
+)
 needs_peers = pytest.mark.skipif(not HAVE_PEERS, reason="pip install 'zoom-enhance[peers]'")
 
 
@@ -82,14 +86,21 @@ def test_eval_writes_every_method_per_image_and_on_average(results, bundle_dir):
   assert set(res['per_image']) == {'astronaut.png', 'coffee.png'}
   for name, row in res['per_image'].items():
     for m in methods:
-      assert set(row[m]) == {'psnr_y', 'ssim_y', 'lpips', 'sec_per_mp', 'cpu_sec_per_mp'}, (name, m)
+      assert set(row[m]) == ROW_KEYS, (name, m)
   for m, mean in res['methods'].items():
     assert 10 < mean['psnr_y'] < 60 and 0 < mean['ssim_y'] <= 1 and 0 <= mean['lpips'] < 1, m
     assert mean['psnr_y'] == pytest.approx(np.mean([r[m]['psnr_y'] for r in res['per_image'].values()]))
+    lattices = [r[m]['lattice'] for r in res['per_image'].values()]
+    assert (mean['lattice'], mean['lattice_median']) == pytest.approx(
+      (np.mean(lattices), np.median(lattices))
+    )
     assert m in stdout
+  assert res['methods']['bicubic']['lattice'] == 0  # the lattice score's own baseline: nothing added
+  assert 'lattice' in stdout.splitlines()[0] and ('DISTS' in stdout) == HAVE_DISTS
   assert res['methods']['zoom-enhance']['sec_per_mp'] > 0
   s = res['settings']
   assert (s['scale'], s['degradation'], s['images']) == (4.0, 'bicubic', 2)
+  assert (s['shave'], s['lattice_period'], s['lr_dir'], s['results']) == (4, 4, None, {})
   assert (s['threads'], s['peer_threads']) == (2, 1)
   b = s['bundle']
   assert b['path'] == os.path.abspath(bundle_dir) and b['steps'] == 2
@@ -173,16 +184,17 @@ def test_eval_scores_each_detail_and_a_baseline_bundle_in_one_run_and_draws_the_
   assert str(curve) in stdout
 
 
-def test_realistic_degradation_is_reproducible_and_per_photo():
+@pytest.mark.parametrize('degradation', ['realistic', 'second_order'])
+def test_realistic_degradations_are_reproducible_and_per_photo(degradation):
   from skimage import data
 
   hr = data.chelsea()[:120, :160]
   seed = protocol.image_seed('chelsea.png')
-  hr1, lr1 = protocol.make_pair(hr, 4, 'realistic', seed)
-  hr2, lr2 = protocol.make_pair(hr.copy(), 4, 'realistic', protocol.image_seed('chelsea.png'))
+  hr1, lr1 = protocol.make_pair(hr, 4, degradation, seed)
+  hr2, lr2 = protocol.make_pair(hr.copy(), 4, degradation, protocol.image_seed('chelsea.png'))
   assert np.array_equal(lr1, lr2) and np.array_equal(hr1, hr2) and lr1.shape == (30, 40, 3)
   _, plain = protocol.make_pair(hr, 4)
-  _, other = protocol.make_pair(hr, 4, 'realistic', protocol.image_seed('other.png'))
+  _, other = protocol.make_pair(hr, 4, degradation, protocol.image_seed('other.png'))
   assert np.abs(lr1.astype(int) - plain).mean() > 1 and not np.array_equal(lr1, other)
 
 
@@ -213,6 +225,136 @@ def test_eval_realistic_runs_and_records_its_settings(hr_dir, tmp_path):
   hr, lr = protocol.make_pair(hr, 2.5, 'realistic', protocol.image_seed('astronaut.png'))
   sr = protocol.bicubic(lr, hr.shape[:2])
   assert res['per_image']['astronaut.png']['bicubic']['psnr_y'] == pytest.approx(metrics.psnr_y(sr, hr, 3))
+
+
+def _photo_and_bicubic(rows, cols):
+  """A real photo (cropped) and the bicubic enlargement of its x4 LR, as eval makes them."""
+  from skimage import data
+
+  hr, lr = protocol.make_pair(data.astronaut()[rows, cols], 4)
+  return hr, protocol.bicubic(lr, hr.shape[:2])
+
+
+def _lattice_pattern(shape, period: int, amplitude: float = 3.0) -> np.ndarray:
+  """A pattern of `period` pixels, as a model painting on its patch grid: brighter rows and columns."""
+  yy, xx = np.mgrid[: shape[0], : shape[1]]
+  return amplitude * np.where((yy % period == 0) | (xx % period == 0), 1.0, -0.4)[..., None]
+
+
+def _plus(img, added) -> np.ndarray:
+  return np.clip(np.rint(img + added), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize('crop', [(slice(0, 96), slice(160, 256)), (slice(0, 192), slice(100, 356))])
+def test_the_lattice_score_is_1_for_the_photo_large_for_a_4px_pattern_and_about_1_for_noise(crop):
+  hr, bic = _photo_and_bicubic(*crop)
+  assert metrics.lattice(hr, hr, bic) == pytest.approx(1.0, abs=1e-12)  # R = P
+  assert metrics.lattice(_plus(hr, _lattice_pattern(hr.shape, 4)), hr, bic) > 10
+  noise = np.random.default_rng(0).normal(0.0, 3.0, hr.shape)
+  assert 0.6 < metrics.lattice(_plus(hr, noise), hr, bic) < 1.4
+  assert metrics.lattice(bic, hr, bic) == 0.0  # bicubic itself adds nothing
+  # The period is a parameter: a 3-pixel pattern lands on the 3-pixel grid, not on the 4-pixel one.
+  three = _plus(hr, _lattice_pattern(hr.shape, 3))
+  assert metrics.lattice(three, hr, bic, period=3) > 10 and metrics.lattice(three, hr, bic, period=4) < 2
+
+
+def test_the_grid_share_does_not_depend_on_image_size():
+  """The same content over 2 x 2 as many pixels (tiled) has the same grid share, so the same lattice score;
+  and the share crops to a multiple of the period, so a ragged edge does not count."""
+  hr, bic = _photo_and_bicubic(slice(0, 96), slice(160, 256))
+  y = metrics.rgb_to_y(hr) - metrics.rgb_to_y(bic)
+  pattern = y + _lattice_pattern(y.shape, 4)[..., 0]
+  noise = np.random.default_rng(1).normal(size=y.shape)
+  for x in (y, pattern, noise):
+    assert metrics.grid_share(np.tile(x, (2, 2))) == pytest.approx(metrics.grid_share(x), rel=1e-9)
+    assert metrics.grid_share(np.pad(x, ((0, 3), (0, 2)))) == metrics.grid_share(x)
+  assert metrics.grid_share(noise) == pytest.approx(15 / (96 * 96 - 1), rel=0.5)  # white: 15 bins of 9215
+  assert metrics.grid_share(np.full((8, 8), 7.0)) == 0.0
+
+
+@pytest.fixture(scope='module')
+def lr_dir(hr_dir, tmp_path_factory):
+  """Real LR images of hr_dir's photos, made here (Pillow's bicubic, a quarter of each side), tagged _x4."""
+  folder = tmp_path_factory.mktemp('lr')
+  for name in ('astronaut', 'coffee'):
+    with Image.open(hr_dir / f'{name}.png') as hr:
+      hr.resize((hr.width // 4, hr.height // 4), Image.Resampling.BICUBIC).save(folder / f'{name}_x4.png')
+  return folder
+
+
+def test_eval_scores_real_pairs_and_a_folder_of_results(hr_dir, lr_dir, tmp_path):
+  """--lr-dir: the given LR, the HR cropped to 4x its size; --results-dir: files scored as a method, untimed
+  (here Lanczos's outputs, named with a tag, so their scores are Lanczos's)."""
+  made = tmp_path / 'made'
+  made.mkdir()
+  for name in ('astronaut', 'coffee'):
+    lr = np.asarray(Image.open(lr_dir / f'{name}_x4.png'))
+    Image.fromarray(protocol.lanczos(lr, (lr.shape[0] * 4, lr.shape[1] * 4))).save(made / f'{name}_out.png')
+  out = tmp_path / 'r.json'
+  rc, stdout, err = cli(
+    'eval', '--hr-dir', hr_dir, '--lr-dir', lr_dir, '--results-dir', made, '--results-name', 'mine',
+    '--methods', 'bicubic,lanczos', '--shave', '0', '--out', out, '--crops', '1',
+  )  # fmt: skip
+  assert rc == 0, err[-10:]
+  res = json.loads(out.read_text())
+  s = res['settings']
+  assert (s['degradation'], s['lr_dir'], s['shave']) == ('paired', str(lr_dir), 0)
+  assert s['pairing']['lr_dir'] == str(lr_dir) and s['pairing']['hr_dir'] == str(hr_dir)
+  assert s['results'] == {'mine': {'results_dir': str(made), 'files': 2}}
+  assert list(res['methods']) == ['bicubic', 'lanczos', 'mine']
+  coffee = res['per_image']['coffee.png']
+  assert (coffee['hr_size'], coffee['lr_size']) == ([120, 96], [30, 24])  # 122x98 cropped to 4 x 30x24
+  hr = np.asarray(Image.open(hr_dir / 'coffee.png').convert('RGB'))[:96, :120]
+  lr = np.asarray(Image.open(lr_dir / 'coffee_x4.png'))
+  assert coffee['bicubic']['psnr_y'] == pytest.approx(metrics.psnr_y(protocol.bicubic(lr, (96, 120)), hr, 0))
+  for name, row in res['per_image'].items():
+    mine, lanczos = row['mine'], row['lanczos']
+    assert mine.pop('sec_per_mp') is mine.pop('cpu_sec_per_mp') is None and lanczos['sec_per_mp'] > 0
+    assert mine == {k: lanczos[k] for k in mine}, name
+  assert res['methods']['mine']['sec_per_mp'] is None and 'mine' in stdout and 'real LR/HR pairs' in stdout
+  assert res['crops'][0].endswith('_x4_paired.png')
+
+
+def _write(folder, name, img):
+  folder.mkdir(exist_ok=True)
+  Image.fromarray(np.asarray(img)).save(folder / name)
+
+
+@pytest.mark.parametrize(
+  'case, message',
+  [
+    ('missing LR', 'coffee.png: no image of the same name in --lr-dir'),
+    ('LR without its photo', 'cat.png: no photo of the same name in --hr-dir'),
+    ('LR of another scale', 'astronaut.png: the HR is 96x96, not x4 the LR 32x32 (128x128)'),
+    (
+      'result of another size',
+      'astronaut_x1.png in --results-dir: 50x50, but the photo astronaut.png is 96x96',
+    ),
+    ('missing result', 'coffee.png: no image of the same name in --results-dir'),
+  ],
+)
+def test_eval_refuses_pairs_that_do_not_match_in_one_line(case, message, hr_dir, lr_dir, tmp_path):
+  lr, made = tmp_path / 'lr', tmp_path / 'made'
+  for f in lr_dir.iterdir():
+    _write(lr, f.name, Image.open(f))
+  args = ['--lr-dir', lr]
+  if case == 'missing LR':
+    (lr / 'coffee_x4.png').unlink()
+  elif case == 'LR without its photo':
+    _write(lr, 'cat.png', np.zeros((8, 8, 3), np.uint8))
+  elif case == 'LR of another scale':
+    _write(lr, 'astronaut_x4.png', np.zeros((32, 32, 3), np.uint8))
+  else:
+    _write(
+      made, 'astronaut_x1.png', np.zeros((50, 50, 3) if case.startswith('result') else (96, 96, 3), 'u1')
+    )
+    if case.startswith('result'):
+      _write(made, 'coffee_x1.png', np.zeros((96, 120, 3), np.uint8))
+    args += ['--results-dir', made]
+  out = tmp_path / 'out' / 'r.json'
+  rc, _, err = cli('eval', '--hr-dir', hr_dir, *args, '--methods', 'bicubic', '--out', out)
+  assert rc == 1 and len(err) == 1 and message in err[0], err
+  assert not out.exists()
 
 
 def test_ncnn_blob_names_are_read_from_the_param_file(tmp_path):
@@ -296,6 +438,12 @@ def test_bench_reports_the_cpu_and_unavailable_accelerators(bundle_dir, tmp_path
     (('--hr-dir', '{hr}', '--methods', 'bicubic,esrgan'), "--methods 'bicubic,esrgan': choose from"),
     (('--hr-dir', '{hr}', '--detail', '0,1.5'), '--detail 0,1.5: values must be in [0, 1]'),
     (('--hr-dir', '{hr}', '--detail', 'lots'), "--detail: 'lots': expected numbers separated by commas"),
+    (('--hr-dir', '{hr}', '--lr-dir', '{hr}', '--degradation', 'realistic'), 'does not apply with --lr-dir'),
+    (('--hr-dir', '{hr}', '--results-name', 'x'), '--results-name: names the results of --results-dir'),
+    (('--hr-dir', '{hr}', '--results-dir', '{tmp}/bicubic'), "--results-name 'bicubic': taken by a method"),
+    (('--hr-dir', '{hr}', '--methods', 'none'), '--methods none: nothing to score without --results-dir'),
+    (('--hr-dir', '{hr}', '--shave', '-1'), '--shave -1: must be 0 or more'),
+    (('--hr-dir', '{hr}', '--lattice-period', '1'), '--lattice-period 1: must be at least 2'),
   ],
 )
 def test_eval_bad_input_is_one_line_and_writes_nothing(args, message, hr_dir, tmp_path):

