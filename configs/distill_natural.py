@@ -15,7 +15,7 @@ students do, with three changes aimed at natural texture (issue 29):
   (training/adversarial.py) beside the student, its hinge loss part of the
   image loss, so scaled by D (the fidelity end stays the teacher's).
 - distill.lattice_weight: the excess of the student's energy on the patch
-  grid's frequencies over the photo's, penalised (distill.lattice_penalty).
+  grid's frequencies over the photo's, penalised (distill_loss.lattice_penalty).
 To continue a run that a session cut short, run the same command again
 (it resumes from the workdir's last checkpoint).
 """

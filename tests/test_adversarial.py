@@ -20,6 +20,7 @@ from zoom_enhance.training import adversarial
 from zoom_enhance.training import checkpoint
 from zoom_enhance.training import config as config_lib
 from zoom_enhance.training import distill
+from zoom_enhance.training import distill_loss
 from zoom_enhance.training import metrics_log
 
 
@@ -54,10 +55,12 @@ def _branch_output(head: str, seed: int) -> np.ndarray:
 def test_the_fullres_head_draws_no_lattice_where_the_subpixel_head_does():
   """Energy of the branch's detail on the 4-px grid's frequencies, over white noise's share: the subpixel
   head's per-position weights put a lattice there; the full-resolution head has no such weights."""
-  white = np.mean([float(distill.grid_share(jax.random.normal(jax.random.PRNGKey(s), (1, 64, 64, 3)), 4)[0])
-                   for s in range(4)])  # fmt: skip
+  noise = [jax.random.normal(jax.random.PRNGKey(s), (1, 64, 64, 3)) for s in range(4)]
+  white = np.mean([float(distill_loss.grid_share(n, 4)[0]) for n in noise])
   ratio = {
-    head: np.mean([float(distill.grid_share(jnp.asarray(_branch_output(head, s)), 4)[0]) for s in range(2)])
+    head: np.mean(
+      [float(distill_loss.grid_share(jnp.asarray(_branch_output(head, s)), 4)[0]) for s in range(2)]
+    )
     / white
     for head in unet.DETAIL_HEADS
   }
@@ -69,11 +72,11 @@ def test_grid_share_is_that_of_a_pattern_on_the_grid():
   photo = jnp.asarray(_photo_crop(64))
   lattice = jnp.tile(jnp.asarray(np.random.default_rng(0).standard_normal((1, 4, 4, 1)), jnp.float32),
                      (1, 16, 16, 3))  # fmt: skip
-  assert float(distill.grid_share(lattice, 4)[0]) > 0.99
-  assert float(distill.grid_share(photo, 4)[0]) < 0.05
-  penalty = distill.lattice_penalty(photo + 0.1 * lattice, photo, jnp.zeros_like(photo), 4)
+  assert float(distill_loss.grid_share(lattice, 4)[0]) > 0.99
+  assert float(distill_loss.grid_share(photo, 4)[0]) < 0.05
+  penalty = distill_loss.lattice_penalty(photo + 0.1 * lattice, photo, jnp.zeros_like(photo), 4)
   assert float(penalty[0]) > 1.0
-  assert float(distill.lattice_penalty(photo, photo, jnp.zeros_like(photo), 4)[0]) == 0.0
+  assert float(distill_loss.lattice_penalty(photo, photo, jnp.zeros_like(photo), 4)[0]) == 0.0
 
 
 def test_spectral_norm_matches_the_largest_singular_value():

@@ -24,6 +24,7 @@ from zoom_enhance.model import sampler
 from zoom_enhance.training import checkpoint
 from zoom_enhance.training import config as config_lib
 from zoom_enhance.training import distill
+from zoom_enhance.training import distill_loss
 from zoom_enhance.training import distill_report
 from zoom_enhance.training import metrics_log
 
@@ -70,11 +71,11 @@ def test_distillation_target_reproduces_two_teacher_ddim_steps():
 
 
 def test_teacher_target_is_the_x_of_one_student_step_landing_on_two_teacher_steps():
-  """distill.teacher_target, the target the loss is given, against the two teacher steps it replaces."""
+  """distill_loss.teacher_target, the target the loss is given, against the two teacher steps it replaces."""
   diff = diffusion.Diffusion.from_config(config_lib.defaults().diffusion)
   x = jnp.tanh(jax.random.normal(jax.random.PRNGKey(1), (6, 8, 8, 3)))
   n = jnp.full((6,), 4.0)
-  target, z_t, logsnr_t, final, detail = distill.teacher_target(
+  target, z_t, logsnr_t, final, detail = distill_loss.teacher_target(
     diff, lambda z, logsnr, detail: _toy_teacher(z, logsnr), x, jax.random.PRNGKey(2), n, False
   )
   assert np.array_equal(final, logsnr_t == diff.logsnr(jnp.full((6,), 0.25))) and np.all(detail == 1)

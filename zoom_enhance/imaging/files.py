@@ -12,6 +12,7 @@ import importlib.resources
 import json
 import os
 import shutil
+import stat
 import uuid
 from typing import Callable
 
@@ -39,11 +40,61 @@ def list_images(folder) -> list[str]:
   return scan_folder(folder)[0]
 
 
+_SPECIAL_KINDS = (
+  (stat.S_ISFIFO, 'a named pipe (FIFO)'),
+  (stat.S_ISCHR, 'a character device'),
+  (stat.S_ISBLK, 'a block device'),
+  (stat.S_ISSOCK, 'a socket'),
+)
+
+
+def special_kind(path) -> str | None:
+  """What `path` is when it is neither a regular file nor a folder ('a named pipe (FIFO)', ...): reading one
+  may block forever. None for files, folders and paths that do not exist."""
+  try:
+    mode = os.stat(path).st_mode
+  except (OSError, ValueError):
+    return None
+  if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+    return None
+  return next((kind for test, kind in _SPECIAL_KINDS if test(mode)), 'a special file')
+
+
+def file_in_the_way(path) -> str | None:
+  """The nearest existing folder above `path` when it is not a folder (a file), else None: then `path`
+  cannot be created (Not a directory)."""
+  parent = os.path.dirname(os.path.normpath(os.fspath(path)))
+  while parent and not os.path.lexists(parent):
+    parent = os.path.dirname(parent)
+  return None if not parent or os.path.isdir(parent) else parent  # '': the working folder
+
+
+# Longest file name most file systems take (Linux's NAME_MAX), in bytes.
+NAME_MAX = 255
+# What a temporary name adds after its stem: '.PID.RANDOM.tmp', a pid of up to 10 digits.
+_TEMP_TAIL = len('.') + 10 + len('.') + 8 + len('.tmp')
+
+
+def _temp_stem(name: str) -> str:
+  """'.NAME', or where that leaves no room for the tail within NAME_MAX, '.HEAD~HASH': NAME cut to fit, and
+  8 hex digits of its SHA-256, so that two long names sharing a head get different temporary files."""
+  stem = f'.{name}'
+  if len(os.fsencode(stem)) + _TEMP_TAIL <= NAME_MAX:
+    return stem
+  digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
+  room = NAME_MAX - _TEMP_TAIL - len(f'.~{digest}')
+  head = name
+  while len(os.fsencode(head)) > room:  # whole characters only
+    head = head[:-1]
+  return f'.{head}~{digest}'
+
+
 def temp_name(path) -> str:
-  """The hidden temporary file `write_atomic` writes before renaming it to `path`: .NAME.PID.RANDOM.tmp."""
+  """The hidden temporary file `write_atomic` writes before renaming it to `path`: .NAME.PID.RANDOM.tmp
+  (with NAME shortened where the whole would pass NAME_MAX)."""
   folder, name = os.path.split(os.path.abspath(path))
   # No image extension, so a folder scan never lists it; the writer's pid tells a leftover from a live write.
-  return os.path.join(folder, f'.{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp')
+  return os.path.join(folder, f'{_temp_stem(name)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp')
 
 
 def _alive(pid: int) -> bool:
@@ -59,7 +110,7 @@ def _alive(pid: int) -> bool:
 def remove_stale_temps(path) -> int:
   """Removes the temporary files of writes to `path` whose writer is gone (killed); returns how many."""
   folder, name = os.path.split(os.path.abspath(path))
-  prefix = f'.{name}.'
+  prefix = f'{_temp_stem(name)}.'
   removed = 0
   try:
     entries = os.listdir(folder)

@@ -216,16 +216,24 @@ def _open_photo(source, max_pixels: int) -> Photo:
       return _decode(source, where)
     except DECODE_ERRORS as e:
       raise decode_error(where, e) from e
+    except MemoryError:
+      raise out_of_memory(where, _decoding(source.size)) from None
   if not isinstance(source, (str, os.PathLike)):
     kind = type(source).__name__
     hint = ' (encoded bytes: wrap them in io.BytesIO and open with PIL.Image.open)' if kind == 'bytes' else ''
     raise ImageError(f'<{kind}>', f'not an image: pass a file path, a PIL image or an array{hint}')
   where = os.fspath(source)
+  special = files.special_kind(where)
+  if special:
+    # Opened, a FIFO would wait for a writer forever.
+    raise ImageError(where, f'not a regular file but {special}; give a photo file')
+  size = None
   try:
     with _own_pixel_limit():
       im = Image.open(where)
     with im:
-      _check_pixels(where, im.size, max_pixels)
+      size = im.size
+      _check_pixels(where, size, max_pixels)
       # load() decodes every byte now, so a truncated file is an error here
       # rather than a grey band in the result.
       im.load()
@@ -234,6 +242,19 @@ def _open_photo(source, max_pixels: int) -> Photo:
     raise ImageError(where, f'{e}'.split('.')[0] + '; refused as a possible decompression bomb') from e
   except DECODE_ERRORS as e:
     raise decode_error(where, e) from e
+  except MemoryError:
+    raise out_of_memory(where, _decoding(size)) from None
+
+
+def out_of_memory(where: str, doing: str) -> errors.OutOfMemory:
+  """The one-line error for a MemoryError on the photo `where`: 'WHERE: not enough memory DOING'."""
+  return errors.OutOfMemory(f'{where}: not enough memory {doing}')
+
+
+def _decoding(size) -> str:
+  return (
+    f'to decode its {size[0]}x{size[1]} pixels ({size[0] * size[1] / 1e6:.1f} MP)' if size else 'to decode it'
+  )
 
 
 def load_rgb(source, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -362,7 +383,7 @@ def check_output_size(path, size) -> None:
 def upright_size(source) -> tuple[int, int] | None:
   """(width, height) of a photo file as it will be decoded (EXIF orientation applied), from its header
   alone; None when the header cannot be read (decoding then says why)."""
-  if not isinstance(source, (str, os.PathLike)):
+  if not isinstance(source, (str, os.PathLike)) or files.special_kind(source):
     return None
   try:
     # Whatever the header holds (Pillow's warnings included), decoding reports it properly.
@@ -430,7 +451,8 @@ def encode(image, fmt: str, *, quality: int = 95, png_level: int = PNG_LEVEL) ->
   zlib level (0-9; 9 the smallest file, the slowest).
   """
   im = _as_image(image)
-  icc_profile, exif = im.info.get('icc_profile'), im.info.get('exif')
+  exif = im.info.get('exif')
+  im, icc_profile = _writable(im, fmt, im.info.get('icc_profile'))
   if fmt in ('JPEG', 'BMP') and im.mode in ('RGBA', 'LA'):
     gray = im.mode == 'LA'
     white = Image.new('RGBA', im.size, (255, 255, 255, 255))
@@ -453,8 +475,47 @@ def encode(image, fmt: str, *, quality: int = 95, png_level: int = PNG_LEVEL) ->
       kwargs['exif'] = exif
   buf = io.BytesIO()
   with _pillow_warnings_logged(f'<{fmt} encoder>'):
-    im.save(buf, format=fmt, **kwargs)
+    try:
+      im.save(buf, format=fmt, **kwargs)
+    except (OSError, ValueError) as e:
+      raise ImageError(
+        f'<{im.mode} image {im.size[0]}x{im.size[1]}>', f'{fmt} cannot store it: {e}'
+      ) from None
   return buf.getvalue()
+
+
+# Modes each format stores as they are (Pillow 12); JPEG and BMP also take RGBA and LA, composited onto white
+# by `encode`. Other modes are converted by `_writable` (CMYK to PNG raised Pillow's bare OSError).
+_SAVE_MODES = {
+  'PNG': ('1', 'L', 'LA', 'P', 'RGB', 'RGBA', 'I', 'I;16', 'I;16B'),
+  'JPEG': ('1', 'L', 'LA', 'RGB', 'RGBA', 'RGBX', 'CMYK', 'YCbCr'),
+  'WEBP': ('1', 'L', 'LA', 'P', 'PA', 'RGB', 'RGBA', 'RGBX'),
+  'BMP': ('1', 'L', 'LA', 'P', 'RGB', 'RGBA'),
+  'TIFF': ('1', 'L', 'LA', 'P', 'PA', 'RGB', 'RGBA', 'RGBX', 'CMYK', 'YCbCr', 'LAB')
+  + ('I', 'I;16', 'I;16B', 'I;16L', 'F'),
+}
+
+
+def _writable(im: Image.Image, fmt: str, icc: bytes | None) -> tuple[Image.Image, bytes | None]:
+  """(image, ICC profile) in a mode `fmt` stores: 16-bit, 32-bit and float to 8-bit gray (as decoding does),
+  CMYK to RGB through its profile, any other mode to RGB(A); ImageError where Pillow cannot convert it."""
+  if im.mode in _SAVE_MODES[fmt]:
+    return im, icc
+  if im.mode == 'CMYK':
+    return _cmyk_to_rgb(im, icc)
+  if im.mode in _WIDE_MODES:
+    gray = _wide_to_uint8(np.asarray(im), im.mode.startswith('I;16'), unit_float=im.mode == 'F')
+    return Image.fromarray(gray), icc
+  if im.mode == 'La':
+    return im.convert('LA'), icc  # premultiplied gray: its profile still describes it
+  alpha = im.mode in _ALPHA_MODES or 'transparency' in im.info
+  mode = im.mode
+  try:
+    im = im.convert('RGBA' if alpha else 'RGB')
+  except ValueError:
+    raise ImageError(f'<{mode} image>', f'{fmt} cannot store mode {mode}, nor can it be converted') from None
+  # The profile of another colour space (LAB, HSV) would not describe the RGB pixels.
+  return im, icc if mode in ('P', 'PA', 'RGBa', 'RGBX', 'YCbCr') else None
 
 
 def save_photo(path, image, *, quality: int = 95, png_level: int = PNG_LEVEL) -> None:
@@ -466,4 +527,22 @@ def save_photo(path, image, *, quality: int = 95, png_level: int = PNG_LEVEL) ->
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
       raise errors.ConfigError(f'{name}={value!r}: must be a whole number in [{lo}, {hi}]')
   check_output_size(path, _as_image(image).size)
-  files.write_atomic(path, encode(image, format_for(path), quality=quality, png_level=png_level))
+  try:
+    data = encode(image, format_for(path), quality=quality, png_level=png_level)
+  except MemoryError:
+    raise out_of_memory(os.fspath(path), 'to encode it') from None
+  try:
+    files.write_atomic(path, data)
+  except OSError as e:
+    raise ImageError(path, cannot_write(path, e)) from None
+
+
+def cannot_write(path, err: OSError) -> str:
+  """Why `path` cannot be written, naming the folder the caller gave (never the hidden temporary file)."""
+  folder = os.path.dirname(os.fspath(path)) or '.'
+  blocker = files.file_in_the_way(path)
+  if blocker:
+    return f'cannot write (Not a directory: {blocker} is not a folder)'
+  if isinstance(err, FileNotFoundError) and not os.path.isdir(folder):
+    return f'cannot write (No such directory: {folder})'
+  return f'cannot write ({err.strerror or errors.first_line(err)})'

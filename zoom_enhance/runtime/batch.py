@@ -6,10 +6,13 @@ whether everything was written. Outputs are encoded in memory and renamed
 into place, so a failed file leaves nothing behind.
 """
 
+import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import sys
+import threading
 
 import tqdm
 
@@ -30,45 +33,110 @@ class Job:
   output: str
 
 
+def _key(path) -> str:
+  """A path as compared with others: absolute, symbolic links resolved, case folded where the OS does."""
+  return os.path.normcase(os.path.realpath(path))
+
+
+def _inside(key: str, folder_key: str) -> bool:
+  return key == folder_key or key.startswith(folder_key.rstrip(os.sep) + os.sep)
+
+
+def _check_output(output: str) -> None:
+  """Refuses, before any work, an output that names no place to write."""
+  if output == '-':
+    raise errors.ConfigError(
+      '-o -: the results cannot go to standard output; give a file or a folder (./- for a folder named -)'
+    )
+  blocker = files.file_in_the_way(output)
+  if blocker:
+    raise errors.ConfigError(f'{output}: cannot write (Not a directory: {blocker} is not a folder)')
+
+
+def _scan(item: str, out_key: str, problems: list) -> list:
+  """(path, stem) of each photo under the folder `item`, less those inside the output folder (an earlier
+  run's results); a FIFO or device named like a photo is skipped with a line in `problems`."""
+  found, special = [], 0
+  results = out_key if _inside(out_key, _key(item)) else None
+  for path in files.list_images(item):
+    if results and _inside(_key(path), results):
+      continue
+    kind = files.special_kind(path)
+    if kind:
+      special += 1
+      problems.append(f'{path}: skipped, not a regular file but {kind}')
+    else:
+      found.append((path, os.path.splitext(os.path.relpath(path, item))[0]))
+  if not found and not special:
+    problems.append(f'{item}: no images in this folder')
+  return found
+
+
+def _sources(inputs, output: str) -> tuple[list, list, list]:
+  """(sources as (path, stem), problems, input folders) of the command's inputs."""
+  problems, sources, folders = [], [], []
+  out_key = _key(output)
+  for item in inputs:
+    if os.path.isdir(item):
+      if out_key == _key(item):
+        raise errors.ConfigError(
+          f'-o {output}: is the input folder {item}; the results would mix with the photos (and be read '
+          'as inputs next time): choose another output folder (above it or beside it will do)'
+        )
+      folders.append(item)
+      sources += _scan(item, out_key, problems)
+    elif files.special_kind(item):
+      problems.append(
+        f'{item}: not a regular file but {files.special_kind(item)}; give a photo file or a folder'
+      )
+    elif os.path.exists(item):
+      sources.append((item, os.path.splitext(os.path.basename(item))[0]))
+    else:
+      problems.append(f'{item}: no such file or directory')
+  return sources, problems, folders
+
+
+def _check_results(jobs, sources, folders, output: str) -> None:
+  """Refuses a folder run whose results would overwrite a photo, or land among the photos of an input
+  folder that does not hold the output folder (-o above the input folder, where the input folder has a
+  sub-folder of its own name)."""
+  photos = {_key(src) for src, _ in sources}
+  out_key = _key(output)
+  roots = [(folder, _key(folder)) for folder in folders if not _inside(out_key, _key(folder))]
+  for job in jobs:
+    key = _key(job.output)
+    if key in photos:
+      raise errors.ConfigError(
+        f'-o {output}: the result of {job.source} would overwrite the photo {job.output}; choose another '
+        'output folder (or --ext)'
+      )
+    inside = next((folder for folder, root in roots if _inside(key, root)), None)
+    if inside:
+      raise errors.ConfigError(
+        f'-o {output}: the result of {job.source} would be {job.output}, among the photos of the input '
+        f'folder {inside}; choose another output folder'
+      )
+
+
 def plan_jobs(inputs, output: str, ext: str = 'png') -> tuple[list[Job], list[str]]:
   """Pairs input files with output paths: (jobs, problems), one line per problem.
 
   One input file and an output with an image extension: that file. Otherwise
   the output is a folder and each image keeps its stem (and, from an input
-  folder, its sub-folder) with extension `ext`.
+  folder, its sub-folder) with extension `ext`. The output folder may be
+  anywhere but the input folder itself: above it, beside it, or inside it
+  (its files are then not read as inputs).
   """
   ext = ext.lower().lstrip('.')
   if ext not in photo_lib.SAVE_FORMATS:
     raise errors.ConfigError(f'--ext {ext}: choose one of {", ".join(photo_lib.SAVE_FORMATS)}')
-  problems, sources = [], []
-  out_dir = os.path.abspath(output) + os.sep
-  for item in inputs:
-    if os.path.isdir(item) and (os.path.abspath(item) + os.sep).startswith(out_dir):
-      raise errors.ConfigError(
-        f'-o {output}: is the input folder {item} or a folder above it; the results would mix with the '
-        'photos (and be read as inputs next time): choose an output folder outside it'
-      )
-    if os.path.isdir(item):
-      # Not the results of an earlier run when the output folder is inside the input folder.
-      found = [p for p in files.list_images(item) if not os.path.abspath(p).startswith(out_dir)]
-      if not found:
-        problems.append(f'{item}: no images in this folder')
-      sources += [(path, os.path.splitext(os.path.relpath(path, item))[0]) for path in found]
-    elif os.path.exists(item):
-      sources.append((item, os.path.splitext(os.path.basename(item))[0]))
-    else:
-      problems.append(f'{item}: no such file or directory')
-  to_file = os.path.splitext(output)[1] != '' and not os.path.isdir(output)
-  if to_file:
+  _check_output(output)
+  sources, problems, folders = _sources(inputs, output)
+  if os.path.splitext(output)[1] != '' and not os.path.isdir(output):
     photo_lib.format_for(output)  # an unknown extension is an error before any work
-    if len(inputs) > 1 or any(os.path.isdir(i) for i in inputs):
+    if len(inputs) > 1 or folders:
       raise errors.ConfigError(f'-o {output}: several inputs need an output folder, not a file')
-    same = [
-      src
-      for src, _ in sources
-      if os.path.normcase(os.path.abspath(src)) == os.path.normcase(os.path.abspath(output))
-    ]
-    if same:
+    if any(_key(src) == _key(output) for src, _ in sources):
       raise errors.ConfigError(f'-o {output}: is the input itself; choose another output file')
     return [Job(src, output) for src, _ in sources], problems
   if os.path.exists(output) and not os.path.isdir(output):
@@ -79,14 +147,13 @@ def plan_jobs(inputs, output: str, ext: str = 'png') -> tuple[list[Job], list[st
   jobs, taken = [], {}
   for src, stem in sources:
     dst = os.path.join(output, f'{stem}.{ext}')
-    key = os.path.normcase(os.path.abspath(dst))
-    if key == os.path.normcase(os.path.abspath(src)):
-      problems.append(f'{src}: skipped, the output would overwrite the input')
-    elif key in taken:
+    key = _key(dst)
+    if key in taken:
       problems.append(f'{src}: skipped, its output {dst} is already the output of {taken[key]}')
     else:
       taken[key] = src
       jobs.append(Job(src, dst))
+  _check_results(jobs, sources, folders, output)
   return jobs, problems
 
 
@@ -104,8 +171,8 @@ def _write(job: Job, image, quality: int, png_level: int) -> str | None:
   try:
     os.makedirs(os.path.dirname(os.path.abspath(job.output)), exist_ok=True)
     photo_lib.save_photo(job.output, image, quality=quality, png_level=png_level)
-  except OSError as e:
-    return f'{job.output}: cannot write ({e.strerror or e})'
+  except OSError as e:  # from makedirs: a file where a folder should be is 'File exists' there
+    return f'{job.output}: {photo_lib.cannot_write(job.output, e)}'
   except errors.ZoomEnhanceError as e:
     return _name_file(e, job.output)
   logger.info('%s -> %s: %s', job.source, job.output, image.info['zoom_enhance'].summary())
@@ -172,6 +239,10 @@ def run_jobs(
           failed += 1
           _fail(_name_file(e, job.source))
           continue
+        except MemoryError:
+          failed += 1
+          _fail(f'{job.source}: not enough memory to enhance it')
+          continue
         finally:
           if bar is not None:
             bar.close()
@@ -184,6 +255,27 @@ def run_jobs(
         writing.cancel()
   progress.close()
   return failed
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+  """Meanwhile a SIGTERM raises errors.Terminated in the main thread, which unwinds the run: the result
+  being written is finished and renamed (the writer's thread is waited for), nothing else is started, and
+  no temporary file is left (killed outright, the writer left its .tmp file behind). Later SIGTERMs are
+  ignored while it unwinds. Off the main thread (no handler can be set there) it does nothing."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+
+  def terminate(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise errors.Terminated()
+
+  previous = signal.signal(signal.SIGTERM, terminate)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, previous)
 
 
 def check_options(
@@ -237,6 +329,7 @@ def enhance_files(
   threads = (enhancer_options or {}).get('threads')
   if threads is not None and threads < 1:
     raise errors.ConfigError(f'--threads {threads}: must be at least 1')
+  pipeline.check_threads(threads)
   if not 1 <= quality <= 100:
     raise errors.ConfigError(f'--quality {quality}: must be in [1, 100]')
   if not 0 <= png_level <= 9:
@@ -246,7 +339,7 @@ def enhance_files(
     _fail(problem)
   if not jobs:
     return 1
-  with pipeline.Enhancer(**(enhancer_options or {})) as enhancer:
+  with _sigterm_unwinds(), pipeline.Enhancer(**(enhancer_options or {})) as enhancer:
     failed = run_jobs(jobs, enhancer, quality=quality, png_level=png_level, **options)
   if failed or problems:
     logger.info('%d of %d file(s) failed', failed + len(problems), len(jobs) + len(problems))

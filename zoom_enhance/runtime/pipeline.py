@@ -90,6 +90,21 @@ def _whole(value, name: str, low: int, *, none_ok: bool = False):
   return int(value)
 
 
+def max_threads() -> int:
+  """The most CPU threads an Enhancer takes: 4 per core, at least 16. Each runs a copy of the model, and
+  more threads than cores only slow LiteRT down: 1000 took minutes to load."""
+  return max(16, 4 * (os.cpu_count() or 1))
+
+
+def check_threads(threads: int | None, name: str = '--threads') -> None:
+  """Refuses a thread count above max_threads()."""
+  if threads is not None and threads > max_threads():
+    raise errors.ConfigError(
+      f'{name} {threads}: at most {max_threads()} on this machine ({os.cpu_count()} cores; more threads '
+      'than cores only slow the model down)'
+    )
+
+
 def _fraction(value, name: str, what: str):
   """A number in [0, 1] given from Python or the command line."""
   if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0.0 <= float(value) <= 1.0:
@@ -113,6 +128,7 @@ class Enhancer:
     steps: int | None = None,
   ):
     threads = _whole(threads, 'threads', 1, none_ok=True)
+    check_threads(threads, 'threads')
     if threads is not None and threads > 4 * (os.cpu_count() or 1):
       logger.warning(
         '%d threads on %d cores: more threads than cores make LiteRT slower', threads, os.cpu_count()
@@ -210,6 +226,41 @@ class Enhancer:
   def count_tiles(self, model_wh) -> int:
     return tiling.count_tiles((model_wh[1], model_wh[0]), self.tile_for(model_wh), self.overlap)
 
+  def _render(self, photo, box, plan, out_wh, *, seed, strength, detail, on_start, on_tile):
+    """The result of `photo`'s crop `box` following `plan`: (image, tile shape, tiles, back-projection)."""
+    lr = photo.rgb[box.y : box.y + box.h, box.x : box.x + box.w]
+    tile = self.tile_for(plan.model_wh)
+    self.engine.prepare(tile)
+    tiles = tiling.count_tiles((plan.model_wh[1], plan.model_wh[0]), tile, self.overlap)
+    if on_start:
+      on_start(tiles)
+    rgb = tiling.enhance_tiled(
+      self.engine.run,
+      lr,
+      (plan.model_wh[1], plan.model_wh[0]),
+      tile=tile,
+      overlap=self.overlap,
+      scale=plan.model_scale,
+      seed=seed,
+      strength=strength,
+      detail=detail,
+      noise_used=self.noise_used,
+      on_tile=on_tile,
+      parallel=self.engine.parallel,
+      executor=self.engine.executor,
+    )
+    # Toward the fidelity end the result, shrunk again, gives back its input (imaging.consistency).
+    back_projection = (1.0 - detail) * strength if self.back_projection else 0.0
+    consistency.back_project(rgb, lr, weight=back_projection, iterations=self.back_projection)
+    if plan.resample:
+      rgb = np.asarray(Image.fromarray(rgb).resize(out_wh, Image.Resampling.LANCZOS))
+    alpha = None
+    if photo.alpha is not None:
+      # Alpha is no photo: a sharp resampler, not the model.
+      alpha_crop = Image.fromarray(photo.alpha[box.y : box.y + box.h, box.x : box.x + box.w])
+      alpha = np.asarray(alpha_crop.resize(out_wh, Image.Resampling.LANCZOS))
+    return photo_lib.to_image(rgb, alpha, gray=photo.gray), tile, tiles, back_projection
+
   def enhance(
     self,
     image,
@@ -270,38 +321,22 @@ class Enhancer:
       photo.source, photo.size, crop, scale, size, max_output_pixels, check_output
     )
     plan = geometry.plan((box.w, box.h), out_wh, self.scale_range)
-    lr = photo.rgb[box.y : box.y + box.h, box.x : box.x + box.w]
-    tile = self.tile_for(plan.model_wh)
-    self.engine.prepare(tile)
-    tiles = tiling.count_tiles((plan.model_wh[1], plan.model_wh[0]), tile, self.overlap)
-    if on_start:
-      on_start(tiles)
-    rgb = tiling.enhance_tiled(
-      self.engine.run,
-      lr,
-      (plan.model_wh[1], plan.model_wh[0]),
-      tile=tile,
-      overlap=self.overlap,
-      scale=plan.model_scale,
-      seed=seed,
-      strength=float(strength),
-      detail=detail,
-      noise_used=self.noise_used,
-      on_tile=on_tile,
-      parallel=self.engine.parallel,
-      executor=self.engine.executor,
-    )
-    # Toward the fidelity end the result, shrunk again, gives back its input (imaging.consistency).
-    back_projection = (1.0 - detail) * float(strength) if self.back_projection else 0.0
-    consistency.back_project(rgb, lr, weight=back_projection, iterations=self.back_projection)
-    if plan.resample:
-      rgb = np.asarray(Image.fromarray(rgb).resize(out_wh, Image.Resampling.LANCZOS))
-    alpha = None
-    if photo.alpha is not None:
-      # Alpha is no photo: a sharp resampler, not the model.
-      alpha_crop = Image.fromarray(photo.alpha[box.y : box.y + box.h, box.x : box.x + box.w])
-      alpha = np.asarray(alpha_crop.resize(out_wh, Image.Resampling.LANCZOS))
-    result = photo_lib.to_image(rgb, alpha, gray=photo.gray)
+    try:
+      result, tile, tiles, back_projection = self._render(
+        photo,
+        box,
+        plan,
+        out_wh,
+        seed=seed,
+        strength=float(strength),
+        detail=detail,
+        on_start=on_start,
+        on_tile=on_tile,
+      )
+    except MemoryError:
+      raise photo_lib.out_of_memory(
+        photo.source, f'for a {out_wh[0]}x{out_wh[1]} result; choose a smaller --crop, --scale or --size'
+      ) from None
     if photo.icc_profile:
       result.info['icc_profile'] = photo.icc_profile
     exif = photo_lib.output_exif(photo.exif, out_wh)

@@ -18,7 +18,7 @@ from zoom_enhance import errors
 
 # Compute dtypes of activations (parameters stay float32).
 COMPUTE_DTYPES = ('float32', 'bfloat16')
-# Student losses of distillation (see distill.distill_loss).
+# Student losses of distillation (see distill_loss.DistillLoss).
 DISTILL_LOSSES = ('mse', 'perceptual')
 
 
@@ -169,7 +169,7 @@ def defaults() -> ml_collections.ConfigDict:
   c.distill.lpips_weight = 1.0
   c.distill.hr_lpips_weight = 0.0
   # Start the examples at t = 1 from detail * eps (detail in [0, 1], see
-  # distill.training_detail), as the sampler does at each `--detail`, so that
+  # distill_loss.training_detail), as the sampler does at each `--detail`, so that
   # one student covers the fidelity-detail range (it sees its noise only with
   # model.direct_noise).
   c.distill.train_detail = False
@@ -195,7 +195,7 @@ def defaults() -> ml_collections.ConfigDict:
   c.distill.critic_channels = (32, 64, 128)
   # Weight of the lattice penalty in the image loss: the excess, over the
   # photo's, of the student's energy on the patch grid's frequencies
-  # (distill.lattice_penalty). Needs loss 'perceptual'.
+  # (distill_loss.lattice_penalty). Needs loss 'perceptual'.
   c.distill.lattice_weight = 0.0
 
   c.mesh = ml_collections.ConfigDict()

@@ -4,20 +4,19 @@ Round r halves the sampler: a student that starts as the teacher learns to
 match two teacher DDIM steps (on the teacher's grid of N_t = start / 2^r steps)
 with one of its own (N_s = N_t / 2 steps); then the student becomes the
 teacher. Rounds run until N_s reaches `distill.end_steps`. Each round is
-`distill.steps_per_round` optimizer steps of the same jitted train step with
-the same loss core as training (train.denoising_loss), given the teacher's
-target instead of the data's; the teacher lives in the TrainState, so
-checkpoints and resumption work mid-round. After every round the student is
+`distill.steps_per_round` optimizer steps of the same jitted train step as
+training, with the student's loss (distill_loss.DistillLoss: the same
+x-space error, against the teacher's target instead of the data's, and the
+image losses where a step ends at t = 0); the teacher lives in the
+TrainState, and a discriminator where there is one, so checkpoints and
+resumption work mid-round. After every round the student is
 scored (distill_report.py) and distill_report.json is rewritten.
 """
 
-import functools
 import logging
-from typing import NamedTuple
 
 import flax.traverse_util
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -25,13 +24,12 @@ from zoom_enhance import errors
 from zoom_enhance.data import sources
 from zoom_enhance.evaluation import protocol
 from zoom_enhance.model import diffusion
-from zoom_enhance.model import sampler
 from zoom_enhance.training import adversarial
 from zoom_enhance.training import checkpoint
 from zoom_enhance.training import config as config_lib
+from zoom_enhance.training import distill_loss
 from zoom_enhance.training import distill_report
 from zoom_enhance.training import distributed
-from zoom_enhance.training import perceptual
 from zoom_enhance.training import train
 from zoom_enhance.training import weights
 
@@ -47,187 +45,6 @@ def branch_only(tx):
     lambda path, _: 'train' if path[0] == BRANCH else 'fixed', params
   )
   return optax.multi_transform({'train': tx, 'fixed': optax.set_to_zero()}, labels)
-
-
-def training_detail(rng, batch: int):
-  """Per-example detail D = clip(1.4 u - 0.2, 0, 1), u ~ U(0, 1): 1/7 at 0, 1/7 at 1, the rest uniform.
-
-  The sampler starts from z_1 = D * eps (Sampler.sample's temperature):
-  D = 0 is the deterministic fidelity end, D = 1 a full sample.
-  """
-  return jnp.clip(1.4 * jax.random.uniform(rng, (batch,)) - 0.2, 0.0, 1.0)
-
-
-class Target(NamedTuple):
-  """What the student is scored against at one (z_t, t) per example."""
-
-  x: jax.Array  # the x whose one student DDIM step from z_t lands where two teacher steps do
-  z: jax.Array  # z_t
-  logsnr: jax.Array  # logsnr(t)
-  final: jax.Array  # True where the step ends at t = 0, so that x is the sampler's output image
-  detail: jax.Array  # D of the examples that start at t = 1 (1 elsewhere)
-
-
-def teacher_target(diff: diffusion.Diffusion, teacher, x, rng, student_steps, train_detail: bool) -> Target:
-  """The student's target: two teacher DDIM steps from z_t, read as one student step.
-
-  For each example: i ~ U{1..N_s} (stratified over the batch), t = i / N_s,
-  t' = t - 1 / (2 N_s), t'' = t - 1 / N_s; z_t = alpha_t x + sigma_t eps,
-  except at t = 1 with train_detail, where z_1 = D eps as the sampler starts
-  (D from training_detail); z_t' and z_t'' are two teacher DDIM steps
-  (teacher(z, logsnr, D) -> (x_hat, eps_hat), with the sampler's clipping;
-  a teacher without model.detail_input ignores D); the target is
-  distill_x_target(z_t, z_t'').
-  """
-  rng_i, rng_eps, rng_detail = jax.random.split(rng, 3)
-  n = student_steps
-  i = jnp.floor(diffusion.low_discrepancy_times(rng_i, x.shape[0]) * n) + 1.0
-  logsnr_t, logsnr_mid, logsnr_s = diff.logsnr(i / n), diff.logsnr((i - 0.5) / n), diff.logsnr((i - 1.0) / n)
-  eps = jax.random.normal(rng_eps, x.shape)
-  z_t = diffusion.diffuse(x=x, eps=eps, logsnr=logsnr_t)
-  detail = jnp.ones_like(i)
-  if train_detail:
-    detail = jnp.where(i == n, training_detail(rng_detail, x.shape[0]), 1.0)
-    z_t = jnp.where((i == n)[:, None, None, None], detail[:, None, None, None] * eps, z_t)
-  x1, e1 = teacher(z_t, logsnr_t, detail)
-  z_mid = diffusion.ddim_step(x_pred=x1, eps_pred=e1, logsnr_s=logsnr_mid)
-  x2, e2 = teacher(z_mid, logsnr_mid, detail)
-  z_s = diffusion.ddim_step(x_pred=x2, eps_pred=e2, logsnr_s=logsnr_s)
-  target = diffusion.distill_x_target(z_t=z_t, z_s=z_s, logsnr_t=logsnr_t, logsnr_s=logsnr_s)
-  return Target(jax.lax.stop_gradient(target), z_t, logsnr_t, i == 1.0, detail)
-
-
-def image_loss(vgg, student_img, target_img, hr, detail, weights):
-  """Per example: w_l1 |s - T|_1 + w_lpips LPIPS_vgg(s, T) + w_hr D LPIPS_vgg(s, HR), images in [-1, 1].
-
-  T is the teacher's output image, HR the ground truth; its term grows with
-  the detail D, so the fidelity end (D = 0) stays the teacher's.
-  """
-  l1_w, lpips_w, hr_w = weights
-  feats = perceptual.vgg_features(vgg, student_img)
-  loss = l1_w * jnp.mean(jnp.abs(student_img - target_img), axis=(1, 2, 3))
-  if lpips_w:
-    loss = loss + lpips_w * perceptual.lpips_distance(vgg, feats, perceptual.vgg_features(vgg, target_img))
-  if hr_w:
-    loss = loss + hr_w * detail * perceptual.lpips_distance(vgg, feats, perceptual.vgg_features(vgg, hr))
-  return loss
-
-
-def grid_share(x, period: int):
-  """Share of an image's energy on the period-px grid's frequencies, per example (B, H, W, C) -> (B,).
-
-  With X = DFT2 of the channel mean, G = {(a H / p, b W / p)} \\ {(0, 0)}:
-  share = sum_G |X|^2 / sum_{all but (0, 0)} |X|^2. A pattern repeated every p
-  pixels puts all its energy on G; a natural photo's residual about 15 / (H W)
-  of it (evaluation.metrics' lattice score is this share over the photo's).
-  """
-  _, h, w, _ = x.shape
-  power = jnp.square(jnp.abs(jnp.fft.fft2(jnp.mean(x, axis=-1))))
-  grid = np.zeros((h, w), np.float32)
-  grid[:: max(h // period, 1), :: max(w // period, 1)] = 1.0
-  grid[0, 0] = 0.0
-  total = jnp.sum(power, axis=(1, 2)) - power[:, 0, 0]
-  return jnp.sum(power * grid, axis=(1, 2)) / (total + 1e-8)
-
-
-def lattice_penalty(student_img, hr, lr_up, period: int):
-  """Per example: relu(log share(s - lr_up) - log share(HR - lr_up)), grid_share's excess over the photo's."""
-  excess = jnp.log(grid_share(student_img - lr_up, period) + 1e-8) - jnp.log(
-    grid_share(hr - lr_up, period) + 1e-8
-  )
-  return jnp.maximum(excess, 0.0)
-
-
-def distill_loss(
-  params,
-  batch,
-  rng,
-  teacher_params,
-  critic_params=None,
-  *,
-  model,
-  diff: diffusion.Diffusion,
-  train_detail=False,
-  fidelity_from_data=False,
-  fidelity_weight=1.0,
-  fidelity_blend=False,
-  vgg=None,
-  weights=(),
-  critic=None,
-  lattice_weight=0.0,
-  lattice_period=4,
-):
-  """The student against the teacher's two-step target (teacher_target).
-
-  Without `vgg`: the config's weighted x-space squared error everywhere
-  (Salimans & Ho). With it: where the step ends at t = 0 the target is an
-  image and the loss is image_loss of the decoded, clipped images; elsewhere
-  the squared error. With `fidelity_from_data`, the examples at detail 0
-  whose step ends at t = 0 learn the data instead: fidelity_weight |x_pred - x|^2,
-  whose minimiser is the posterior mean E[x | LR], the best-PSNR output.
-  With `fidelity_blend` too, every example whose step ends at t = 0 mixes the
-  two by its detail D: (1 - D) fidelity_weight |x_pred - x|^2 + D image_loss,
-  so the detail moves the output smoothly from the best PSNR (D = 0) to all
-  the drawn detail (D = 1) instead of switching at the first D above 0.
-  With a `critic` (adversarial.Critic), the image loss adds its generator
-  loss, and with `lattice_weight` the lattice_penalty; both are image-loss
-  terms, so the blend scales them by D. Returns (loss, aux) for
-  train.train_step: the logged terms, and the images the critic learns from.
-  """
-  rng_target, rng_drop = jax.random.split(rng)
-  lr_up, scale = batch['lr_up'], batch['scale']
-  x_data = diff.encode(batch['hr'], lr_up)
-  teacher = lambda z, logsnr, detail: sampler.make_denoise_fn(  # noqa: E731
-    model, diff, teacher_params, lr_up, scale, detail
-  )(z, logsnr)
-  target = teacher_target(diff, teacher, x_data, rng_target, batch['student_steps'], train_detail)
-  x_pred = train.predict_x(
-    params,
-    model=model,
-    diff=diff,
-    z=target.z,
-    logsnr=target.logsnr,
-    lr_up=lr_up,
-    scale=scale,
-    rng_dropout=rng_drop,
-    detail=target.detail,
-  )
-  loss = diffusion.weighted_x_errors(
-    x_pred=x_pred, x_target=target.x, logsnr=target.logsnr, weighting=diff.loss_weighting
-  )
-  image = lambda x: jnp.clip(diff.decode(x, lr_up), -1.0, 1.0)  # noqa: E731
-  student_img = image(x_pred)
-  metrics = {}
-  if vgg is not None:
-    hr_detail = jnp.ones_like(target.detail) if fidelity_blend else target.detail
-    per_image = image_loss(vgg, student_img, image(target.x), batch['hr'], hr_detail, weights)
-    if critic is not None:
-      adv = critic.generator_loss(critic_params, student_img)
-      metrics['train/adversarial_loss'] = _final_mean(adv, target)
-      per_image = per_image + adv
-    if lattice_weight:
-      lattice = lattice_penalty(student_img, batch['hr'], lr_up, lattice_period)
-      metrics['train/lattice_penalty'] = _final_mean(lattice, target)
-      per_image = per_image + lattice_weight * lattice
-    loss = jnp.where(target.final, per_image, loss)
-  if fidelity_from_data:
-    data_mse = fidelity_weight * jnp.mean(jnp.square(x_pred - x_data), axis=(1, 2, 3))
-    if fidelity_blend:
-      blended = (1.0 - target.detail) * data_mse + target.detail * loss
-      loss = jnp.where(target.final, blended, loss)
-    else:
-      loss = jnp.where(target.final & (target.detail == 0.0), data_mse, loss)
-  aux = {'metrics': metrics}
-  if critic is not None:
-    aux['fake'] = student_img
-    aux['fake_weight'] = jnp.where(target.final, target.detail, 0.0)
-  return jnp.mean(loss), aux
-
-
-def _final_mean(per_example, target: Target):
-  """Mean of a per-example term over the examples whose step ends at t = 0 (where it applies)."""
-  weight = target.final.astype(per_example.dtype)
-  return jnp.sum(per_example * weight) / jnp.maximum(jnp.sum(weight), 1.0)
 
 
 def student_params(teacher, like):
@@ -297,33 +114,26 @@ class DistillTask(train.Task):
   def __init__(self, config):
     self.plan = config_lib.round_plan(config.distill.start_steps, config.distill.end_steps)
     self.per_round = config.distill.steps_per_round
-    round_train = config.train.copy_and_resolve_references()
-    round_train.num_steps = self.per_round  # the schedule restarts every round
-    super().__init__(config)
-    self.critic = adversarial.Critic.from_config(config.distill)
-    self.tx, round_lr = train.make_optimizer(round_train)
-    if config.model.detail_branch:
-      self.tx = branch_only(self.tx)
-    self.lr_fn = lambda step: round_lr(step % self.per_round)
-    d = config.distill
-    self.loss_fn = functools.partial(
-      distill_loss,
-      model=self.model,
-      diff=self.diffusion,
-      train_detail=d.train_detail,
-      fidelity_from_data=d.fidelity_from_data,
-      fidelity_weight=d.fidelity_weight,
-      fidelity_blend=d.fidelity_blend,
-      vgg=perceptual.load_vgg_lpips() if d.loss == 'perceptual' else None,
-      weights=(d.l1_weight, d.lpips_weight, d.hr_lpips_weight),
-      critic=self.critic,
-      lattice_weight=d.lattice_weight,
-      lattice_period=self.model.variant.patch,
+    model = train.model_of(config)
+    critic = adversarial.Critic.from_config(config.distill)
+    loss = distill_loss.DistillLoss.from_config(
+      config, model, diffusion.Diffusion.from_config(config.diffusion), critic
     )
+    super().__init__(config, model=model, optimizer=self._optimizer(config), loss_fn=loss, critic=critic)
     self._teacher = None
     self._teacher_has_branch = False
     self._next_round = None
     self.evaluator = None
+
+  def _optimizer(self, config):
+    """(tx, lr_fn): the training optimizer with its schedule restarting every round; with
+    model.detail_branch it updates the branch alone."""
+    round_train = config.train.copy_and_resolve_references()
+    round_train.num_steps = self.per_round
+    tx, round_lr = train.make_optimizer(round_train)
+    if config.model.detail_branch:
+      tx = branch_only(tx)
+    return tx, lambda step: round_lr(step % self.per_round)
 
   @property
   def num_steps(self) -> int:

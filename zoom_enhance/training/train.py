@@ -176,6 +176,11 @@ def train_step(state: TrainState, batch, rng, *, loss_fn: Callable, lr_fn, ema_d
   return new_state, metrics
 
 
+def model_of(config) -> unet.UNet:
+  """The network a config trains, computing in train.compute_dtype."""
+  return unet.from_config(config, getattr(jnp, config.train.compute_dtype))
+
+
 class Task:
   """What the loop optimises. Plain diffusion training; distillation subclasses it.
 
@@ -184,16 +189,18 @@ class Task:
   checkpoints, metrics, preemption, NaN checks) is the loop's.
   """
 
-  def __init__(self, config):
+  def __init__(self, config, *, model=None, optimizer=None, loss_fn=None, critic=None):
+    """Plain training's parts, or those a subclass gives: `model` (unet.from_config's), `optimizer`
+    ((tx, lr_fn), make_optimizer's), `loss_fn` (diffusion_loss) and `critic` (a discriminator trained
+    beside the model, adversarial.Critic; None)."""
     self.config = config
-    self.model = unet.from_config(config, getattr(jnp, config.train.compute_dtype))
+    self.model = model or model_of(config)
     self.diffusion = diffusion.Diffusion.from_config(config.diffusion)
     # Sample grids and evaluations run the float32 sampler.
     self.sampler = sampler.Sampler(config)
-    self.tx, self.lr_fn = make_optimizer(config.train)
-    self.loss_fn = functools.partial(diffusion_loss, model=self.model, diff=self.diffusion)
-    # A discriminator trained beside the model (adversarial distillation), or None.
-    self.critic = None
+    self.tx, self.lr_fn = optimizer or make_optimizer(config.train)
+    self.loss_fn = loss_fn or functools.partial(diffusion_loss, model=self.model, diff=self.diffusion)
+    self.critic = critic
 
   @property
   def num_steps(self) -> int:
