@@ -392,7 +392,12 @@ def cmd_enhance(argv):
   )
   p.add_argument('--ext', default='png', help='output extension for folder outputs: png, jpg, webp, bmp, tif')
   p.add_argument('--seed', type=int, default=0, help='seed of the starting noise')
-  p.add_argument('--threads', type=int, default=None, help='CPU threads (default: cores, at most 4)')
+  p.add_argument(
+    '--threads',
+    type=int,
+    default=None,
+    help='CPU threads (default: cores, at most 4); more than 4 per core (and 16) are refused',
+  )
   p.add_argument(
     '--max-pixels',
     type=int,

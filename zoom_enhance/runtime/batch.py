@@ -85,10 +85,8 @@ def _sources(inputs, output: str) -> tuple[list, list, list]:
         )
       folders.append(item)
       sources += _scan(item, out_key, problems)
-    elif files.special_kind(item):
-      problems.append(
-        f'{item}: not a regular file but {files.special_kind(item)}; give a photo file or a folder'
-      )
+    elif kind := files.special_kind(item):
+      problems.append(f'{item}: not a regular file but {kind}; give a photo file or a folder')
     elif os.path.exists(item):
       sources.append((item, os.path.splitext(os.path.basename(item))[0]))
     else:
