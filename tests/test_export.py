@@ -350,12 +350,27 @@ def test_a_model_that_reads_the_detail_gets_it_as_a_graph_input_at_every_value(p
     lite.close()
 
 
+def _run_resized(content: bytes, tile: dict):
+  """(output, op names) of a .tflite model run by the interpreter at the tile's own size."""
+  from ai_edge_litert.interpreter import Interpreter
+
+  it = Interpreter(model_content=content)
+  slots = {d['name']: d for d in it.get_input_details()}
+  for d in slots.values():
+    if len(d['shape']) == 4:
+      it.resize_tensor_input(d['index'], tile['lr_up'].shape, strict=False)
+  it.allocate_tensors()
+  for name, d in slots.items():
+    it.set_tensor(d['index'], tile[next(k for k in tile if k in name)])
+  it.invoke()
+  return it.get_tensor(it.get_output_details()[0]['index']), {op['op_name'] for op in it._get_ops_details()}
+
+
 def test_the_pixel_shuffles_of_a_mobile_model_become_depth_to_space_and_it_takes_any_size():
   """resizable.make_resizable on the shipped student converted afresh (fp32, 32-px tile): the same output
   to the bit at 32, four RESHAPE-TRANSPOSE-RESHAPE shuffles gone, and at 40x56 and 24x64 the JAX
   sampler's output of the same inputs."""
   import jax
-  from ai_edge_litert.interpreter import Interpreter
 
   from export_tflite import resizable
   from zoom_enhance.imaging import photo
@@ -375,29 +390,16 @@ def test_the_pixel_shuffles_of_a_mobile_model_become_depth_to_space_and_it_takes
   # (the first shipped branch's 'subpixel' head had two).
   assert count == {'fullres': 3, 'subpixel': 4}[config.model.detail_head]
 
-  def run(content, tile):
-    it = Interpreter(model_content=content)
-    slots = {d['name']: d for d in it.get_input_details()}
-    for d in slots.values():
-      if len(d['shape']) == 4:
-        it.resize_tensor_input(d['index'], tile['lr_up'].shape, strict=False)
-    it.allocate_tensors()
-    for name, d in slots.items():
-      it.set_tensor(d['index'], tile[next(k for k in tile if k in name)])
-    it.invoke()
-    ops = {op['op_name'] for op in it._get_ops_details()}
-    return it.get_tensor(it.get_output_details()[0]['index']), ops
-
   photos = [photo.load_rgb(files.asset_path('chelsea.jpg'))]
   (at_tile,) = convert.real_tiles(photos, 1, 32, [4.0], seed=1)
-  before, ops_before = run(model, at_tile)
-  after, ops_after = run(rewritten, at_tile)
+  before, ops_before = _run_resized(model, at_tile)
+  after, ops_after = _run_resized(rewritten, at_tile)
   np.testing.assert_array_equal(before, after)
   assert 'TRANSPOSE' in ops_before and 'TRANSPOSE' not in ops_after and 'DEPTH_TO_SPACE' in ops_after
   jax_fn = jax.jit(tile_fn)
   for hw in ((40, 56), (24, 64)):
     (tile,) = convert.real_tiles(photos, 1, hw, [3.0], seed=2)
-    got, _ = run(rewritten, tile)
+    got, _ = _run_resized(rewritten, tile)
     assert got.shape == (1, *hw, 3)
     assert metrics.psnr(got, np.asarray(tile_fn.feed(tile, jax_fn)), data_range=2.0) > 60
 
@@ -410,7 +412,6 @@ def test_a_fullres_detail_branch_exports_resizable_and_runs_on_the_gpu_delegate(
   import dataclasses
 
   import jax
-  from ai_edge_litert.interpreter import Interpreter
   from conftest import load_config
   from conftest import random_params
 
@@ -431,25 +432,13 @@ def test_a_fullres_detail_branch_exports_resizable_and_runs_on_the_gpu_delegate(
   rewritten, count = resizable.make_resizable(lite_model)
   assert count == 3  # the trunk's two shuffles and the branch's nearest-neighbour up-sampling
 
-  def run(content, tile):
-    it = Interpreter(model_content=content)
-    slots = {d['name']: d for d in it.get_input_details()}
-    for d in slots.values():
-      if len(d['shape']) == 4:
-        it.resize_tensor_input(d['index'], tile['lr_up'].shape, strict=False)
-    it.allocate_tensors()
-    for name, d in slots.items():
-      it.set_tensor(d['index'], tile[next(k for k in tile if k in name)])
-    it.invoke()
-    return it.get_tensor(it.get_output_details()[0]['index']), {op['op_name'] for op in it._get_ops_details()}
-
   photos = [photo.load_rgb(files.asset_path('chelsea.jpg'))]
   (at_tile,) = convert.real_tiles(photos, 1, 32, [4.0], seed=1)
-  before, _ = run(lite_model, at_tile)
-  after, ops = run(rewritten, at_tile)
+  before, _ = _run_resized(lite_model, at_tile)
+  after, ops = _run_resized(rewritten, at_tile)
   np.testing.assert_array_equal(before, after)
   assert 'TRANSPOSE' not in ops and {'DEPTH_TO_SPACE', 'DEPTHWISE_CONV_2D'} <= ops
   jax_fn = jax.jit(tile_fn)
   (tile,) = convert.real_tiles(photos, 1, (40, 56), [3.0], seed=2)
-  got, _ = run(rewritten, tile)
+  got, _ = _run_resized(rewritten, tile)
   assert metrics.psnr(got, np.asarray(tile_fn.feed(tile, jax_fn)), data_range=2.0) > 60
