@@ -323,9 +323,9 @@ def cmd_save_weights(argv):
 
 
 def _quiet_litert():
-  from zoom_enhance.runtime import engine
+  from zoom_enhance.runtime import native_log
 
-  engine.quiet_native_exit()
+  native_log.quiet_native_exit()
 
 
 def cmd_enhance(argv):
@@ -638,9 +638,9 @@ def _last_words(message: str, status: int, as_command: bool) -> int:
   (tests) keep their stderr.
   """
   print(message, file=sys.stderr)
-  engine = sys.modules.get('zoom_enhance.runtime.engine')
-  if as_command and engine is not None:
-    engine.quiet_native_now()
+  native_log = sys.modules.get('zoom_enhance.runtime.native_log')
+  if as_command and native_log is not None:
+    native_log.quiet_native_now()
   return status
 
 

@@ -294,9 +294,9 @@ def run_bench(
 
 
 def _child_main(argv) -> int:
-  from zoom_enhance.runtime import engine
+  from zoom_enhance.runtime import native_log
 
-  engine.quiet_native_exit()
+  native_log.quiet_native_exit()
   try:
     row = measure(json.loads(argv[0]))
   except errors.USER_ERRORS as e:

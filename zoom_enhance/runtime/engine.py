@@ -18,16 +18,13 @@ are tried first on the NPU; the plain models serve the GPU and CPU, and the
 NPU through a vendor compiler plugin when there is no compiled model.
 """
 
-import atexit
 import collections
-import contextlib
 import dataclasses
 import logging
 import os
 import queue
 import re
 import sys
-import tempfile
 import time
 from concurrent import futures
 
@@ -37,6 +34,7 @@ from zoom_enhance import errors
 from zoom_enhance.imaging import files
 from zoom_enhance.runtime import bundle
 from zoom_enhance.runtime import machine_cache
+from zoom_enhance.runtime import native_log
 
 logger = logging.getLogger('zoom_enhance.runtime')
 
@@ -63,107 +61,6 @@ class AcceleratorError(errors.ZoomEnhanceError):
 
 class _Unavailable(Exception):
   """One attempt failed; the message is a short reason for the report."""
-
-
-@dataclasses.dataclass
-class _NativeLog:
-  text: str = ''
-
-
-@contextlib.contextmanager
-def _native_log():
-  """Captures what LiteRT's C++ code writes to file descriptors 1 and 2 meanwhile.
-
-  Loading a model prints INFO lines and every vendor plugin that failed to
-  load (on stderr; the GPU accelerator's OpenCL probe on stdout); the CLI owes
-  the user one line per error, so this goes to the debug log (`--verbose`)
-  instead.
-  """
-  log = _NativeLog()
-  try:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = {fd: os.dup(fd) for fd in (1, 2)}
-  except (OSError, ValueError, AttributeError):
-    saved = None
-  if saved is None:
-    yield log
-    return
-  with tempfile.TemporaryFile() as f:
-    for fd in saved:
-      os.dup2(f.fileno(), fd)
-    try:
-      yield log
-    finally:
-      for fd, copy in saved.items():
-        os.dup2(copy, fd)
-        os.close(copy)
-      f.seek(0)
-      log.text = f.read().decode('utf-8', 'replace')
-  for line in log.text.splitlines():
-    if line.strip():
-      logger.debug('litert: %s', line.rstrip())
-
-
-_exit_quiet = False
-
-
-def _silence_fd2():
-  try:
-    sys.stderr.flush()
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    os.close(devnull)
-  except (OSError, ValueError, AttributeError):
-    pass
-
-
-def quiet_native_exit():
-  """Silences fd 2 at interpreter exit, where LiteRT's destructors print INFO lines.
-
-  The first run of a CompiledModel creates an environment inside LiteRT that
-  no Python object owns, destroyed (and logged) only at exit. For the command
-  line only: by then every message of ours is out.
-  """
-  global _exit_quiet
-  if _exit_quiet:
-    return
-  _exit_quiet = True
-  atexit.register(_silence_fd2)
-
-
-def quiet_native_now():
-  """After quiet_native_exit, silences fd 2 at once: for the command line's last message.
-
-  An error or Ctrl-C while a model loads leaves LiteRT's objects in the
-  traceback; they are destroyed, and log, as soon as the handler is done.
-  """
-  if _exit_quiet:
-    _silence_fd2()
-
-
-# Log prefixes of LiteRT's C++ code: 'ERROR: [file.cc:12] ' and glog's 'E0000 00:00:17.5 123 file.cc:7] '.
-_LOG_PREFIX = re.compile(r'^(?:(?:INFO|WARNING|ERROR): \[[^\]]*\] ?|[IWEF]\d{4} [\d:.]+ +\d+ [^\]]*\] ?)')
-# Native log lines that say why an accelerator is missing better than the
-# exception does (for a missing NPU LiteRT raises "Some ops are not accelerated").
-_ROOT_CAUSES = {
-  'npu': ('NPU accelerator could not be loaded',),
-  'gpu': ('GPU accelerator could not be loaded', 'No adapters found'),
-}
-
-
-def _short(message: str, native: str = '', accelerator: str = '') -> str:
-  """One line for the report: a root cause from the native log, else the exception's last worded line."""
-  logged = [_LOG_PREFIX.sub('', ln.strip().strip('└ ')) for ln in native.splitlines()]
-  for line in logged:
-    if any(cause in line for cause in _ROOT_CAUSES.get(accelerator, ())):
-      return line.rstrip('.')[:300]
-  lines = [_LOG_PREFIX.sub('', ln.strip().strip('└ ')) for ln in message.splitlines()]
-  lines = [ln.replace('CompiledModel error: ', '') for ln in lines]
-  lines = [ln for ln in lines if ln and not ln.startswith('code=')]
-  if not lines:
-    lines = [ln for ln in logged if 'ERROR' in ln or 'Failed' in ln] or ['unknown LiteRT error']
-  return lines[-1].rstrip('.')[:300]
 
 
 def _input_slot(name: str) -> str:
@@ -223,7 +120,7 @@ def probe_gpu() -> tuple[str, str]:
       _gpu_probed = (str(entry.get('adapter', '')), str(entry.get('failure', '')))
       return _gpu_probed
     failure = ''
-    with _native_log() as log:
+    with native_log.capture() as log:
       env = model = None
       try:
         env = cm.Environment.create()
@@ -235,7 +132,10 @@ def probe_gpu() -> tuple[str, str]:
         for thing in (model, env):
           if thing is not None:
             thing.close()
-    _gpu_probed = (gpu_adapter(log.text), _short(failure, log.text, 'gpu') if failure else '')
+    _gpu_probed = (
+      gpu_adapter(log.text),
+      native_log.short_reason(failure, log.text, 'gpu') if failure else '',
+    )
     if key:
       machine_cache.put(GPU_PROBE_CACHE, key, {'adapter': _gpu_probed[0], 'failure': _gpu_probed[1]})
   return _gpu_probed
@@ -327,7 +227,7 @@ class _CompiledBackend:
       'cpu': cm.HardwareAccelerator.CPU,
     }[accelerator]
     failure = None
-    with _native_log() as log:
+    with native_log.capture() as log:
       env = None
       try:
         env = cm.Environment.create()
@@ -339,7 +239,7 @@ class _CompiledBackend:
         failure = str(e) or type(e).__name__
         env = None
     if failure is not None:
-      raise _Unavailable(_short(failure, log.text, accelerator))
+      raise _Unavailable(native_log.short_reason(failure, log.text, accelerator))
     self._env, self._model = env, model
     # The GPU adapter LiteRT's WebGPU accelerator chose, as it logs it ('' elsewhere).
     self.adapter = (gpu_adapter(log.text) or probe_gpu()[0]) if accelerator == 'gpu' else ''
@@ -378,7 +278,7 @@ class _InterpreterBackend:
   def __init__(self, interp_mod, path: str, threads: int, delegate=None, shape=None):
     """`shape` (1, h, w, 3): the image inputs' size from the start, for a resizable model (one
     allocation instead of the export tile's and then this one's)."""
-    with _native_log() as log:
+    with native_log.capture() as log:
       failure = None
       try:
         self._it = interp_mod.Interpreter(
@@ -404,7 +304,7 @@ class _InterpreterBackend:
         failure = str(e) or type(e).__name__
         self._it = None
     if failure is not None:
-      raise _Unavailable(_short(failure, log.text))
+      raise _Unavailable(native_log.short_reason(failure, log.text))
     self._slots = [(d['index'], _input_slot(d['name'])) for d in self._it.get_input_details()]
     self.input_shapes = {
       name: tuple(d['shape']) for d, (_, name) in zip(self._it.get_input_details(), self._slots)
@@ -490,7 +390,7 @@ class _TilePool:
   def prepare(self, shape: tuple):
     """Readies every copy for image inputs of `shape` (1, h, w, 3), between photos (no tile running).
 
-    Loading and resizing log through LiteRT's native code, which _native_log
+    Loading and resizing log through LiteRT's native code, which native_log.capture
     captures by redirecting the process's stdout and stderr: once, here, on
     the calling thread, around the copies loading side by side on the tile
     threads (a new shape's interpreter took 20 ms); never a redirection per
@@ -502,7 +402,7 @@ class _TilePool:
       if shape in slot:
         slot.move_to_end(shape)
     if missing:
-      with _native_log():
+      with native_log.capture():
         list(self.executor.map(lambda slot: self._for_shape(slot, shape, make=True), missing))
 
   def run(self, arrays: dict) -> np.ndarray:
@@ -555,7 +455,7 @@ class Engine:
 
   def close(self):
     if self.backend is not None:
-      with _native_log():
+      with native_log.capture():
         self.backend.close()
         self.backend = None
 
@@ -615,7 +515,7 @@ def _check_shapes(backend, manifest: dict, file: str):
 def _warm_up(backend, tile: int):
   """One tile through the model: an accelerator that compiles but cannot run is found here."""
   z = np.zeros((1, tile, tile, 3), np.float32)
-  with _native_log() as log:
+  with native_log.capture() as log:
     try:
       out = backend.run({'lr_up': z, 'noise': z, 'scale': np.ones((1,), np.float32), 'detail': _FULL_DETAIL})
       failure = None if np.all(np.isfinite(out)) else 'non-finite output on a blank tile'
@@ -629,7 +529,7 @@ def _warm_up(backend, tile: int):
     failure = f"the GPU could not build the model's pipelines: {detail}"
   if failure is not None:
     backend.close()
-    raise _Unavailable(_short(failure, log.text))
+    raise _Unavailable(native_log.short_reason(failure, log.text))
 
 
 def _threads(n: int) -> str:
@@ -824,7 +724,7 @@ def _open_delegate(manifest, bundle_dir, accelerator, quant, delegate, threads, 
   path = os.path.join(bundle_dir, manifest['models'][key]['file'])
   t0 = time.perf_counter()
   interp_mod = _interpreter_module()
-  with _native_log() as log:
+  with native_log.capture() as log:
     try:
       loaded = interp_mod.load_delegate(delegate)
       failure = None
@@ -833,9 +733,8 @@ def _open_delegate(manifest, bundle_dir, accelerator, quant, delegate, threads, 
       # ValueError: the delegate refused to start (e.g. no device).
       loaded, failure = None, str(e) or type(e).__name__
   if failure is not None:
-    raise AcceleratorError(
-      f'--delegate {delegate}: cannot load it as a TFLite delegate ({_short(failure, log.text)})'
-    )
+    reason = native_log.short_reason(failure, log.text)
+    raise AcceleratorError(f'--delegate {delegate}: cannot load it as a TFLite delegate ({reason})')
   try:
     backend = _InterpreterBackend(interp_mod, path, threads, delegate=loaded)
     _check_shapes(backend, manifest, path)
