@@ -18,7 +18,7 @@ import numpy as np
 
 from zoom_enhance.imaging import resample
 from zoom_enhance.model import sampler
-from zoom_enhance.runtime.engine import INPUT_NAMES
+from zoom_enhance.runtime.bundle import INPUT_NAMES
 
 # Quantization variants: how each is converted, and the PSNR (dB) its outputs
 # must keep against the JAX sampler on real tiles. 45 dB is "visually

@@ -188,7 +188,7 @@ def make_probe_model() -> bytes:
   """The runtime's GPU probe (zoom_enhance/assets/gpu_probe.tflite): y = 2 x + 1 on a (1, 8, 8, 4) tensor.
 
   A model this small compiles on LiteRT's GPU accelerator in a tenth of a
-  second, which is all engine.probe_gpu needs: the adapter WebGPU selects (a
+  second, which is all gpu_probe.probe_gpu needs: the adapter WebGPU selects (a
   software one is passed over) or why there is none, before the bundle's
   model is compiled for the GPU (17 s on a software adapter).
   """

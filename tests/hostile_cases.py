@@ -64,7 +64,7 @@ import numpy as np
 from PIL import Image
 import zoom_enhance
 from zoom_enhance import errors
-from zoom_enhance.imaging.photo import save_photo
+from zoom_enhance.imaging.save import save_photo
 GOOD, OUT = sys.argv[1], sys.argv[2]
 FOLDER = os.path.dirname(OUT)
 RGB = np.zeros((4, 4, 3), np.uint8)

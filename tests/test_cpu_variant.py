@@ -1,5 +1,6 @@
 """The CPU variant the runtime runs: the shipped bundle's candidates timed through the real engine, cached."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -24,14 +25,14 @@ def cache(tmp_path, monkeypatch):
 
 def test_candidates_are_the_bundle_default_and_the_variants_close_to_jax():
   keys = cpu_variant.candidates(MANIFEST)
-  assert MANIFEST['default_quant']['cpu'] in keys
-  parity = [MANIFEST['models'][k]['parity_psnr_db'] for k in keys]
+  assert MANIFEST.default_quant['cpu'] in keys
+  parity = [MANIFEST.models[k].parity_psnr_db for k in keys]
   assert parity == sorted(parity, reverse=True)
   assert {'fp16', 'int8'} <= set(keys)
   for parity, kept in ((44.9, False), (45.1, True)):
-    full = {**MANIFEST['models']['int8_full'], 'parity_psnr_db': parity}
-    models = {**MANIFEST['models'], 'int8_full': full}
-    assert ('int8_full' in cpu_variant.candidates(dict(MANIFEST, models=models))) == kept
+    full = dataclasses.replace(MANIFEST.models['int8_full'], parity_psnr_db=parity)
+    models = {**MANIFEST.models, 'int8_full': full}
+    assert ('int8_full' in cpu_variant.candidates(dataclasses.replace(MANIFEST, models=models))) == kept
 
 
 def test_pick_takes_the_fastest_unless_a_closer_variant_is_within_the_margin():
@@ -112,7 +113,7 @@ def test_the_runtime_runs_the_measured_variant_unless_told_otherwise(cache, monk
   monkeypatch.setenv('ZOOM_ENHANCE_CPU_VARIANT', 'bundle')
   with pipeline.Enhancer(accelerator='cpu', threads=2) as e:
     assert (
-      e.engine.variant == MANIFEST['default_quant']['cpu']
+      e.engine.variant == MANIFEST.default_quant['cpu']
       and e.engine.choice == f'{e.engine.variant} (bundle default)'
     )
 

@@ -114,7 +114,7 @@ def test_the_manifest_figures_are_what_the_runtime_engine_measures(exported, tra
 
 def test_manifest_round_trip_and_damaged_bundles(exported, tmp_path):
   out, manifest = exported
-  assert bundle.load_manifest(out)['models'] == manifest['models']
+  assert bundle.load_manifest(out).to_json()['models'] == manifest['models']
 
   def damaged(edit):
     copy = tmp_path / f'copy{len(os.listdir(tmp_path))}'
@@ -182,7 +182,7 @@ def test_npu_targets_without_their_sdk_are_skipped_by_name(trained, photo_dir, t
     reason = npu.missing_sdk(target)
     if reason:  # CI installs no vendor SDK: each is named, and the export goes on
       assert manifest['npu_skipped'][name] == reason and target.sdk_package in reason
-  assert bundle.load_manifest(out)['npu_models'] == manifest['npu_models']
+  assert bundle.load_manifest(out).to_json()['npu_models'] == manifest['npu_models']
   assert os.path.isfile(os.path.join(out, manifest['models']['fp32']['file']))
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from zoom_enhance.imaging import files
-from zoom_enhance.runtime import engine
+from zoom_enhance.runtime import gpu_probe
 
 SAMPLE = files.asset_path('chelsea.jpg')
 
@@ -24,7 +24,7 @@ SAMPLE = files.asset_path('chelsea.jpg')
 def adapter():
   """The adapter LiteRT's GPU accelerator selects here (probed in a fresh process, see GPU_CHECK); skips
   (fails where required) without one."""
-  probe = 'import json; from zoom_enhance.runtime import engine; print(json.dumps(engine.probe_gpu()))'
+  probe = 'import json; from zoom_enhance.runtime import gpu_probe; print(json.dumps(gpu_probe.probe_gpu()))'
   r = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True, timeout=120)
   found, failure = ('', r.stderr[-300:]) if r.returncode else json.loads(r.stdout.strip().splitlines()[-1])
   if failure:
@@ -46,7 +46,7 @@ from zoom_enhance.runtime import bundle, engine, pipeline, tiling
 
 sample = sys.argv[1]
 manifest = bundle.load_manifest(pipeline.DEFAULT_BUNDLE)
-t = int(manifest['tile']['size'])
+t = manifest.tile.size
 lr = np.asarray(Image.open(sample).convert('RGB'))[100 : 100 + t // 4, 150 : 150 + t // 4]
 tile = {
   'lr_up': resample.lr_up(lr, (t, t))[None],
@@ -90,7 +90,7 @@ def test_gpu_runs_the_fp16_model_fully_accelerated_and_matches_the_cpu(adapter):
 def test_auto_passes_over_a_software_adapter_and_says_why(adapter, tmp_path):
   """The default chain never runs real work on a GPU emulated on the CPU; it decides from a 1-op probe,
   before compiling the bundle's model for the GPU, and the report says why the GPU was passed over."""
-  if not engine.is_software_adapter(adapter):
+  if not gpu_probe.is_software_adapter(adapter):
     pytest.skip(f'the adapter here is a hardware one: {adapter}')
   auto = (
     'import json; from zoom_enhance.runtime import pipeline\n'
@@ -136,13 +136,13 @@ def test_a_model_the_gpu_cannot_build_is_an_error_not_a_wrong_picture(adapter, t
 
 
 def test_the_gpu_probe_is_kept_until_the_drivers_change(adapter, tmp_path):
-  """probe_gpu's answer goes to the user's cache (engine._gpu_probe_key: LiteRT, the Vulkan drivers' files
+  """probe_gpu's answer goes to the user's cache (gpu_probe.cache_key: LiteRT, the Vulkan drivers' files
   and variables, the GPU device nodes): the next process reads it instead of compiling the probe model (here
   a missing file, which would fail), and another driver setting probes again."""
   probe = (
-    'import json, sys; from zoom_enhance.runtime import engine\n'
-    'if sys.argv[1] == "no-probe-model": engine.GPU_PROBE = "/nonexistent/probe.tflite"\n'
-    'print(json.dumps(engine.probe_gpu()))'
+    'import json, sys; from zoom_enhance.runtime import gpu_probe\n'
+    'if sys.argv[1] == "no-probe-model": gpu_probe.GPU_PROBE = "/nonexistent/probe.tflite"\n'
+    'print(json.dumps(gpu_probe.probe_gpu()))'
   )
   env = dict(os.environ, ZOOM_ENHANCE_CACHE_DIR=str(tmp_path))
   run = lambda arg, **extra: subprocess.run(  # noqa: E731
@@ -151,7 +151,7 @@ def test_the_gpu_probe_is_kept_until_the_drivers_change(adapter, tmp_path):
   first = run('probe')
   assert first.returncode == 0, first.stderr[-2000:]
   assert json.loads(first.stdout.strip().splitlines()[-1]) == [adapter, '']
-  cached = json.loads((tmp_path / engine.GPU_PROBE_CACHE).read_text())['entries']
+  cached = json.loads((tmp_path / gpu_probe.GPU_PROBE_CACHE).read_text())['entries']
   assert [e['adapter'] for e in cached.values()] == [adapter]
   again = run('no-probe-model')
   assert json.loads(again.stdout.strip().splitlines()[-1]) == [adapter, '']

@@ -16,6 +16,7 @@ from zoom_enhance.imaging import consistency
 from zoom_enhance.imaging import files
 from zoom_enhance.imaging import photo
 from zoom_enhance.imaging import resample
+from zoom_enhance.imaging import save
 
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')).tobytes()
 
@@ -62,11 +63,11 @@ def test_exif_orientation_is_applied_and_reset_with_icc_carried(tmp_path):
   assert p.rgb[0, -1, 0] > 200 and p.rgb[0, -1, 2] < 60  # the red corner is now top-right
   assert p.icc_profile == SRGB and not p.gray and p.alpha is None
 
-  out = photo.to_image(p.rgb, None, gray=False)
-  out.info.update(icc_profile=p.icc_profile, exif=photo.output_exif(p.exif, (64, 96)))
+  out = save.to_image(p.rgb, None, gray=False)
+  out.info.update(icc_profile=p.icc_profile, exif=save.output_exif(p.exif, (64, 96)))
   for ext in ('png', 'jpg', 'webp'):
     dst = tmp_path / f'out.{ext}'
-    photo.save_photo(dst, out, quality=90)
+    save.save_photo(dst, out, quality=90)
     with Image.open(dst) as im:
       assert im.size == (32, 48)
       assert im.info.get('icc_profile') == SRGB, ext
@@ -88,11 +89,11 @@ def test_alpha_is_kept_and_jpeg_composites_onto_white(tmp_path):
   np.testing.assert_array_equal(p.alpha, rgba[..., 3])
   np.testing.assert_array_equal(p.rgb, rgba[..., :3])
 
-  im = photo.to_image(p.rgb, p.alpha, gray=False)
+  im = save.to_image(p.rgb, p.alpha, gray=False)
   assert im.mode == 'RGBA'
-  photo.save_photo(tmp_path / 'o.png', im)
-  photo.save_photo(tmp_path / 'o.webp', im)
-  photo.save_photo(tmp_path / 'o.jpg', im, quality=100)
+  save.save_photo(tmp_path / 'o.png', im)
+  save.save_photo(tmp_path / 'o.webp', im)
+  save.save_photo(tmp_path / 'o.jpg', im, quality=100)
   np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / 'o.png')), rgba)
   with Image.open(tmp_path / 'o.webp') as w:
     assert w.mode == 'RGBA'
@@ -110,7 +111,7 @@ def test_alpha_is_kept_and_jpeg_composites_onto_white(tmp_path):
   Image.fromarray(rgba[..., :2].copy(), 'LA').save(tmp_path / 'la.png')
   la = photo.open_photo(tmp_path / 'la.png')
   assert la.gray and la.alpha is not None
-  assert photo.to_image(la.rgb, la.alpha, gray=True).mode == 'LA'
+  assert save.to_image(la.rgb, la.alpha, gray=True).mode == 'LA'
 
 
 def test_grayscale_16_bit_cmyk_and_bilevel_inputs(tmp_path):
@@ -119,7 +120,7 @@ def test_grayscale_16_bit_cmyk_and_bilevel_inputs(tmp_path):
   g = photo.open_photo(tmp_path / 'g16.png')
   assert g.gray and g.rgb.dtype == np.uint8
   np.testing.assert_array_equal(g.rgb[..., 0], np.clip(np.rint(ramp16 / 257.0), 0, 255).astype(np.uint8))
-  assert photo.to_image(g.rgb, None, gray=True).mode == 'L'
+  assert save.to_image(g.rgb, None, gray=True).mode == 'L'
 
   rgb16 = np.zeros((6, 7, 3), np.uint16)
   rgb16[..., 0], rgb16[..., 1], rgb16[..., 2] = 65535, 32768, 257 * 10
@@ -172,18 +173,18 @@ def test_bad_files_are_one_line_errors(tmp_path):
 def test_save_is_atomic_and_checks_the_extension(tmp_path):
   im = Image.fromarray(landscape())
   with pytest.raises(photo.ImageError, match='unknown output extension'):
-    photo.save_photo(tmp_path / 'out.gif', im)
+    save.save_photo(tmp_path / 'out.gif', im)
   (tmp_path / 'a_file').write_text('x')
   with pytest.raises(
     photo.ImageError, match=r'out\.png: cannot write \(Not a directory: .*a_file is not a folder'
   ):
-    photo.save_photo(tmp_path / 'a_file' / 'out.png', im)
+    save.save_photo(tmp_path / 'a_file' / 'out.png', im)
   # A missing folder is named as given, not the hidden temporary file that failed.
   missing = tmp_path / 'missing' / 'out.png'
   with pytest.raises(photo.ImageError) as e:
-    photo.save_photo(missing, im)
+    save.save_photo(missing, im)
   assert str(e.value) == f'{missing}: cannot write (No such directory: {tmp_path / "missing"})'
-  photo.save_photo(tmp_path / 'ok.png', im)
+  save.save_photo(tmp_path / 'ok.png', im)
   assert sorted(os.listdir(tmp_path)) == ['a_file', 'ok.png']
 
 
@@ -213,7 +214,7 @@ def test_images_of_any_mode_are_saved_in_a_mode_the_format_holds(tmp_path, mode,
     'I': lambda: Image.fromarray((ramp * 65535).astype(np.int32)),
   }.get(mode, lambda: Image.new(mode, (16, 8)))()
   assert im.mode == mode
-  photo.save_photo(tmp_path / f'out.{ext}', im)
+  save.save_photo(tmp_path / f'out.{ext}', im)
   with Image.open(tmp_path / f'out.{ext}') as saved:
     assert saved.mode == expect and saved.size == (16, 8)
     if mode in ('F', 'I;16', 'I') and expect == 'L':
@@ -227,7 +228,7 @@ def test_temporary_names_fit_name_max_and_leftovers_are_still_found(tmp_path):
   for name in ('a' * 250 + '.png', 'é' * 125 + '.png', 'short.png'):
     tmp = os.path.basename(files.temp_name(tmp_path / name))
     assert tmp.startswith('.') and tmp.endswith('.tmp') and len(os.fsencode(tmp)) <= files.NAME_MAX
-    photo.save_photo(tmp_path / name, np.zeros((4, 4, 3), np.uint8))
+    save.save_photo(tmp_path / name, np.zeros((4, 4, 3), np.uint8))
     stale = tmp.replace(f'.{os.getpid()}.', f'.{2**31 - 2}.')  # a writer that cannot be running
     (tmp_path / stale).write_bytes(b'partial')
     assert files.remove_stale_temps(tmp_path / name) == 1 and not (tmp_path / stale).exists()
@@ -306,17 +307,17 @@ def test_list_images_is_recursive_sorted_and_case_insensitive(tmp_path):
 
 def test_arrays_save_and_load_round_trip_atomically(tmp_path):
   img = np.random.default_rng(0).integers(0, 256, (9, 7, 3), dtype=np.uint8)
-  photo.save_photo(tmp_path / 'out.png', img)
-  photo.save_photo(tmp_path / 'out.png', img[::-1])  # Overwrites in place.
+  save.save_photo(tmp_path / 'out.png', img)
+  save.save_photo(tmp_path / 'out.png', img[::-1])  # Overwrites in place.
   np.testing.assert_array_equal(photo.load_rgb(tmp_path / 'out.png'), img[::-1])
   assert os.listdir(tmp_path) == ['out.png']  # No temporary file left behind.
   for ext in ('jpg', 'bmp', 'tif', 'webp'):
-    photo.save_photo(tmp_path / f'out.{ext}', img)
+    save.save_photo(tmp_path / f'out.{ext}', img)
     assert photo.load_rgb(tmp_path / f'out.{ext}').shape == img.shape, ext
   np.testing.assert_array_equal(photo.load_rgb(tmp_path / 'out.bmp'), img)  # lossless formats are exact
   np.testing.assert_array_equal(photo.load_rgb(tmp_path / 'out.tif'), img)
   with pytest.raises(ValueError, match='uint8'):
-    photo.save_photo(tmp_path / 'f.png', img.astype(np.float32))
+    save.save_photo(tmp_path / 'f.png', img.astype(np.float32))
 
 
 @pytest.mark.parametrize(
@@ -401,7 +402,7 @@ def test_bicubic_resize_is_deterministic_and_float_precise():
 
 
 def test_png_level_trades_time_for_size_and_is_lossless_at_every_level(tmp_path):
-  """save_photo's png_level: the default (photo.PNG_LEVEL, fast) and 9 (smallest) decode to the same pixels;
+  """save_photo's png_level: the default (save.PNG_LEVEL, fast) and 9 (smallest) decode to the same pixels;
   9 is not larger; a level outside 0-9 is the library's ConfigError before anything is written."""
   from skimage import data
 
@@ -409,19 +410,19 @@ def test_png_level_trades_time_for_size_and_is_lossless_at_every_level(tmp_path)
 
   img = data.astronaut()
   sizes = {}
-  for level in (photo.PNG_LEVEL, 9):
+  for level in (save.PNG_LEVEL, 9):
     path = tmp_path / f'l{level}.png'
-    photo.save_photo(path, img, png_level=level)
+    save.save_photo(path, img, png_level=level)
     np.testing.assert_array_equal(np.asarray(Image.open(path)), img)
     sizes[level] = path.stat().st_size
-  assert sizes[9] < sizes[photo.PNG_LEVEL]
-  # Level 1 is written Huffman-only (photo.PNG_STRATEGY): smaller than zlib's default strategy at level 1.
+  assert sizes[9] < sizes[save.PNG_LEVEL]
+  # Level 1 is written Huffman-only (save.PNG_STRATEGY): smaller than zlib's default strategy at level 1.
   default_strategy = io.BytesIO()
   Image.fromarray(img).save(default_strategy, 'PNG', compress_level=1)
-  assert photo.PNG_LEVEL == 1 and sizes[1] < default_strategy.tell()
+  assert save.PNG_LEVEL == 1 and sizes[1] < default_strategy.tell()
   for bad in (10, -1, 1.5, True):
     with pytest.raises(errors.ConfigError, match='png_level'):
-      photo.save_photo(tmp_path / 'bad.png', img, png_level=bad)
+      save.save_photo(tmp_path / 'bad.png', img, png_level=bad)
   with pytest.raises(errors.ConfigError, match='quality'):
-    photo.save_photo(tmp_path / 'bad.jpg', img, quality=0)
+    save.save_photo(tmp_path / 'bad.jpg', img, quality=0)
   assert not (tmp_path / 'bad.png').exists() and not (tmp_path / 'bad.jpg').exists()

@@ -27,7 +27,7 @@ import zoom_enhance
 from zoom_enhance import errors
 from zoom_enhance.evaluation import protocol
 from zoom_enhance.evaluation import report
-from zoom_enhance.imaging import photo
+from zoom_enhance.imaging import save
 from zoom_enhance.imaging import visualize
 
 logger = logging.getLogger('zoom_enhance.eval')
@@ -163,7 +163,7 @@ def _bundle_methods(bundle, *, accelerator, quant, threads, scale, details=None,
     'fallbacks': list(eng.fallbacks),
     'tile': enhancer.tile,
     'scale_range': [lo, hi],
-    'model': enhancer.manifest.get('model'),
+    'model': enhancer.manifest.model.to_json() if enhancer.manifest.model else None,
     'noise_used': enhancer.noise_used,
     'default_detail': enhancer.default_detail,
     'seed': SEED,
@@ -253,7 +253,7 @@ def write_crop(folder: str, name: str, tag: str, hr, lr, outputs: dict) -> str:
   panels = [('LR (nearest)', nearest)] + list(outputs.items()) + [('HR', hr)]
   strip = visualize.comparison_strip([(label, img[y : y + side, x : x + side]) for label, img in panels])
   path = os.path.join(folder, f'{os.path.splitext(name)[0]}_{tag}.png')
-  photo.save_photo(path, strip)
+  save.save_photo(path, strip)
   return path
 
 

@@ -27,6 +27,7 @@ from zoom_enhance.evaluation import report
 from zoom_enhance.evaluation import runtime_bench
 from zoom_enhance.imaging import files
 from zoom_enhance.imaging import photo
+from zoom_enhance.imaging import save
 
 PEER = 'realesrgan-compact'
 ROUNDS = 3
@@ -60,7 +61,7 @@ def peer_folder(spec: dict) -> int:
       # The same relative path and stem as `enhance DIR -o OUT` writes.
       out = os.path.join(spec['out'], os.path.splitext(os.path.relpath(path, spec['folder']))[0] + '.png')
       os.makedirs(os.path.dirname(out), exist_ok=True)
-      photo.save_photo(out, result, png_level=spec['png_level'])
+      save.save_photo(out, result, png_level=spec['png_level'])
   finally:
     net.close()
   return 0
@@ -71,7 +72,7 @@ def run_folder_bench(
   *,
   scale: float = 4.0,
   threads: int = 2,
-  png_level: int = photo.PNG_LEVEL,
+  png_level: int = save.PNG_LEVEL,
   bundle=None,
   out: str | None = None,
   rounds: int = ROUNDS,

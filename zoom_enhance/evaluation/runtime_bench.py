@@ -164,8 +164,8 @@ def _measure_in_child(spec: dict) -> dict:
   return json.loads(lines[-1])
 
 
-def _variants(manifest: dict, quants) -> list[str]:
-  have = list(manifest['models'])
+def _variants(manifest: bundle_lib.Manifest, quants) -> list[str]:
+  have = list(manifest.models)
   if quants is None:
     return [q for q in QUANT_ORDER if q in have] + sorted(q for q in have if q not in QUANT_ORDER)
   missing = [q for q in quants if q not in have]
@@ -261,8 +261,8 @@ def run_bench(
   results = {
     'settings': {
       'bundle': bundle_dir,
-      'steps': manifest['steps'],
-      'tile': manifest['tile'],
+      'steps': manifest.steps,
+      'tile': manifest.tile.to_json(),
       'threads': threads,
       'input': {
         'source': 'zoom_enhance/assets/chelsea.jpg, Lanczos-enlarged, centre crop',
@@ -284,7 +284,7 @@ def run_bench(
     print(f'CPU variant the runtime runs here: {choice.describe()}')
   print(
     f'input {photo.width}x{photo.height} ({results["settings"]["input"]["mp"]:g} MP), {threads} threads, '
-    f'bundle {bundle_dir} ({manifest["steps"]} steps, {manifest["tile"]["size"]}-px tiles); '
+    f'bundle {bundle_dir} ({manifest.steps} steps, {manifest.tile.size}-px tiles); '
     f'peak MB: {MEMORY}'
   )
   if out:

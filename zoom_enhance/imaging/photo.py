@@ -1,10 +1,10 @@
-"""Photo files in and out, the one decoder and encoder of the project.
+"""Photo files in, the one decoder of the project (save.py is the encoder).
 
 A photo (a file, a PIL image or a numpy array) is decoded to what a person
 sees (EXIF orientation applied) as RGB uint8 plus, when it has one, an alpha
 channel. Its ICC profile and EXIF travel with it, so that the runtime can
-write them to the result with the orientation reset to 1 (the pixels are
-already upright). Grayscale sources are marked gray (their ICC profile
+write them to the result (save.py) with the orientation reset to 1 (the
+pixels are already upright). Grayscale sources are marked gray (their ICC profile
 describes one channel); palette, 16-bit, 32-bit and float images become
 8-bit; CMYK goes through its ICC profile to sRGB when it has one. Training,
 evaluation and export calibration want plain RGB: `load_rgb` composites
@@ -35,23 +35,10 @@ logger = logging.getLogger('zoom_enhance.runtime')
 # the largest phone photos (a 108 MP sensor) with room to spare.
 MAX_PIXELS = 120_000_000
 
-# Output formats by extension.
-SAVE_FORMATS = {
-  'png': 'PNG',
-  'jpg': 'JPEG',
-  'jpeg': 'JPEG',
-  'webp': 'WEBP',
-  'bmp': 'BMP',
-  'tif': 'TIFF',
-  'tiff': 'TIFF',
-}
-# Formats that carry an ICC profile and EXIF (BMP carries neither).
-_METADATA_FORMATS = ('PNG', 'JPEG', 'WEBP', 'TIFF')
-
 # Modes whose pixels are 16- or 32-bit integers or floats: Pillow's own
 # convert('RGB') clips them to 255 (a white image), so they are rescaled here.
-_WIDE_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I', 'F')
-_ALPHA_MODES = ('RGBA', 'RGBa', 'LA', 'La', 'PA')
+WIDE_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I', 'F')
+ALPHA_MODES = ('RGBA', 'RGBa', 'LA', 'La', 'PA')
 
 # What Pillow raises for missing, corrupt or truncated files: its decoders
 # signal bad data with a zoo of exception types.
@@ -157,7 +144,7 @@ def _check_pixels(where: str, size, max_pixels: int):
     )
 
 
-def _wide_to_uint8(a: np.ndarray, sixteen_bit: bool, unit_float: bool = False) -> np.ndarray:
+def wide_to_uint8(a: np.ndarray, sixteen_bit: bool, unit_float: bool = False) -> np.ndarray:
   """16-bit, 32-bit or float grey levels to 8 bits: the full 16-bit range maps to 0..255.
 
   With `unit_float` (a float image), values all within [0, 1] are read as
@@ -179,7 +166,7 @@ def _array_image(a, where: str) -> Image.Image:
   """An (H, W[, 1|2|3|4]) uint8 or uint16 array as a PIL image (TFDS records, scikit-image samples)."""
   a = np.asarray(a)
   if a.dtype == np.uint16:
-    a = _wide_to_uint8(a, sixteen_bit=True)
+    a = wide_to_uint8(a, sixteen_bit=True)
   if a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 2, 3, 4)):
     raise ImageError(where, f'unsupported image array {a.dtype} {a.shape}')
   if a.ndim == 3 and a.shape[2] == 1:
@@ -189,7 +176,7 @@ def _array_image(a, where: str) -> Image.Image:
 
 
 @contextlib.contextmanager
-def _pillow_warnings_logged(where: str):
+def pillow_warnings_logged(where: str):
   """Pillow's warnings meanwhile (a corrupt but tolerated EXIF: 'Truncated File Read') go to the log (-v)."""
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter('always')
@@ -201,7 +188,7 @@ def _pillow_warnings_logged(where: str):
 def open_photo(source, *, max_pixels: int = MAX_PIXELS) -> Photo:
   """Decodes a path, a PIL image or a uint8/uint16 array; raises ImageError ('PATH: reason')."""
   where = os.fspath(source) if isinstance(source, (str, os.PathLike)) else f'<{type(source).__name__}>'
-  with _pillow_warnings_logged(where):
+  with pillow_warnings_logged(where):
     return _open_photo(source, max_pixels)
 
 
@@ -274,22 +261,20 @@ def _decode(im: Image.Image, where: str) -> Photo:
   icc = im.info.get('icc_profile') or None
   im = ImageOps.exif_transpose(im)
   if im.mode == 'CMYK':
-    im, icc = _cmyk_to_rgb(im, icc)
-  elif im.mode in _WIDE_MODES:
-    im = Image.fromarray(
-      _wide_to_uint8(np.asarray(im), im.mode.startswith('I;16'), unit_float=im.mode == 'F')
-    )
+    im, icc = cmyk_to_rgb(im, icc)
+  elif im.mode in WIDE_MODES:
+    im = Image.fromarray(wide_to_uint8(np.asarray(im), im.mode.startswith('I;16'), unit_float=im.mode == 'F'))
   elif im.mode == '1':
     im = im.convert('L')
   elif im.mode == 'P':
     im = im.convert('RGBA' if 'transparency' in im.info else 'RGB')
-  elif im.mode not in ('L', 'RGB') + _ALPHA_MODES:
+  elif im.mode not in ('L', 'RGB') + ALPHA_MODES:
     try:
       im = im.convert('RGB')  # YCbCr, HSV, ...
     except ValueError:
       raise ImageError(where, f'unsupported colour mode {im.mode}') from None
   alpha = None
-  if im.mode in _ALPHA_MODES:
+  if im.mode in ALPHA_MODES:
     im = im.convert('LA' if im.mode in ('LA', 'La') else 'RGBA')
     alpha = np.asarray(im.getchannel('A'), np.uint8).copy()
   gray = im.mode in ('L', 'LA')
@@ -297,7 +282,7 @@ def _decode(im: Image.Image, where: str) -> Photo:
   return Photo(rgb, alpha, gray, icc, exif if len(exif) else None, where)
 
 
-def _cmyk_to_rgb(im: Image.Image, icc: bytes | None):
+def cmyk_to_rgb(im: Image.Image, icc: bytes | None):
   """CMYK through its own profile to sRGB when it has one (then the result is tagged sRGB)."""
   if icc:
     try:
@@ -311,73 +296,6 @@ def _cmyk_to_rgb(im: Image.Image, icc: bytes | None):
       # Pillow's naive conversion below, without a profile that would lie.
       pass
   return im.convert('RGB'), None
-
-
-def output_exif(exif: Image.Exif | None, size) -> bytes | None:
-  """EXIF for the result: orientation 1 (the pixels are upright) and its real pixel size.
-
-  Works on a copy: the Exif of a caller's PIL image stays as it was.
-  """
-  if exif is None:
-    return None
-  with _pillow_warnings_logged('EXIF of the result'):
-    out = Image.Exif()
-    try:
-      out.load(exif.tobytes())
-    # Pillow raises struct.error, TypeError, ... for a tag whose value does not fit its type.
-    except Exception as e:
-      out = _writable_tags(exif, e)
-    out[ExifTags.Base.Orientation] = 1
-    sub = out.get_ifd(ExifTags.IFD.Exif)
-    if ExifTags.Base.ExifImageWidth in sub or ExifTags.Base.ExifImageHeight in sub:
-      sub[ExifTags.Base.ExifImageWidth], sub[ExifTags.Base.ExifImageHeight] = int(size[0]), int(size[1])
-    return out.tobytes()
-
-
-def _writable_tags(exif: Image.Exif, error: Exception) -> Image.Exif:
-  """The base-IFD tags of `exif` that can be written one by one; the others are dropped and logged."""
-  out, dropped = Image.Exif(), []
-  for tag, value in exif.items():
-    if tag in (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo, ExifTags.IFD.Interop):
-      dropped.append(f'{tag:#x} (sub-IFD)')
-      continue
-    trial = Image.Exif()
-    trial[tag] = value
-    try:
-      trial.tobytes()
-    except Exception:
-      dropped.append(f'{ExifTags.TAGS.get(tag, hex(tag))}')
-      continue
-    out[tag] = value
-  logger.info('EXIF cannot be written as read (%s); dropped: %s', error, ', '.join(dropped) or 'nothing')
-  return out
-
-
-def to_image(rgb: np.ndarray, alpha: np.ndarray | None = None, *, gray: bool = False) -> Image.Image:
-  """uint8 planes to a PIL image: L, LA, RGB or RGBA."""
-  im = Image.fromarray(rgb)
-  if gray:
-    im = im.convert('L')
-  if alpha is not None:
-    im = im.convert('LA' if gray else 'RGBA')
-    im.putalpha(Image.fromarray(alpha))
-  return im
-
-
-# Largest side each format can store (libwebp: 16383; libjpeg: 65500).
-MAX_SIDE = {'WEBP': 16383, 'JPEG': 65500, 'PNG': 2**31 - 1, 'BMP': 2**31 - 1, 'TIFF': 2**31 - 1}
-
-
-def check_output_size(path, size) -> None:
-  """Raises ImageError when a (width, height) result cannot be stored in the format of `path`."""
-  fmt = format_for(path)
-  limit = MAX_SIDE.get(fmt)
-  if limit is not None and max(size) > limit:
-    raise ImageError(
-      path,
-      f'the result would be {size[0]}x{size[1]}; {fmt} stores at most {limit} pixels a side '
-      '(choose a smaller --scale or --size, or PNG)',
-    )
 
 
 def upright_size(source) -> tuple[int, int] | None:
@@ -408,141 +326,3 @@ def _orientation(exif: Image.Exif) -> int | None:
     value = value.strip().strip('\x00')
     value = int(value) if value.isdigit() else None
   return value if isinstance(value, int) and 1 <= value <= 8 else None
-
-
-def format_for(path) -> str:
-  """The Pillow format of an output path, by its extension."""
-  ext = os.path.splitext(os.fspath(path))[1][1:].lower()
-  if ext not in SAVE_FORMATS:
-    raise ImageError(path, f'unknown output extension {ext!r} (use one of {", ".join(SAVE_FORMATS)})')
-  return SAVE_FORMATS[ext]
-
-
-def _as_image(image) -> Image.Image:
-  if isinstance(image, Image.Image):
-    return image
-  if not isinstance(image, np.ndarray):
-    raise ImageError(f'<{type(image).__name__}>', 'cannot be saved: pass a PIL image or a uint8 array')
-  a = image
-  if a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (1, 3, 4)):
-    raise ImageError(
-      f'<array {a.dtype} {a.shape}>', 'cannot be saved: expected a uint8 (H, W[, 1|3|4]) array or a PIL image'
-    )
-  return Image.fromarray(np.ascontiguousarray(a[..., 0] if a.ndim == 3 and a.shape[-1] == 1 else a))
-
-
-# zlib level of written PNGs. Pillow's default (6) took longer than the model
-# on a 2-core CPU; see the README's "Output files" for the measured trade.
-PNG_LEVEL = 1
-# zlib strategy per level where it is not zlib's default: level 1 is written Huffman-only
-# (Z_HUFFMAN_ONLY). On the 32 dev-val enhancements at x4 (4.9 MP) that took 0.30 s for 7.95 MB,
-# against 0.43 s for 8.74 MB with the default strategy at level 1 and 2.2 s for 7.95 MB at level
-# 9: after PNG's row filters, photos leave LZ77 little to find. On raw photos (scikit-image's)
-# level 9 still wins by 3%, so the other levels keep zlib's default.
-Z_HUFFMAN_ONLY = 2
-PNG_STRATEGY = {1: Z_HUFFMAN_ONLY}
-
-
-def encode(image, fmt: str, *, quality: int = 95, png_level: int = PNG_LEVEL) -> bytes:
-  """The file's bytes (PNG, JPEG, WebP, BMP or TIFF) with im.info's ICC profile and EXIF where they fit.
-
-  JPEG and BMP have no alpha: transparent pixels are composited onto white,
-  as viewers show them. `quality` is JPEG's and WebP's, `png_level` PNG's
-  zlib level (0-9; 9 the smallest file, the slowest).
-  """
-  im = _as_image(image)
-  exif = im.info.get('exif')
-  im, icc_profile = _writable(im, fmt, im.info.get('icc_profile'))
-  if fmt in ('JPEG', 'BMP') and im.mode in ('RGBA', 'LA'):
-    gray = im.mode == 'LA'
-    white = Image.new('RGBA', im.size, (255, 255, 255, 255))
-    im = Image.alpha_composite(white, im.convert('RGBA')).convert('L' if gray else 'RGB')
-  if fmt == 'WEBP' and im.mode in ('L', 'LA'):
-    # WebP stores colour only; a gray profile cannot describe RGB pixels.
-    im = im.convert('RGBA' if im.mode == 'LA' else 'RGB')
-    icc_profile = None
-  kwargs = {}
-  if fmt in ('JPEG', 'WEBP'):
-    kwargs['quality'] = int(quality)
-  if fmt == 'PNG':
-    kwargs['compress_level'] = int(png_level)
-    if int(png_level) in PNG_STRATEGY:
-      kwargs['compress_type'] = PNG_STRATEGY[int(png_level)]
-  if fmt in _METADATA_FORMATS:
-    if icc_profile:
-      kwargs['icc_profile'] = icc_profile
-    if exif:
-      kwargs['exif'] = exif
-  buf = io.BytesIO()
-  with _pillow_warnings_logged(f'<{fmt} encoder>'):
-    try:
-      im.save(buf, format=fmt, **kwargs)
-    except (OSError, ValueError) as e:
-      raise ImageError(
-        f'<{im.mode} image {im.size[0]}x{im.size[1]}>', f'{fmt} cannot store it: {e}'
-      ) from None
-  return buf.getvalue()
-
-
-# Modes each format stores as they are (Pillow 12); JPEG and BMP also take RGBA and LA, composited onto white
-# by `encode`. Other modes are converted by `_writable` (CMYK to PNG raised Pillow's bare OSError).
-_SAVE_MODES = {
-  'PNG': ('1', 'L', 'LA', 'P', 'RGB', 'RGBA', 'I', 'I;16', 'I;16B'),
-  'JPEG': ('1', 'L', 'LA', 'RGB', 'RGBA', 'RGBX', 'CMYK', 'YCbCr'),
-  'WEBP': ('1', 'L', 'LA', 'P', 'PA', 'RGB', 'RGBA', 'RGBX'),
-  'BMP': ('1', 'L', 'LA', 'P', 'RGB', 'RGBA'),
-  'TIFF': ('1', 'L', 'LA', 'P', 'PA', 'RGB', 'RGBA', 'RGBX', 'CMYK', 'YCbCr', 'LAB')
-  + ('I', 'I;16', 'I;16B', 'I;16L', 'F'),
-}
-
-
-def _writable(im: Image.Image, fmt: str, icc: bytes | None) -> tuple[Image.Image, bytes | None]:
-  """(image, ICC profile) in a mode `fmt` stores: 16-bit, 32-bit and float to 8-bit gray (as decoding does),
-  CMYK to RGB through its profile, any other mode to RGB(A); ImageError where Pillow cannot convert it."""
-  if im.mode in _SAVE_MODES[fmt]:
-    return im, icc
-  if im.mode == 'CMYK':
-    return _cmyk_to_rgb(im, icc)
-  if im.mode in _WIDE_MODES:
-    gray = _wide_to_uint8(np.asarray(im), im.mode.startswith('I;16'), unit_float=im.mode == 'F')
-    return Image.fromarray(gray), icc
-  if im.mode == 'La':
-    return im.convert('LA'), icc  # premultiplied gray: its profile still describes it
-  alpha = im.mode in _ALPHA_MODES or 'transparency' in im.info
-  mode = im.mode
-  try:
-    im = im.convert('RGBA' if alpha else 'RGB')
-  except ValueError:
-    raise ImageError(f'<{mode} image>', f'{fmt} cannot store mode {mode}, nor can it be converted') from None
-  # The profile of another colour space (LAB, HSV) would not describe the RGB pixels.
-  return im, icc if mode in ('P', 'PA', 'RGBa', 'RGBX', 'YCbCr') else None
-
-
-def save_photo(path, image, *, quality: int = 95, png_level: int = PNG_LEVEL) -> None:
-  """Writes a PIL image or uint8 array, format by extension, written atomically (see `encode`).
-
-  The whole file is encoded in memory first, so a failure leaves no partial file.
-  """
-  for name, value, lo, hi in (('quality', quality, 1, 100), ('png_level', png_level, 0, 9)):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
-      raise errors.ConfigError(f'{name}={value!r}: must be a whole number in [{lo}, {hi}]')
-  check_output_size(path, _as_image(image).size)
-  try:
-    data = encode(image, format_for(path), quality=quality, png_level=png_level)
-  except MemoryError:
-    raise out_of_memory(os.fspath(path), 'to encode it') from None
-  try:
-    files.write_atomic(path, data)
-  except OSError as e:
-    raise ImageError(path, cannot_write(path, e)) from None
-
-
-def cannot_write(path, err: OSError) -> str:
-  """Why `path` cannot be written, naming the folder the caller gave (never the hidden temporary file)."""
-  folder = os.path.dirname(os.fspath(path)) or '.'
-  blocker = files.file_in_the_way(path)
-  if blocker:
-    return f'cannot write (Not a directory: {blocker} is not a folder)'
-  if isinstance(err, FileNotFoundError) and not os.path.isdir(folder):
-    return f'cannot write (No such directory: {folder})'
-  return f'cannot write ({err.strerror or errors.first_line(err)})'

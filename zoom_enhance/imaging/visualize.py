@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 
-from zoom_enhance.imaging import photo
+from zoom_enhance.imaging import save
 
 _LABELS = ('LR (bicubic)', 'sample', 'HR')
 
@@ -33,7 +33,7 @@ def write_sample_grid(workdir: str, step: int, lr_up, sample, hr) -> str:
   out_dir = os.path.join(workdir, 'samples')
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, f'step_{int(step):06d}.png')
-  photo.save_photo(path, sample_grid([lr_up, sample, hr]))
+  save.save_photo(path, sample_grid([lr_up, sample, hr]))
   return path
 
 

@@ -19,6 +19,7 @@ import tqdm
 from zoom_enhance import errors
 from zoom_enhance.imaging import files
 from zoom_enhance.imaging import photo as photo_lib
+from zoom_enhance.imaging import save
 from zoom_enhance.runtime import geometry
 from zoom_enhance.runtime import pipeline
 
@@ -126,12 +127,12 @@ def plan_jobs(inputs, output: str, ext: str = 'png') -> tuple[list[Job], list[st
   (its files are then not read as inputs).
   """
   ext = ext.lower().lstrip('.')
-  if ext not in photo_lib.SAVE_FORMATS:
-    raise errors.ConfigError(f'--ext {ext}: choose one of {", ".join(photo_lib.SAVE_FORMATS)}')
+  if ext not in save.SAVE_FORMATS:
+    raise errors.ConfigError(f'--ext {ext}: choose one of {", ".join(save.SAVE_FORMATS)}')
   _check_output(output)
   sources, problems, folders = _sources(inputs, output)
   if os.path.splitext(output)[1] != '' and not os.path.isdir(output):
-    photo_lib.format_for(output)  # an unknown extension is an error before any work
+    save.format_for(output)  # an unknown extension is an error before any work
     if len(inputs) > 1 or folders:
       raise errors.ConfigError(f'-o {output}: several inputs need an output folder, not a file')
     if any(_key(src) == _key(output) for src, _ in sources):
@@ -140,7 +141,7 @@ def plan_jobs(inputs, output: str, ext: str = 'png') -> tuple[list[Job], list[st
   if os.path.exists(output) and not os.path.isdir(output):
     raise errors.ConfigError(
       f'-o {output}: exists and is not a folder; give a folder, or a file name ending in '
-      + ', '.join(f'.{e}' for e in photo_lib.SAVE_FORMATS)
+      + ', '.join(f'.{e}' for e in save.SAVE_FORMATS)
     )
   jobs, taken = [], {}
   for src, stem in sources:
@@ -165,12 +166,12 @@ def _name_file(err: Exception, path: str) -> str:
 
 
 def _write(job: Job, image, quality: int, png_level: int) -> str | None:
-  """Writes one result (atomically: photo_lib.save_photo); the one-line error, or None."""
+  """Writes one result (atomically: save.save_photo); the one-line error, or None."""
   try:
     os.makedirs(os.path.dirname(os.path.abspath(job.output)), exist_ok=True)
-    photo_lib.save_photo(job.output, image, quality=quality, png_level=png_level)
+    save.save_photo(job.output, image, quality=quality, png_level=png_level)
   except OSError as e:  # from makedirs: a file where a folder should be is 'File exists' there
-    return f'{job.output}: {photo_lib.cannot_write(job.output, e)}'
+    return f'{job.output}: {save.cannot_write(job.output, e)}'
   except errors.ZoomEnhanceError as e:
     return _name_file(e, job.output)
   logger.info('%s -> %s: %s', job.source, job.output, image.info['zoom_enhance'].summary())
@@ -182,10 +183,15 @@ def run_jobs(
   enhancer: pipeline.Enhancer,
   *,
   quality: int = 95,
-  png_level: int = photo_lib.PNG_LEVEL,
+  png_level: int = save.PNG_LEVEL,
+  on_result=None,
   **enhance_options,
 ) -> int:
   """Enhances and writes every job; returns how many failed.
+
+  `on_result(job, report, error)`, where given, hears of each job once it is
+  done, in the jobs' order: its pipeline.Report (None where the enhancement
+  failed) and its one-line error (None where the result was written).
 
   Each result is encoded and written on a thread of its own while the next
   photo is enhanced (zlib and libjpeg release the GIL): on a folder at x4
@@ -198,6 +204,8 @@ def run_jobs(
   many = len(jobs) > 1
   progress = tqdm.tqdm(total=len(jobs), unit='file', disable=None if many else True, dynamic_ncols=True)
   writing = None
+  done = on_result or (lambda job, report, error: None)
+  pending = None  # (job, report) of the result being written
 
   def written():
     nonlocal failed, writing
@@ -206,6 +214,7 @@ def run_jobs(
       if error:
         failed += 1
         _fail(error)
+      done(*pending, error)
 
   with futures.ThreadPoolExecutor(1, thread_name_prefix='zoom-enhance-write') as writer:
     try:
@@ -230,16 +239,22 @@ def run_jobs(
             job.source,
             on_start=on_start,
             on_tile=lambda: bar.update(),
-            check_output=lambda wh, job=job: photo_lib.check_output_size(job.output, wh),
+            check_output=lambda wh, job=job: save.check_output_size(job.output, wh),
             **enhance_options,
           )
         except errors.USER_ERRORS as e:
+          error = _name_file(e, job.source)
+          written()  # the result before it is done first: on_result hears of the jobs in order
           failed += 1
-          _fail(_name_file(e, job.source))
+          _fail(error)
+          done(job, None, error)
           continue
         except MemoryError:
+          error = f'{job.source}: not enough memory to enhance it'
+          written()  # the result before it is done first: on_result hears of the jobs in order
           failed += 1
-          _fail(f'{job.source}: not enough memory to enhance it')
+          _fail(error)
+          done(job, None, error)
           continue
         finally:
           if bar is not None:
@@ -247,6 +262,7 @@ def run_jobs(
           progress.update()
         written()
         writing = writer.submit(_write, job, image, quality, png_level)
+        pending = (job, image.info['zoom_enhance'])
       written()
     finally:
       if writing is not None:
@@ -318,11 +334,15 @@ def enhance_files(
   *,
   ext: str = 'png',
   quality: int = 95,
-  png_level: int = photo_lib.PNG_LEVEL,
+  png_level: int = save.PNG_LEVEL,
   enhancer_options=None,
+  on_result=None,
   **enhance_options,
 ) -> int:
-  """The whole command: check, plan, load the bundle once, enhance each file. Returns the exit status."""
+  """The whole command: check, plan, load the bundle once, enhance each file. Returns the exit status.
+
+  `on_result`: called once per planned file as it is done (run_jobs).
+  """
   options = check_options(**enhance_options)
   threads = (enhancer_options or {}).get('threads')
   if threads is not None and threads < 1:
@@ -338,7 +358,7 @@ def enhance_files(
   if not jobs:
     return 1
   with _sigterm_unwinds(), pipeline.Enhancer(**(enhancer_options or {})) as enhancer:
-    failed = run_jobs(jobs, enhancer, quality=quality, png_level=png_level, **options)
+    failed = run_jobs(jobs, enhancer, quality=quality, png_level=png_level, on_result=on_result, **options)
   if failed or problems:
     logger.info('%d of %d file(s) failed', failed + len(problems), len(jobs) + len(problems))
     return 1

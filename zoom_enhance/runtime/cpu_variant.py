@@ -36,6 +36,8 @@ import numpy as np
 
 from zoom_enhance.imaging import files
 from zoom_enhance.imaging import photo
+from zoom_enhance.runtime import backends
+from zoom_enhance.runtime import bundle
 from zoom_enhance.runtime import engine as engine_lib
 from zoom_enhance.runtime import machine_cache
 from zoom_enhance.runtime import tiling
@@ -79,15 +81,14 @@ def cpu_identity() -> dict:
   }
 
 
-def candidates(manifest: dict) -> list[str]:
+def candidates(manifest: bundle.Manifest) -> list[str]:
   """The bundle's CPU candidates, closest to JAX first: its own CPU default (export --cpu-quant), and
   every plain model with parity >= PARITY_FLOOR_DB."""
-  default = manifest.get('default_quant', {}).get('cpu')
+  default = manifest.default_quant.get('cpu')
   found = [
-    (float(v.get('parity_psnr_db', 0.0)), k)
-    for k, v in manifest['models'].items()
-    if v.get('accelerator', 'any') != 'npu'
-    and (k == default or float(v.get('parity_psnr_db', 0.0)) >= PARITY_FLOOR_DB)
+    (float(v.parity_psnr_db), k)
+    for k, v in manifest.models.items()
+    if k == default or float(v.parity_psnr_db) >= PARITY_FLOOR_DB
   ]
   return [k for _, k in sorted(found, key=lambda pk: (-pk[0], pk[1]))]
 
@@ -123,16 +124,18 @@ def pick(tile_ms: dict, order: list[str]) -> str:
   return next(k for k in order if k in tile_ms and tile_ms[k] <= fastest * (1 + TIE_MARGIN))
 
 
-def _timing_photo(manifest: dict) -> tuple[np.ndarray, tuple]:
+def _timing_photo(manifest: bundle.Manifest) -> tuple[np.ndarray, tuple]:
   """A crop of the packaged photo whose x4 enlargement is 2 x 2 of the bundle's tiles, and that size."""
-  tile, overlap = int(manifest['tile']['size']), int(manifest['tile']['overlap'])
+  tile, overlap = manifest.tile.size, manifest.tile.overlap
   side = 2 * tile - 2 * overlap
   lr = photo.load_rgb(files.asset_path('chelsea.jpg'))
   y, x = (lr.shape[0] - side // 4) // 2, (lr.shape[1] - side // 4) // 2
   return np.ascontiguousarray(lr[y : y + side // 4, x : x + side // 4]), (side // 4 * 4, side // 4 * 4)
 
 
-def measure(bundle_dir: str, manifest: dict, keys: list[str], threads: int, rounds: int = ROUNDS) -> dict:
+def measure(
+  bundle_dir: str, manifest: bundle.Manifest, keys: list[str], threads: int, rounds: int = ROUNDS
+) -> dict:
   """Ms per tile of each variant in `keys` (lower quartile over rounds), as the runtime runs them.
 
   Each variant is loaded as the runtime loads it (engine.open_model) and
@@ -151,14 +154,14 @@ def measure(bundle_dir: str, manifest: dict, keys: list[str], threads: int, roun
     for k in keys:
       try:
         engines[k] = engine_lib.open_model(
-          os.path.join(bundle_dir, manifest['models'][k]['file']), accelerator='cpu', threads=threads
+          os.path.join(bundle_dir, manifest.models[k].file), accelerator='cpu', threads=threads
         )
       except engine_lib.AcceleratorError as e:
         logger.debug('cpu variant %s cannot run here: %s', k, e)
     if not engines:
       return {}
     lr, out_hw = _timing_photo(manifest)
-    tile, overlap = int(manifest['tile']['size']), int(manifest['tile']['overlap'])
+    tile, overlap = manifest.tile.size, manifest.tile.overlap
     count = tiling.count_tiles(out_hw, tile, overlap)
     times = {k: [] for k in engines}
     for r in range(rounds):
@@ -174,31 +177,31 @@ def measure(bundle_dir: str, manifest: dict, keys: list[str], threads: int, roun
   return {k: round(1000 * float(np.percentile(v, QUANTILE)), 3) for k, v in times.items()}
 
 
-def _cache_key(manifest: dict, keys: list[str], threads: int) -> tuple[str, dict]:
+def _cache_key(manifest: bundle.Manifest, keys: list[str], threads: int) -> tuple[str, dict]:
   """(key, what it stands for) of this machine, thread count, LiteRT and the candidates' files."""
   ident = {
     'cpu': cpu_identity(),
     'threads': threads,
-    'tile_pool': engine_lib.uses_tile_pool(threads),
+    'tile_pool': backends.uses_tile_pool(threads),
     'litert': machine_cache.litert_version(),
-    'models': {k: manifest['models'][k].get('sha256', manifest['models'][k]['file']) for k in keys},
+    'models': {k: manifest.models[k].sha256 for k in keys},
   }
   return machine_cache.key_of(ident), ident
 
 
-def choose(bundle_dir: str, manifest: dict, threads: int, *, refresh: bool = False) -> Choice:
+def choose(bundle_dir: str, manifest: bundle.Manifest, threads: int, *, refresh: bool = False) -> Choice:
   """The CPU variant for this bundle on this machine (see the module docstring).
 
   `refresh` measures again even where a cached figure exists (`bench` does).
   """
-  default = manifest.get('default_quant', {}).get('cpu')
+  default = manifest.default_quant.get('cpu')
   mode = os.environ.get(MODE_ENV, 'measure')
   if mode not in MODES:
     logger.warning('%s=%s: not one of %s; measuring', MODE_ENV, mode, ', '.join(MODES))
     mode = 'measure'
   keys = candidates(manifest)
   if mode == 'bundle' or not keys:
-    return Choice(default, {}, 'bundle default') if default in manifest['models'] else None
+    return Choice(default, {}, 'bundle default') if default in manifest.models else None
   if len(keys) == 1:
     return Choice(keys[0], {}, 'only candidate')
   key, ident = _cache_key(manifest, keys, threads)
@@ -210,7 +213,7 @@ def choose(bundle_dir: str, manifest: dict, threads: int, *, refresh: bool = Fal
   t0 = time.perf_counter()
   tile_ms = measure(bundle_dir, manifest, keys, threads)
   if not tile_ms:
-    return Choice(default, {}, 'bundle default') if default in manifest['models'] else None
+    return Choice(default, {}, 'bundle default') if default in manifest.models else None
   variant = pick(tile_ms, keys)
   logger.info('cpu variant: measured %s in %.2f s: %s', ', '.join(tile_ms), time.perf_counter() - t0, variant)
   machine_cache.put(CACHE_FILE, key, {'variant': variant, 'tile_ms': tile_ms, **ident})

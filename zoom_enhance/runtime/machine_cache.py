@@ -1,7 +1,7 @@
 """What the runtime finds out about this machine once and keeps: JSON files in the user's cache directory.
 
 Two things are kept: the CPU variant measured fastest (cpu_variant) and what
-LiteRT's GPU accelerator finds (engine.probe_gpu). Each file holds entries
+LiteRT's GPU accelerator finds (gpu_probe.probe_gpu). Each file holds entries
 keyed by a digest of what decides the answer, so that another CPU, driver,
 LiteRT or bundle finds again, and holds the newest few entries only.
 """

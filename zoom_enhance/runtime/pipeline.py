@@ -20,6 +20,7 @@ from zoom_enhance import errors
 from zoom_enhance.imaging import consistency
 from zoom_enhance.imaging import files
 from zoom_enhance.imaging import photo as photo_lib
+from zoom_enhance.imaging import save
 from zoom_enhance.runtime import bundle as bundle_lib
 from zoom_enhance.runtime import cpu_variant
 from zoom_enhance.runtime import engine as engine_lib
@@ -113,6 +114,30 @@ def _fraction(value, name: str, what: str):
   return float(value)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Request:
+  """The options of one Enhancer.enhance call, checked."""
+
+  crop: object  # geometry.check_crop's: None, or (x, y, w, h) in pixels or fractions
+  scale: float | None  # None where `size` is given
+  size: tuple | None  # (w, h)
+  strength: float
+  detail: float
+  seed: int
+  max_pixels: int
+  max_output_pixels: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rendered:
+  """What Enhancer._render made: the result, and the tiles that made it."""
+
+  image: Image.Image
+  tile: tuple  # (h, w)
+  tiles: int
+  back_projection: float  # weight of the back-projection onto the input, 0 none
+
+
 class Enhancer:
   """A bundle loaded on an accelerator, ready for many photos. Use as a context manager or call close()."""
 
@@ -135,32 +160,44 @@ class Enhancer:
       )
     self.bundle_dir = resolve_bundle(bundle)
     self.manifest = bundle_lib.load_manifest(self.bundle_dir)
-    self.tile = int(self.manifest['tile']['size'])
-    self.overlap = int(self.manifest['tile']['overlap'])
-    self.steps = int(self.manifest['steps'])
-    self.scale_range = tuple(float(v) for v in self.manifest['scale_range'])
-    # Bundles before 'used' was measured draw noise.
-    self.noise_used = bool(self.manifest.get('inputs', {}).get('noise', {}).get('used', True))
-    # The detail a bundle's export chose (bundles before the control: 1, a full sample).
-    self.default_detail = float(self.manifest.get('detail', {}).get('default', 1.0))
-    # Back-projection rounds at detail D < 1, weighted 1 - D (bundles before it: none).
-    self.back_projection = int(self.manifest.get('detail', {}).get('back_projection_iterations', 0))
+    self.tile = self.manifest.tile.size
+    self.overlap = self.manifest.tile.overlap
+    self.steps = self.manifest.steps
+    self.scale_range = tuple(float(v) for v in self.manifest.scale_range)
+    self.noise_used = self.manifest.inputs.noise.used
+    self.default_detail = float(self.manifest.detail.default)
+    self.back_projection = self.manifest.detail.back_projection_iterations  # rounds at detail < 1
+    self._check_fixed_at_export(tile, steps)
+    self.engine = engine_lib.open_engine(
+      self.manifest,
+      self.bundle_dir,
+      accelerator=accelerator,
+      quant=quant,
+      delegate=delegate,
+      threads=threads,
+      choose_cpu=self._choose_cpu_variant,
+    )
+
+  def _check_fixed_at_export(self, tile: int | None, steps: int | None):
+    """Refuses a tile size or step count other than the bundle's: export fixes both in the models.
+
+    LiteRT 2.3 cannot resize the models' static shapes correctly (CompiledModel
+    refuses; the classic interpreter resizes, but a GroupNorm model's mean then
+    still divides by the export tile's size); models export made resizable
+    (export_tflite/resizable.py) get tiles of each photo's shape on the CPU
+    anyway (tiling.plan_tile).
+    """
     if tile is not None and int(tile) != self.tile:
-      # Checked on LiteRT 2.3: the models have static shapes. CompiledModel's
-      # strict resize refuses them; the non-strict one fails in XNNPACK; the
-      # classic interpreter's resize_tensor_input runs under XNNPACK but is
-      # wrong for a GroupNorm model (51 dB from JAX at 64 px: a GroupNorm mean
-      # is a SUM over the feature map then a FULLY_CONNECTED whose weights hold
-      # 1/(H*W*group size) of the export tile). Models export made resizable
-      # get tiles of each photo's shape on the CPU anyway (tiling.plan_tile).
-      resizable = all(m.get('resizable') for m in self.manifest['models'].values())
-      how = (
-        'its models take tiles of any size on the CPU, planned per photo, and the GPU and NPU run '
-        f'{self.tile}x{self.tile}'
-        if resizable
-        else f'the models of {self.bundle_dir} are compiled for {self.tile}x{self.tile} tiles and '
-        'LiteRT cannot resize them correctly'
-      )
+      if all(m.resizable for m in self.manifest.models.values()):
+        how = (
+          'its models take tiles of any size on the CPU, planned per photo, and the GPU and NPU run '
+          f'{self.tile}x{self.tile}'
+        )
+      else:
+        how = (
+          f'the models of {self.bundle_dir} are compiled for {self.tile}x{self.tile} tiles and '
+          'LiteRT cannot resize them correctly'
+        )
       raise errors.ConfigError(
         f'--tile {tile}: {how}; use --tile {self.tile} or export a bundle with '
         f'zoom-enhance export --tile {tile}'
@@ -171,15 +208,17 @@ class Enhancer:
         'sampler steps, fixed at export; export another bundle with '
         f'zoom-enhance export --steps {steps}'
       )
-    self.engine = engine_lib.open_engine(
-      self.manifest,
-      self.bundle_dir,
-      accelerator=accelerator,
-      quant=quant,
-      delegate=delegate,
-      threads=threads,
-      choose_cpu=lambda n: cpu_variant.choose(self.bundle_dir, self.manifest, n),
-    )
+
+  def _choose_cpu_variant(self, threads: int) -> 'cpu_variant.Choice | None':
+    """The bundle's model to run on this machine's CPU (cpu_variant.choose), or None for the bundle's default.
+
+    Asked by open_engine only once the accelerator chain reaches the CPU and
+    no --quant was given. On a machine's first use of a bundle this times
+    each candidate through the engine (about a second), logs the result at
+    INFO and writes it to the user's cache directory (machine_cache); later
+    runs read it from there.
+    """
+    return cpu_variant.choose(self.bundle_dir, self.manifest, threads)
 
   def __enter__(self):
     return self
@@ -196,70 +235,20 @@ class Enhancer:
     """The largest factor the model was trained for."""
     return self.scale_range[1]
 
-  @staticmethod
-  def _plan_output(source, image_wh, crop, scale, size, max_output_pixels, check_output):
-    """(crop box, result size) of an image of `image_wh`, checked against the limits; errors name `source`."""
-    try:
-      box = geometry.resolve_crop(crop, image_wh)
-      out_wh = geometry.output_size((box.w, box.h), scale=scale, size=size)
-    except geometry.GeometryError as e:
-      raise geometry.GeometryError(f'{source}: {e}') from None
-    if out_wh[0] * out_wh[1] > max_output_pixels:
-      raise geometry.GeometryError(
-        f'{source}: the result would be {out_wh[0]}x{out_wh[1]}, over '
-        f'{max_output_pixels / 1e6:g} MP; choose a smaller --scale or --size'
-      )
-    if check_output is not None:
-      check_output(out_wh)
-    return box, out_wh
-
   def tile_for(self, model_wh) -> tuple[int, int]:
     """(height, width) of the tiles for a result of `model_wh`: the bundle's square tile, or, on an
     engine that resizes its model (engine.Engine.resizable), the shape tiling.plan_tile picks."""
     if not self.engine.resizable:
       return self.tile, self.tile
-    multiple = int(self.manifest['tile'].get('multiple', 8))
     return tiling.plan_tile(
-      (model_wh[1], model_wh[0]), overlap=self.overlap, multiple=multiple, parallel=self.engine.parallel
+      (model_wh[1], model_wh[0]),
+      overlap=self.overlap,
+      multiple=self.manifest.tile.multiple,
+      parallel=self.engine.parallel,
     )
 
   def count_tiles(self, model_wh) -> int:
     return tiling.count_tiles((model_wh[1], model_wh[0]), self.tile_for(model_wh), self.overlap)
-
-  def _render(self, photo, box, plan, out_wh, *, seed, strength, detail, on_start, on_tile):
-    """The result of `photo`'s crop `box` following `plan`: (image, tile shape, tiles, back-projection)."""
-    lr = photo.rgb[box.y : box.y + box.h, box.x : box.x + box.w]
-    tile = self.tile_for(plan.model_wh)
-    self.engine.prepare(tile)
-    tiles = tiling.count_tiles((plan.model_wh[1], plan.model_wh[0]), tile, self.overlap)
-    if on_start:
-      on_start(tiles)
-    rgb = tiling.enhance_tiled(
-      self.engine.run,
-      lr,
-      (plan.model_wh[1], plan.model_wh[0]),
-      tile=tile,
-      overlap=self.overlap,
-      scale=plan.model_scale,
-      seed=seed,
-      strength=strength,
-      detail=detail,
-      noise_used=self.noise_used,
-      on_tile=on_tile,
-      parallel=self.engine.parallel,
-      executor=self.engine.executor,
-    )
-    # Toward the fidelity end the result, shrunk again, gives back its input (imaging.consistency).
-    back_projection = (1.0 - detail) * strength if self.back_projection else 0.0
-    consistency.back_project(rgb, lr, weight=back_projection, iterations=self.back_projection)
-    if plan.resample:
-      rgb = np.asarray(Image.fromarray(rgb).resize(out_wh, Image.Resampling.LANCZOS))
-    alpha = None
-    if photo.alpha is not None:
-      # Alpha is no photo: a sharp resampler, not the model.
-      alpha_crop = Image.fromarray(photo.alpha[box.y : box.y + box.h, box.x : box.x + box.w])
-      alpha = np.asarray(alpha_crop.resize(out_wh, Image.Resampling.LANCZOS))
-    return photo_lib.to_image(rgb, alpha, gray=photo.gray), tile, tiles, back_projection
 
   def enhance(
     self,
@@ -296,6 +285,35 @@ class Enhancer:
     t0 = time.perf_counter()
     if self.engine is None:
       raise errors.ZoomEnhanceError('this Enhancer is closed')
+    request = self._check_request(
+      crop=crop,
+      scale=scale,
+      size=size,
+      strength=strength,
+      detail=detail,
+      seed=seed,
+      max_pixels=max_pixels,
+      max_output_pixels=max_output_pixels,
+    )
+    photo, box, out_wh = self._open_photo(image, request, check_output)
+    plan = geometry.plan((box.w, box.h), out_wh, self.scale_range)
+    try:
+      rendered = self._render(photo, box, plan, out_wh, request, on_start, on_tile)
+    except MemoryError:
+      raise photo_lib.out_of_memory(
+        photo.source, f'for a {out_wh[0]}x{out_wh[1]} result; choose a smaller --crop, --scale or --size'
+      ) from None
+    result = rendered.image
+    self._keep_metadata(result, photo, out_wh)
+    seconds = time.perf_counter() - t0
+    result.info['zoom_enhance'] = self._report(photo.source, box, plan, out_wh, request, rendered, seconds)
+    return result
+
+  def _check_request(
+    self, *, crop, scale, size, strength, detail, seed, max_pixels, max_output_pixels
+  ) -> _Request:
+    """enhance's options checked (ConfigError or GeometryError naming the first one wrong), with the
+    defaults filled in: the bundle's detail, and its largest factor where neither scale nor size is given."""
     strength = _fraction(strength, 'strength', '0 bicubic, 1 the model')
     detail = (
       self.default_detail
@@ -312,39 +330,75 @@ class Enhancer:
       scale = geometry.check_scale(scale)
     if scale is None and size is None:
       scale = self.default_scale()
-    # The result's size from the file's header first: a result over the limits is refused before decoding.
+    return _Request(crop, scale, size, strength, detail, seed, max_pixels, max_output_pixels)
+
+  def _open_photo(self, image, request: _Request, check_output):
+    """(photo, crop box, result size) of `image`. The result's size is checked from the file's header
+    first, where it tells the size: a result over the limits is refused before decoding."""
     header = photo_lib.upright_size(image)
-    if header is not None and header[0] * header[1] <= max_pixels:
-      self._plan_output(os.fspath(image), header, crop, scale, size, max_output_pixels, check_output)
-    photo = photo_lib.open_photo(image, max_pixels=max_pixels)
-    box, out_wh = self._plan_output(
-      photo.source, photo.size, crop, scale, size, max_output_pixels, check_output
-    )
-    plan = geometry.plan((box.w, box.h), out_wh, self.scale_range)
+    if header is not None and header[0] * header[1] <= request.max_pixels:
+      self._plan_output(os.fspath(image), header, request, check_output)
+    photo = photo_lib.open_photo(image, max_pixels=request.max_pixels)
+    box, out_wh = self._plan_output(photo.source, photo.size, request, check_output)
+    return photo, box, out_wh
+
+  @staticmethod
+  def _plan_output(source, image_wh, request: _Request, check_output):
+    """(crop box, result size) of an image of `image_wh`, checked against the limits; errors name `source`."""
     try:
-      result, tile, tiles, back_projection = self._render(
-        photo,
-        box,
-        plan,
-        out_wh,
-        seed=seed,
-        strength=float(strength),
-        detail=detail,
-        on_start=on_start,
-        on_tile=on_tile,
+      box = geometry.resolve_crop(request.crop, image_wh)
+      out_wh = geometry.output_size((box.w, box.h), scale=request.scale, size=request.size)
+    except geometry.GeometryError as e:
+      raise geometry.GeometryError(f'{source}: {e}') from None
+    if out_wh[0] * out_wh[1] > request.max_output_pixels:
+      raise geometry.GeometryError(
+        f'{source}: the result would be {out_wh[0]}x{out_wh[1]}, over '
+        f'{request.max_output_pixels / 1e6:g} MP; choose a smaller --scale or --size'
       )
-    except MemoryError:
-      raise photo_lib.out_of_memory(
-        photo.source, f'for a {out_wh[0]}x{out_wh[1]} result; choose a smaller --crop, --scale or --size'
-      ) from None
-    if photo.icc_profile:
-      result.info['icc_profile'] = photo.icc_profile
-    exif = photo_lib.output_exif(photo.exif, out_wh)
-    if exif:
-      result.info['exif'] = exif
+    if check_output is not None:
+      check_output(out_wh)
+    return box, out_wh
+
+  def _render(self, photo, box, plan, out_wh, request: _Request, on_start, on_tile) -> _Rendered:
+    """The result of `photo`'s crop `box` following `plan` (geometry.plan), tiled through the engine."""
+    lr = photo.rgb[box.y : box.y + box.h, box.x : box.x + box.w]
+    tile = self.tile_for(plan.model_wh)
+    self.engine.prepare(tile)
+    tiles = tiling.count_tiles((plan.model_wh[1], plan.model_wh[0]), tile, self.overlap)
+    if on_start:
+      on_start(tiles)
+    rgb = tiling.enhance_tiled(
+      self.engine.run,
+      lr,
+      (plan.model_wh[1], plan.model_wh[0]),
+      tile=tile,
+      overlap=self.overlap,
+      scale=plan.model_scale,
+      seed=request.seed,
+      strength=request.strength,
+      detail=request.detail,
+      noise_used=self.noise_used,
+      on_tile=on_tile,
+      parallel=self.engine.parallel,
+      executor=self.engine.executor,
+    )
+    # Toward the fidelity end the result, shrunk again, gives back its input (imaging.consistency).
+    back_projection = (1.0 - request.detail) * request.strength if self.back_projection else 0.0
+    consistency.back_project(rgb, lr, weight=back_projection, iterations=self.back_projection)
+    if plan.resample:
+      rgb = np.asarray(Image.fromarray(rgb).resize(out_wh, Image.Resampling.LANCZOS))
+    alpha = None
+    if photo.alpha is not None:
+      # Alpha is no photo: a sharp resampler, not the model.
+      alpha_crop = Image.fromarray(photo.alpha[box.y : box.y + box.h, box.x : box.x + box.w])
+      alpha = np.asarray(alpha_crop.resize(out_wh, Image.Resampling.LANCZOS))
+    return _Rendered(save.to_image(rgb, alpha, gray=photo.gray), tile, tiles, back_projection)
+
+  def _report(self, source, box, plan, out_wh, request: _Request, rendered: _Rendered, seconds) -> Report:
+    """What the enhancement did and what ran it (the result's info['zoom_enhance'])."""
     eng = self.engine
-    result.info['zoom_enhance'] = Report(
-      source=photo.source,
+    return Report(
+      source=source,
       accelerator=eng.accelerator,
       runtime=eng.runtime,
       variant=eng.variant,
@@ -355,15 +409,23 @@ class Enhancer:
       model_scale=plan.model_scale,
       resampled=plan.resample,
       steps=self.steps,
-      strength=float(strength),
-      detail=detail,
-      back_projection=back_projection,
-      seed=int(seed),
-      tiles=tiles,
-      tile_size=(tile[1], tile[0]),
-      seconds=time.perf_counter() - t0,
+      strength=request.strength,
+      detail=request.detail,
+      back_projection=rendered.back_projection,
+      seed=request.seed,
+      tiles=rendered.tiles,
+      tile_size=(rendered.tile[1], rendered.tile[0]),
+      seconds=seconds,
     )
-    return result
+
+  @staticmethod
+  def _keep_metadata(result: Image.Image, photo, out_wh):
+    """The photo's ICC profile and EXIF (its size updated) in `result.info`, for image.save to write."""
+    if photo.icc_profile:
+      result.info['icc_profile'] = photo.icc_profile
+    exif = save.output_exif(photo.exif, out_wh)
+    if exif:
+      result.info['exif'] = exif
 
 
 def enhance(

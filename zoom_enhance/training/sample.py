@@ -4,6 +4,7 @@ import logging
 
 from zoom_enhance import errors
 from zoom_enhance.imaging import photo
+from zoom_enhance.imaging import save
 from zoom_enhance.model import sampler as sampler_lib
 from zoom_enhance.runtime import geometry
 from zoom_enhance.training import checkpoint
@@ -34,7 +35,7 @@ def sample_photo(
   w, h = geometry.output_size((lr.shape[1], lr.shape[0]), scale=None if size else scale, size=size)
   if h * w > max_pixels:
     raise errors.ConfigError(f'output {w}x{h} is over --max-pixels={max_pixels}')
-  photo.format_for(output)  # an unknown extension fails before the model loads
+  save.format_for(output)  # an unknown extension fails before the model loads
   params, config, step = checkpoint.restore_params(workdir)
   if steps is None:
     position = checkpoint.read_position(workdir, step)
@@ -43,5 +44,5 @@ def sample_photo(
     'checkpoint step %d, %d DDIM steps, %dx%d -> %dx%d', step, steps, lr.shape[1], lr.shape[0], w, h
   )
   out = sampler_lib.Sampler(config).upscale_image(params, lr, (h, w), num_steps=steps, seed=seed)
-  photo.save_photo(output, out)
+  save.save_photo(output, out)
   logging.info('wrote %s', output)
