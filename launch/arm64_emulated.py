@@ -19,8 +19,10 @@ emulator is copied into the root and runs its Python directly.
    root, and `python -m zoom_enhance.cli enhance` runs there under qemu on a
    crop of the packaged photo that makes one tile, once per variant
    (--accelerator cpu --quant V), and the same command on this machine. The
-   report gives each variant's runtime as the runtime itself reports it, the
-   seconds, and the PSNR between the two results.
+   report gives each variant's runtime as the runtime itself reports it (the
+   command's --report-json), the seconds, and the PSNR between the two
+   results. With --layers, `python -m zoom_enhance.runtime.layer_dump` writes
+   every op's output of that tile on both, compared op by op.
 
 The emulated CPU is a phone's (--cpu, default cortex-a76: the big cores of
 Pixel 6 and of many phones since 2019), and the root describes it as a
@@ -62,7 +64,6 @@ from PIL import Image
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from zoom_enhance.evaluation import metrics  # noqa: E402
 from zoom_enhance.runtime import cpu_variant  # noqa: E402
 
 SUITE = 'bookworm'
@@ -89,38 +90,6 @@ CPU_PARTS = {
 DEFAULT_CPU = 'cortex-a76'
 # The first qemu whose `-cpu max` (SVE) ran XNNPACK's int8 kernels right here (7.2 did not).
 MAX_CPU_QEMU = 10
-_ENHANCE = re.compile(
-  r'\d+ tiles? (?:of \d+x\d+ )?on \w+ \((?P<runtime>.*)\), model (?P<variant>\S+), (?P<seconds>[0-9.]+) s \('
-)
-
-
-# Every op's output tensors of one tile through the classic interpreter's built-in kernels (XNNPACK
-# would keep its partition's tensors to itself): argv model, photo, npz out. The tile is the one the
-# enhance command runs.
-LAYER_DUMP = """
-import sys
-import numpy as np
-from PIL import Image
-from zoom_enhance.imaging import resample
-from zoom_enhance.runtime import engine, tiling
-model, photo, out, (x, y, w, h) = sys.argv[1], sys.argv[2], sys.argv[3], map(int, sys.argv[4].split(','))
-lr = np.asarray(Image.open(photo).convert('RGB'))[y : y + h, x : x + w]
-t = 4 * h
-feed = {'lr_up': resample.lr_up(lr, (t, t))[None], 'noise': tiling.NoiseField(0).region(0, 0, t, t)[None],
-        'scale': np.array([4.0], np.float32), 'detail': np.ones((1,), np.float32)}
-li = engine._interpreter_module()
-it = li.Interpreter(model_path=model, experimental_preserve_all_tensors=True,
-                    experimental_op_resolver_type=li.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-it.allocate_tensors()
-for d in it.get_input_details():
-  it.set_tensor(d['index'], feed[engine._input_slot(d['name'])])
-it.invoke()
-tensors = {}
-for op in it._get_ops_details():
-  for i in op['outputs']:
-    tensors[f"{op['index']:04d} {op['op_name']}"] = it.get_tensor(i)
-np.savez(out, **tensors)
-"""
 
 
 class Failure(Exception):
@@ -260,34 +229,40 @@ def check_cpu(qemu: str, cpu: str) -> str:
   return line
 
 
-def _enhance_args(source: str, variant: str, out: str, threads: int) -> list[str]:
+def _enhance_args(source: str, variant: str, out: str, threads: int, report: str) -> list[str]:
   crop = ','.join(map(str, CROP))
   cmd = ['-m', 'zoom_enhance.cli', 'enhance', source, '--crop', crop, '--scale', '4', '--accelerator', 'cpu']
-  return cmd + ['--quant', variant, '--threads', str(threads), '-o', out, '-v']
+  return cmd + ['--quant', variant, '--threads', str(threads), '-o', out, '--report-json', report]
 
 
-def _report_line(stderr: str, where: str) -> dict:
-  found = _ENHANCE.search(stderr)
-  if not found:
-    last = [ln for ln in stderr.splitlines() if ln.strip()][-1:] or ['no output']
-    raise Failure(f'{where}: enhance gave no report: {last[0][:300]}')
-  return {'runtime': found['runtime'], 'enhance_seconds': float(found['seconds'])}
-
-
-def _timed(cmd, env, where: str) -> dict:
+def _timed(cmd, env, where: str, report: str) -> dict:
+  """Runs one enhance command; what its --report-json (the file `report`) says ran, and the seconds."""
   t0 = time.perf_counter()
   r = subprocess.run(cmd, capture_output=True, text=True, env=env)
   wall = time.perf_counter() - t0
   if r.returncode != 0:
     last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1:] or [f'exit status {r.returncode}']
     raise Failure(f'{where}: enhance failed: {last[0][:300]}')
-  return {**_report_line(r.stderr, where), 'command_seconds': round(wall, 2)}
+  try:
+    with open(report) as f:
+      ran = json.load(f)
+    (photo,) = ran['photos']
+    engine = ran['engine']
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise Failure(f'{where}: enhance wrote no usable --report-json {report}: {e}') from None
+  return {
+    'runtime': engine['runtime'],
+    'variant': engine['variant'],
+    'enhance_seconds': photo['seconds'],
+    'command_seconds': round(wall, 2),
+  }
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float | None:
-  """PSNR of two uint8 images in dB (metrics.psnr); None where they are identical."""
-  db = metrics.psnr(a, b, data_range=255)
-  return None if db == float('inf') else round(db, 2)
+  """PSNR of two uint8 images in dB (peak 255, the mean squared error over every channel); None where they
+  are identical."""
+  mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+  return None if mse == 0 else round(float(10 * np.log10(255.0**2 / mse)), 2)
 
 
 def run(
@@ -332,13 +307,18 @@ def run(
   reference = 'fp16' if 'fp16' in variants else None
   for v in sorted(variants, key=lambda v: v != reference):
     print(f'arm64: {v} emulated ...', flush=True)
-    arm = _timed(
-      emulated + _enhance_args(source_in_root, v, f'{OUT}/arm64_{v}.png', threads), env, f'arm64 {v}'
+    arm_args = _enhance_args(source_in_root, v, f'{OUT}/arm64_{v}.png', threads, f'{OUT}/arm64_{v}.json')
+    arm = _timed(emulated + arm_args, env, f'arm64 {v}', root + f'{OUT}/arm64_{v}.json')
+    here_out, here_json = os.path.join(out, f'x86_64_{v}.png'), os.path.join(out, f'x86_64_{v}.json')
+    here = _timed(
+      [sys.executable] + _enhance_args(source_here, v, here_out, threads, here_json),
+      None,
+      f'here {v}',
+      here_json,
     )
-    here_out = os.path.join(out, f'x86_64_{v}.png')
-    here = _timed([sys.executable] + _enhance_args(source_here, v, here_out, threads), None, f'here {v}')
     arm_out = os.path.join(out, f'arm64_{v}.png')
     shutil.copy2(root + f'{OUT}/arm64_{v}.png', arm_out)
+    shutil.copy2(root + f'{OUT}/arm64_{v}.json', os.path.join(out, f'arm64_{v}.json'))
     a, b = (np.asarray(Image.open(p).convert('RGB')) for p in (arm_out, here_out))
     results[v] = {'psnr_db': psnr(a, b), 'identical': bool(np.array_equal(a, b)), 'arm64': arm, 'here': here}
     if reference:
@@ -397,35 +377,17 @@ def compare_layers(arm: str, here: str) -> dict:
   }
 
 
+def _layer_dump_args(src: str, v: str, out: str) -> list[str]:
+  """`python -m zoom_enhance.runtime.layer_dump` of variant `v` on the tile of CROP (checkout `src`)."""
+  model = f'{src}/zoom_enhance/assets/default_bundle/zoom_enhance_{v}.tflite'
+  photo = f'{src}/zoom_enhance/assets/chelsea.jpg'
+  return ['-m', 'zoom_enhance.runtime.layer_dump', model, photo, out, '--crop', ','.join(map(str, CROP))]
+
+
 def _layers(emulated, env, root: str, out: str, v: str) -> dict:
-  with open(root + '/opt/zoom-enhance/layers.py', 'w') as f:
-    f.write(LAYER_DUMP)
-  model = f'zoom_enhance/assets/default_bundle/zoom_enhance_{v}.tflite'
-  crop = ','.join(map(str, CROP))
-  _run(
-    emulated
-    + [
-      '/opt/zoom-enhance/layers.py',
-      f'{SRC}/{model}',
-      f'{SRC}/zoom_enhance/assets/chelsea.jpg',
-      f'{OUT}/layers_{v}.npz',
-      crop,
-    ],
-    env=env,
-  )
+  _run(emulated + _layer_dump_args(SRC, v, f'{OUT}/layers_{v}.npz'), env=env)
   here = os.path.join(out, f'layers_{v}_x86_64.npz')
-  _run(
-    [
-      sys.executable,
-      '-c',
-      LAYER_DUMP,
-      os.path.join(REPO, model),
-      os.path.join(REPO, 'zoom_enhance/assets/chelsea.jpg'),
-      here,
-      crop,
-    ],
-    env=dict(os.environ, PYTHONPATH=REPO),
-  )
+  _run([sys.executable] + _layer_dump_args(REPO, v, here), env=dict(os.environ, PYTHONPATH=REPO))
   return compare_layers(root + f'{OUT}/layers_{v}.npz', here)
 
 

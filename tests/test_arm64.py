@@ -12,7 +12,9 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from zoom_enhance.runtime import bundle
 from zoom_enhance.runtime import pipeline
@@ -79,6 +81,52 @@ def test_the_script_refuses_cpus_its_emulator_gets_wrong_or_lacks():
       script.check_cpu(script.QEMU, 'max')
 
 
+def test_the_script_reads_what_ran_from_the_commands_report_here(tmp_path):
+  """The enhance command the script runs, here: what ran and its seconds come from --report-json; the PSNR
+  is numpy's own."""
+  script = _script()
+  out, report = tmp_path / 'x86_64_int8.png', tmp_path / 'x86_64_int8.json'
+  source = os.path.join(script.REPO, 'zoom_enhance', 'assets', 'chelsea.jpg')
+  args = script._enhance_args(source, 'int8', str(out), 2, str(report))
+  env = dict(os.environ, PYTHONPATH=script.REPO, ZOOM_ENHANCE_CPU_VARIANT='bundle')
+  ran = script._timed([sys.executable] + args, env, 'here int8', str(report))
+  assert (
+    ran['variant'] == 'int8'
+    and ran['runtime'] == 'LiteRT interpreter, XNNPACK, 2 tiles at once, 1 thread each'
+  )
+  assert 0 < ran['enhance_seconds'] < ran['command_seconds']
+  a = np.asarray(Image.open(out).convert('RGB'))
+  assert a.shape == (192, 192, 3) and script.psnr(a, a) is None
+  b = a.copy()
+  b[0, 0, 0] ^= 1  # one value off by one: MSE 1 / (192 * 192 * 3)
+  assert script.psnr(a, b) == round(10 * np.log10(255**2 * 192 * 192 * 3), 2)
+
+
+def test_the_layer_dump_keeps_every_ops_output_of_the_scripts_tile(tmp_path):
+  """`python -m zoom_enhance.runtime.layer_dump` as the script runs it (here): every op's output of the one
+  192-px tile; a crop that is not one tile of the model is one line."""
+  script = _script()
+  out = tmp_path / 'layers.npz'
+  repo, env = script.REPO, dict(os.environ, PYTHONPATH=script.REPO)
+  r = subprocess.run(
+    [sys.executable] + script._layer_dump_args(repo, 'int8_full', str(out)),
+    capture_output=True,
+    text=True,
+    env=env,
+  )
+  assert r.returncode == 0, r.stderr[-2000:]
+  layers = np.load(out)
+  assert len(layers.files) > 50 and layers.files == sorted(layers.files)
+  assert layers[layers.files[-1]].shape == (1, 192, 192, 3)
+  args = [
+    a if a != '150,100,48,48' else '150,100,40,48' for a in script._layer_dump_args(repo, 'int8', 'x.npz')
+  ]
+  r = subprocess.run([sys.executable] + args, capture_output=True, text=True, cwd=tmp_path, env=env)
+  err = [ln for ln in r.stderr.splitlines() if ln.strip()]
+  assert r.returncode == 1 and len(err) == 1 and 'choose a crop whose result is one tile' in err[0], err
+  assert not (tmp_path / 'x.npz').exists()
+
+
 def test_every_variant_runs_on_arm64_as_on_x86_64(tmp_path):
   """On an emulated Cortex-A76 described as a phone describes it, XNNPACK runs there as here, and every
   variant's result is within 50 dB of x86-64's (int8_full's integer kernels agree to the bit)."""
@@ -87,7 +135,7 @@ def test_every_variant_runs_on_arm64_as_on_x86_64(tmp_path):
   report = _run_script(out)
   assert report['arm64']['machine'] == 'aarch64' and report['here']['machine'] == 'x86_64'
   assert report['arm64']['cpu'] == 'cortex-a76'
-  models = bundle.load_manifest(pipeline.DEFAULT_BUNDLE)['models']
+  models = bundle.load_manifest(pipeline.DEFAULT_BUNDLE).models
   assert set(report['variants']) == {'fp16', 'int8', 'int8_full'} <= set(models)
   for v, result in report['variants'].items():
     # The runtime's own report: on 2 threads two interpreters, a tile each, XNNPACK in both.

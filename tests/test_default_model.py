@@ -21,27 +21,27 @@ def test_the_default_bundle_is_the_distilled_student_embedded_intact_and_under_6
   manifest = bundle.load_manifest(DEFAULT)  # format version, files present, SHA-256 of each model
   size = sum(os.path.getsize(os.path.join(DEFAULT, f)) for f in os.listdir(DEFAULT))
   assert size <= 6_000_000, size
-  assert {'fp16', 'int8'} <= set(manifest['models'])
-  assert manifest['default_quant']['cpu'] in manifest['models']
+  assert {'fp16', 'int8'} <= set(manifest.models)
+  assert manifest.default_quant['cpu'] in manifest.models
   # The 1-step student of progressive distillation, whose output depends on its noise (export measured it).
-  assert manifest['training']['distilled'] is True and manifest['steps'] <= 2
-  assert manifest['inputs']['noise']['used'] is True
+  assert manifest.training.distilled is True and manifest.steps <= 2
+  assert manifest.inputs.noise.used is True
   # The detail is an input of the one graph (model.detail_input): the network runs once at any detail.
-  assert manifest['detail']['input'] is True and manifest['inputs']['detail']['shape'] == [1]
-  assert 0.0 <= manifest['detail']['default'] <= 1.0
+  assert manifest.detail.input is True and manifest.inputs.detail.shape == (1,)
+  assert 0.0 <= manifest.detail.default <= 1.0
   # Full-integer int8 for NPUs, calibrated on real photo tiles: 30 dB from JAX at least, every op integer
   # between the float inputs' QUANTIZE and the output's DEQUANTIZE.
-  assert manifest['models']['int8_full']['parity_psnr_db'] >= 30.0
+  assert manifest.models['int8_full'].parity_psnr_db >= 30.0
   from ai_edge_litert.interpreter import Interpreter
 
-  full = Interpreter(model_path=os.path.join(DEFAULT, manifest['models']['int8_full']['file']))
+  full = Interpreter(model_path=os.path.join(DEFAULT, manifest.models['int8_full'].file))
   dtypes = {t['index']: t['dtype'] for t in full.get_tensor_details()}
   float_ops = {
     op['op_name'] for op in full._get_ops_details() if any(dtypes[i] == np.float32 for i in op['outputs'])
   }
   assert float_ops == {'DEQUANTIZE'}, float_ops
-  assert manifest['scale_range'] == [1.0, 4.0]
-  assert manifest['model']['variant'] == 'mobile'
+  assert manifest.scale_range == (1.0, 4.0)
+  assert manifest.model.variant == 'mobile'
 
 
 @pytest.mark.parametrize(
@@ -129,7 +129,7 @@ def test_the_cpu_runs_the_shipped_model_at_tiles_of_the_photo_s_own_shape(defaul
   from zoom_enhance.training import checkpoint
 
   manifest = default_enhancer.manifest
-  assert all(m['resizable'] and m['resized_parity_psnr_db'] >= 30 for m in manifest['models'].values())
+  assert all(m.resizable and m.resized_parity_psnr_db >= 30 for m in manifest.models.values())
   engine = default_enhancer.engine
   assert engine.resizable and engine.parallel == 2
   with Image.open(SAMPLE) as im:
@@ -137,13 +137,13 @@ def test_the_cpu_runs_the_shipped_model_at_tiles_of_the_photo_s_own_shape(defaul
   report = default_enhancer.enhance(photo, scale=4.0).info['zoom_enhance']
   assert report.output_size == (480, 320) and report.tiles == 2 and report.tile_size == (256, 320)
   params, config, _ = checkpoint.restore_params(files.asset_path('weights', 'default_student'))
-  fn = jax.jit(convert.make_tile_fn(params, config, manifest['steps']))
+  fn = jax.jit(convert.make_tile_fn(params, config, manifest.steps))
   (tile,) = convert.real_tiles([np.asarray(Image.open(SAMPLE).convert('RGB'))], 1, (224, 320), [4.0], seed=5)
   got = engine.run(tile['lr_up'], tile['noise'], tile['scale'], tile['detail'])
   want = np.asarray(fn(tile['lr_up'], tile['noise'], tile['scale'], tile['detail']))
   assert got.shape == want.shape == (1, 224, 320, 3)
   parity = metrics.psnr(got, want, data_range=2.0)
-  assert parity >= manifest['models'][engine.variant]['parity_psnr_db'] - 3, parity
+  assert parity >= manifest.models[engine.variant].parity_psnr_db - 3, parity
 
 
 @pytest.mark.parametrize('name', ['default_teacher', 'default_student'])

@@ -1,5 +1,6 @@
 """The on-device runtime on a real bundle: LiteRT engines, seamless tiles, crops, sizes, photos, the CLI."""
 
+import dataclasses
 import functools
 import json
 import os
@@ -24,6 +25,7 @@ from PIL import ImageCms
 import zoom_enhance
 from zoom_enhance import errors
 from zoom_enhance.imaging import resample
+from zoom_enhance.runtime import backends
 from zoom_enhance.runtime import bundle
 from zoom_enhance.runtime import cpu_variant
 from zoom_enhance.runtime import engine
@@ -359,12 +361,11 @@ def test_toward_the_fidelity_end_the_result_shrunk_gives_back_its_input(bundle_d
   D < 1 with weight (1 - D) x strength: at detail 0 the result, shrunk, is nearer its input than the same
   bundle's without; at detail 1 and strength 0 nothing changes; the report gives the weight."""
   manifest = bundle.load_manifest(bundle_dir)
-  assert manifest['detail']['back_projection_iterations'] == 2 and manifest['inputs']['noise']['used']
+  assert manifest.detail.back_projection_iterations == 2 and manifest.inputs.noise.used
   plain = tmp_path / 'plain'
   shutil.copytree(bundle_dir, plain)
-  bundle.write_manifest(
-    str(plain), dict(manifest, detail=dict(manifest['detail'], back_projection_iterations=0))
-  )
+  detail = dataclasses.replace(manifest.detail, back_projection_iterations=0)
+  bundle.write_manifest(str(plain), dataclasses.replace(manifest, detail=detail))
   crop = (11, 7, 41, 23)
   lr = np.asarray(Image.open(photo_path).convert('RGB'))[7:30, 11:52]
   runs = {}
@@ -516,16 +517,14 @@ def test_a_bundle_npu_model_is_tried_first_then_the_chain_goes_on(bundle_dir, ph
   manifest = bundle.load_manifest(str(npu_bundle))
   # Laid out as `export --npu` lists a compiled model (a copy stands in for the vendor's output).
   shutil.copy(npu_bundle / 'zoom_enhance_int8.tflite', npu_bundle / 'zoom_enhance_int8_npu.tflite')
-  manifest['npu_models'] = {
-    'int8_npu': {
-      'file': 'zoom_enhance_int8_npu.tflite',
-      'vendor': 'test',
-      'soc': 'Test SoC',
-      'sha256': manifest['models']['int8']['sha256'],
-      'source_quantization': 'int8',
-    }
-  }
-  bundle.write_manifest(str(npu_bundle), manifest)
+  npu_model = bundle.NpuModel(
+    file='zoom_enhance_int8_npu.tflite',
+    vendor='test',
+    soc='Test SoC',
+    sha256=manifest.models['int8'].sha256,
+    source_quantization='int8',
+  )
+  bundle.write_manifest(str(npu_bundle), dataclasses.replace(manifest, npu_models={'int8_npu': npu_model}))
   manifest = bundle.load_manifest(str(npu_bundle))
   with pipeline.Enhancer(npu_bundle, threads=2) as e:
     if e.engine.accelerator == 'cpu':
@@ -723,7 +722,7 @@ def test_ctrl_c_while_a_model_loads_is_one_line(bundle_dir, photo_path, tmp_path
   it leaves in the traceback log their destruction, which stays off stderr (-vv shows it)."""
   out = tmp_path / 'out.png'
   for verbose, quiet in ((), True), (('-vv',), False):
-    # One thread: the CPU's CompiledModel (on more, single-threaded interpreters: engine.uses_tile_pool).
+    # One thread: the CPU's CompiledModel (on more, single-threaded interpreters: backends.uses_tile_pool).
     args = ['enhance', photo_path, '-o', out, '--bundle', bundle_dir, '--accelerator', 'cpu']
     args += ['--threads', '1']
     command = [sys.executable, '-c', CTRL_C_WHILE_LOADING, *map(str, args + list(verbose))]
@@ -793,6 +792,62 @@ def test_a_batch_goes_on_past_bad_files(bundle_dir, photo_dir, tmp_path):
   assert sorted(os.listdir(tmp_path / 'out')) == ['a.png', 'c.png']
 
 
+def test_report_json_says_what_ran_per_photo_and_in_all(tmp_path):
+  """--report-json of a real run of the embedded bundle: a small photo written, a broken one failed (exit 1),
+  the engine that ran, the totals; `-` prints it; a path that cannot be written is refused before any work."""
+  env = dict(os.environ, PYTHONPATH=str(ROOT), ZOOM_ENHANCE_CPU_VARIANT='bundle')
+
+  def run(*args):
+    r = subprocess.run(
+      [sys.executable, '-m', 'zoom_enhance.cli', 'enhance', *map(str, args)],
+      capture_output=True,
+      text=True,
+      env=env,
+      cwd=tmp_path,
+      timeout=300,
+    )
+    return r.returncode, r.stdout, [ln for ln in r.stderr.splitlines() if ln.strip()]
+
+  photos = tmp_path / 'photos'
+  photos.mkdir()
+  with Image.open(ROOT / 'zoom_enhance' / 'assets' / 'chelsea.jpg') as im:
+    im.resize((48, 32)).save(photos / 'a.png')
+  (photos / 'b.jpg').write_text('not a photo')
+  report_path = tmp_path / 'reports' / 'run.json'
+  rc, stdout, err = run(photos, '-o', 'out', '--scale', '2', '--threads', '2', '--report-json', report_path)
+  assert rc == 1 and len(err) == 1 and 'b.jpg: not an image file' in err[0], err
+  assert stdout == '' and sorted(os.listdir(tmp_path / 'out')) == ['a.png']
+  assert not [n for n in os.listdir(report_path.parent) if n != 'run.json']  # written atomically
+  report = json.loads(report_path.read_text())
+  assert report['exit_status'] == 1 and report['bundle'] is None
+  written, failed = report['photos']
+  assert written['input'] == str(photos / 'a.png') and written['output'] == os.path.join('out', 'a.png')
+  assert written['written'] and written['error'] is None
+  assert written['crop'] == [0, 0, 48, 32] and written['input_size'] == [48, 32]
+  assert written['output_size'] == [96, 64] and written['model_scale'] == 2
+  assert written['tiles'] >= 1 and written['seconds'] > 0 and written['seconds_per_mp'] > 0
+  assert failed['input'] == str(photos / 'b.jpg') and not failed['written']
+  assert 'b.jpg: not an image file' in failed['error'] and 'tiles' not in failed
+  ran = report['engine']
+  assert ran['accelerator'] in ('npu', 'gpu', 'cpu') and ran['variant'] in ('fp16', 'int8', 'int8_full')
+  assert ran['threads'] == 2 and isinstance(ran['passed_over'], list) and ran['runtime']
+  totals = report['totals']
+  assert (totals['photos'], totals['written'], totals['failed']) == (2, 1, 1)
+  assert totals['output_megapixels'] == 96 * 64 / 1e6 and totals['seconds'] >= totals['enhance_seconds'] > 0
+  assert totals['seconds_per_mp'] == pytest.approx(totals['enhance_seconds'] / 0.006144, rel=1e-3)
+
+  rc, stdout, err = run(photos / 'a.png', '-o', 'one.png', '--scale', '1', '--report-json', '-')
+  assert rc == 0 and err == [], err
+  report = json.loads(stdout)
+  assert report['exit_status'] == 0 and [p['output'] for p in report['photos']] == ['one.png']
+  assert report['photos'][0]['output_size'] == [48, 32] and report['engine']['threads'] >= 1
+
+  (tmp_path / 'a_file').write_text('x')
+  rc, stdout, err = run(photos / 'a.png', '-o', 'two.png', '--report-json', tmp_path / 'a_file' / 'r.json')
+  assert rc == 1 and len(err) == 1 and 'cannot write (Not a directory' in err[0], err
+  assert not (tmp_path / 'two.png').exists()
+
+
 def test_without_a_bundle_the_error_asks_for_one(tmp_path, photo_path, monkeypatch, capsys):
   """An install without the embedded bundle (a source tree that has not trained one yet)."""
   from zoom_enhance import cli as cli_lib
@@ -815,8 +870,8 @@ def _random_tile(seed: int, scale: float) -> dict:
 
 
 def _cannot_compile(*args, **kwargs):
-  """engine._CompiledBackend where LiteRT's CompiledModel fails for the CPU."""
-  raise engine._Unavailable('unknown LiteRT error')
+  """backends.CompiledBackend where LiteRT's CompiledModel fails for the CPU."""
+  raise backends.Unavailable('unknown LiteRT error')
 
 
 def test_cpu_falls_back_to_the_interpreter_where_compiled_model_cannot_compile(bundle_dir, monkeypatch):
@@ -832,7 +887,7 @@ def test_cpu_falls_back_to_the_interpreter_where_compiled_model_cannot_compile(b
   finally:
     compiled.close()
 
-  monkeypatch.setattr(engine, '_CompiledBackend', _cannot_compile)
+  monkeypatch.setattr(backends, 'CompiledBackend', _cannot_compile)
   for accelerator in ('cpu', 'auto'):
     fallen = engine.open_engine(manifest, bundle_dir, accelerator=accelerator, quant='fp32', threads=1)
     try:
@@ -859,15 +914,15 @@ def test_the_report_says_when_xnnpack_did_not_start(bundle_dir, monkeypatch):
     want = pool.run(**tile)
   finally:
     pool.close()
-  real = engine._interpreter_module()
+  real = backends.interpreter_module()
   builtin_only = types.SimpleNamespace(
     Interpreter=functools.partial(
       real.Interpreter, experimental_op_resolver_type=real.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     )
   )
-  monkeypatch.setattr(engine, '_interpreter_module', lambda: builtin_only)
+  monkeypatch.setattr(backends, 'interpreter_module', lambda: builtin_only)
 
-  monkeypatch.setattr(engine, '_CompiledBackend', _cannot_compile)
+  monkeypatch.setattr(backends, 'CompiledBackend', _cannot_compile)
   for threads, runtime in [
     (2, 'LiteRT interpreter, built-in kernels (XNNPACK did not start), 2 tiles at once, 1 thread each'),
     (1, 'LiteRT interpreter, built-in kernels (XNNPACK did not start), 1 thread'),

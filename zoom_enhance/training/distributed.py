@@ -22,16 +22,6 @@ import orbax.checkpoint as ocp
 
 from zoom_enhance import errors
 
-# Multi-process runs: seconds, with JAX's defaults; the CLI makes a flag of each.
-TIMEOUTS = {
-  'init_timeout': (300, 'Seconds to wait for all processes to join before failing.'),
-  'heartbeat_timeout': (
-    100,
-    'Seconds without a heartbeat after which a process is taken for dead and the run stops.',
-  ),
-  'shutdown_timeout': (300, 'Seconds to wait at exit for the other processes.'),
-}
-
 # How long a barrier waits: processes reach them far apart (one compiling,
 # another reading the compilation cache); a process that dies meanwhile is
 # still found by its missing heartbeat.
