@@ -116,6 +116,34 @@ def test_photo_decoding_exists_once():
   assert _where(lambda p: 'ImageOps.exif_transpose' in _calls(p)) == {'zoom_enhance/imaging/photo.py'}
 
 
+def test_photo_encoding_exists_once():
+  # The in-memory JPEG of the realistic degradation (data/degrade.py) is training data, not a written photo.
+  def encodes(path):
+    return any(
+      isinstance(n, ast.Call)
+      and isinstance(n.func, ast.Attribute)
+      and n.func.attr == 'save'
+      and any(k.arg == 'format' for k in n.keywords)
+      for n in ast.walk(ast.parse(path.read_text()))
+    )
+
+  assert _where(encodes) == {
+    'zoom_enhance/imaging/save.py',
+    'zoom_enhance/data/degrade.py',
+  }
+
+
+def test_no_module_is_longer_than_a_few_hundred_lines():
+  """A file has one job: none in the package or the exporter passes 500 lines."""
+  long = {
+    str(p.relative_to(ROOT)): n
+    for folder in ('zoom_enhance', 'export_tflite')
+    for p in (ROOT / folder).rglob('*.py')
+    if (n := len(p.read_text().splitlines())) > 500
+  }
+  assert not long, long
+
+
 def test_lr_up_exists_once():
   """The model's conditioning: only the resampler resizes; every caller asks it for lr_up."""
   assert _where(lambda p: any(c.endswith('bicubic_resize') for c in _calls(p))) == {
@@ -126,6 +154,7 @@ def test_lr_up_exists_once():
     'zoom_enhance/data/pipeline.py',
     'zoom_enhance/model/sampler.py',
     'zoom_enhance/runtime/tiling.py',
+    'zoom_enhance/runtime/layer_dump.py',  # the one tile of its op-by-op dump
     'export_tflite/convert.py',
   }
 
@@ -141,8 +170,14 @@ def test_the_litert_wrapper_exists_once():
   uses_litert = _where(
     lambda p: any(c.endswith(('Interpreter', 'CompiledModel.from_file')) for c in _calls(p))
   )
-  assert uses_litert == {'zoom_enhance/runtime/engine.py'}
-  assert _where(lambda p: 'INPUT_NAMES = ' in p.read_text()) == {'zoom_enhance/runtime/engine.py'}
+  # The bundle's model (backends), the 1-op model that finds the GPU (gpu_probe), and the diagnostic
+  # that keeps every op's output through the built-in kernels, which the runtime never runs (layer_dump).
+  assert uses_litert == {
+    'zoom_enhance/runtime/backends.py',
+    'zoom_enhance/runtime/gpu_probe.py',
+    'zoom_enhance/runtime/layer_dump.py',
+  }
+  assert _where(lambda p: 'INPUT_NAMES = ' in p.read_text()) == {'zoom_enhance/runtime/bundle.py'}
 
 
 def test_psnr_exists_once():
