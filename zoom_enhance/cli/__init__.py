@@ -7,6 +7,7 @@
   zoom-enhance sample --workdir W -i photo.jpg -o out.png --scale 4
   zoom-enhance enhance photo.jpg [--crop X,Y,W,H] [--scale S | --size WxH] -o out.png [--bundle B]
       [--report-json report.json]
+  zoom-enhance enhance-library SRC OUT [--runner direct|prism|...] [--workers N] [enhance's options]
   zoom-enhance eval --hr-dir DIR --scale 4 [--degradation bicubic|realistic|second_order | --lr-dir LR]
       [--bundle B] [--detail 0,0.5,1] [--results-dir DIR [--results-name NAME]] [--shave N] --out results.json
   zoom-enhance bench [--bundle B] [--threads 2] [--input-mp 1] [--out bench.json]
@@ -16,7 +17,7 @@
 
 Bad input ends with one line on stderr and a non-zero exit, not a traceback.
 One argparse parser, a sub-parser per command (cli/enhance.py, evaluate.py,
-checkpoints.py, training.py), their shared flags defined once (cli/flags.py).
+checkpoints.py, training.py, library.py), their shared flags defined once (cli/flags.py).
 train and distill read an `ml_collections` config file, whose fields
 --config.SECTION.FIELD=VALUE flags override, through absl's config_flags.
 Only the command that runs imports its library: enhance never imports JAX.
@@ -31,10 +32,22 @@ from zoom_enhance.cli import checkpoints
 from zoom_enhance.cli import enhance
 from zoom_enhance.cli import evaluate
 from zoom_enhance.cli import flags
+from zoom_enhance.cli import library
 from zoom_enhance.cli import training
 
 USAGE = __doc__.split('\n\n')[1]
-COMMANDS = ('train', 'distill', 'export', 'save-weights', 'sample', 'enhance', 'eval', 'bench', 'bench-train')
+COMMANDS = (
+  'train',
+  'distill',
+  'export',
+  'save-weights',
+  'sample',
+  'enhance',
+  'enhance-library',
+  'eval',
+  'bench',
+  'bench-train',
+)
 UsageError = flags.UsageError
 
 
@@ -42,7 +55,7 @@ def build_parser() -> flags.Parser:
   """The command line: one sub-parser per command, each with its `run(args)` as the default `run`."""
   parser = flags.Parser(prog='zoom-enhance', description=__doc__.split('\n')[0])
   commands = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
-  for module in (training, checkpoints, enhance, evaluate):
+  for module in (training, checkpoints, enhance, library, evaluate):
     module.register(commands)
   return parser
 

@@ -117,6 +117,14 @@ def register(commands) -> None:
     'of --scales: 4 by default)',
   )
   p.add_argument(
+    '--result-mp',
+    type=flags.numbers,
+    default=None,
+    metavar='MP,...',
+    help='with --folder: time size classes made from its photos, results of these megapixels each (e.g. '
+    '0.5,1,2.4,3: centre crops of each photo, enlarged where it is smaller), each class on its own',
+  )
+  p.add_argument(
     '--rounds',
     type=int,
     default=3,
@@ -166,6 +174,8 @@ def run_bench(args) -> int:
   flags.at_least_one(threads=args.threads)
   if args.rounds < 1:
     raise errors.ConfigError(f'--rounds {args.rounds}: must be at least 1')
+  if args.result_mp and not args.folder:
+    raise errors.ConfigError('--result-mp: only with --folder (the photos it makes size classes of)')
   if args.folder:
     from zoom_enhance.evaluation import folder_bench
 
@@ -176,6 +186,7 @@ def run_bench(args) -> int:
       bundle=args.bundle,
       out=args.out,
       rounds=args.rounds,
+      result_mp=args.result_mp,
     )
     return 0
   from zoom_enhance.evaluation import runtime_bench

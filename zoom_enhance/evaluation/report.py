@@ -68,7 +68,24 @@ def format_table(rows: dict, columns=EVAL_COLUMNS) -> str:
 
 def host() -> dict:
   """The machine a figure was measured on."""
-  return {'platform': platform.platform(), 'cpus': os.cpu_count(), 'python': platform.python_version()}
+  return {
+    'platform': platform.platform(),
+    'cpu': _cpu_model(),
+    'cpus': os.cpu_count(),
+    'python': platform.python_version(),
+  }
+
+
+def _cpu_model() -> str:
+  """The CPU's model name where the OS tells it (Linux's /proc/cpuinfo), else the platform's processor."""
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8', errors='replace') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
 
 
 def output_path(out: str) -> str:
