@@ -120,8 +120,8 @@ def test_the_default_detail_draws_from_the_noise_and_detail_0_does_not(default_e
 
 def test_the_cpu_runs_the_shipped_model_at_tiles_of_the_photo_s_own_shape(default_enhancer):
   """Every shipped model takes any tile size (export_tflite/resizable.py; export checked it against JAX at
-  another size). On 2 threads the runtime cuts a 480x320 result into two 320x256 tiles instead of six of
-  192, and a tile of that shape through the runtime's engine is the JAX sampler's output of the same inputs
+  another size). On 2 threads the runtime cuts a 480x320 result into four 176x256 tiles (tiling.plan_tile)
+  instead of six of 192, and a tile of that shape through the runtime's engine is the JAX sampler's output of the same inputs
   (the student's shipped weights), as close as at the export tile."""
   import jax
 
@@ -135,7 +135,7 @@ def test_the_cpu_runs_the_shipped_model_at_tiles_of_the_photo_s_own_shape(defaul
   with Image.open(SAMPLE) as im:
     photo = im.convert('RGB').crop((100, 60, 220, 140))
   report = default_enhancer.enhance(photo, scale=4.0).info['zoom_enhance']
-  assert report.output_size == (480, 320) and report.tiles == 2 and report.tile_size == (256, 320)
+  assert report.output_size == (480, 320) and report.tiles == 4 and report.tile_size == (256, 176)
   params, config, _ = checkpoint.restore_params(files.asset_path('weights', 'default_student'))
   fn = jax.jit(convert.make_tile_fn(params, config, manifest.steps))
   (tile,) = convert.real_tiles([np.asarray(Image.open(SAMPLE).convert('RGB'))], 1, (224, 320), [4.0], seed=5)

@@ -140,10 +140,14 @@ def count_tiles(out_hw, tile, overlap: int) -> int:
   return len(tile_starts(out_hw[0], th, overlap)) * len(tile_starts(out_hw[1], tw, overlap))
 
 
-# Largest tile a resizable model is run at, in pixels: per pixel, XNNPACK ran the default model
-# as fast at 256-512 px a side (152-154 ns on 2 threads) as at 192 (162); a 512 x 512 tile's
-# activations are tens of MB per model copy.
-MAX_TILE_PIXELS = 512 * 512
+# Largest tile a resizable model is run at, in pixels. Larger tiles waste fewer pixels on overlap, but
+# each new tile shape costs an interpreter per model copy whose arena grows with the tile (at 432x592:
+# 0.27 s for the two copies, against 0.02-0.05 s at 256x256), and on a 2-core Xeon (4 MB L2 a core)
+# XNNPACK ran 432x592 tiles at 350-380 ns a pixel against 210-270 at 256x256 and below (a 2-core EPYC
+# had run 256-512 px alike). Whole commands there, 3 alternating rounds (docs/runtime.md): 16 photos
+# to 0.5 MP results in 3.67 s at 256x256 against 4.28 at 320x320 and 4.85 at 512x512; the same from
+# 1 to 3 MP; one 1280x720 crop to 2048x1152 in 1.72 s against 2.05.
+MAX_TILE_PIXELS = 256 * 256
 # What a tile costs besides its pixels (noise, blending, the call), in pixels' worth.
 TILE_COST_PIXELS = 2048
 
@@ -162,7 +166,7 @@ def plan_tile(out_hw, *, overlap: int, multiple: int, parallel: int = 1, max_pix
   The shape whose tiles compute the fewest pixels, each tile also costing
   TILE_COST_PIXELS, with `parallel` tiles running at once: so a result of up
   to max_pixels is one tile, or `parallel` tiles where they run side by
-  side. A 480x320 result at 2 tiles at once: two 320x256 tiles (163,840
+  side. A 480x320 result at 2 tiles at once: four 176x256 tiles (180,224
   pixels computed) where 192-px tiles compute six (221,184).
   """
   # Sides below this are all overlap and padding.
