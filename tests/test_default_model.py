@@ -121,8 +121,8 @@ def test_the_default_detail_draws_from_the_noise_and_detail_0_does_not(default_e
 def test_the_cpu_runs_the_shipped_model_at_tiles_of_the_photo_s_own_shape(default_enhancer):
   """Every shipped model takes any tile size (export_tflite/resizable.py; export checked it against JAX at
   another size). On 2 threads the runtime cuts a 480x320 result into four 176x256 tiles (tiling.plan_tile)
-  instead of six of 192, and a tile of that shape through the runtime's engine is the JAX sampler's output of the same inputs
-  (the student's shipped weights), as close as at the export tile."""
+  instead of six of 192, and a tile of that shape through the runtime's engine is the JAX sampler's output of
+  the same inputs (the student's shipped weights), as close as at the export tile."""
   import jax
 
   from export_tflite import convert

@@ -159,7 +159,7 @@ def test_eval_scores_each_detail_and_a_baseline_bundle_in_one_run_and_draws_the_
   hr_dir, bundle_dir, tmp_path
 ):
   """--detail 0,1 --baseline-bundle: one method per detail value, the other bundle at its default (1 here, the
-  same bundle and seed, so the same scores as detail 1), and fidelity_detail.png beside results.json."""
+  same bundle and seed, so the same scores as detail 1), and r_fidelity_detail.png beside r.json."""
   out = tmp_path / 'r.json'
   rc, stdout, err = cli(
     'eval', '--hr-dir', hr_dir, '--scale', '4', '--bundle', bundle_dir, '--methods', 'bicubic,zoom-enhance',
@@ -176,7 +176,7 @@ def test_eval_scores_each_detail_and_a_baseline_bundle_in_one_run_and_draws_the_
   )  # this bundle uses noise
   assert res['settings']['details'] == [0.0, 1.0] and res['settings']['bundle']['detail'] == 0.0
   assert res['settings']['baselines'][baseline]['default_detail'] == 1.0
-  curve = tmp_path / 'fidelity_detail.png'
+  curve = tmp_path / 'r_fidelity_detail.png'
   with Image.open(curve) as im:
     assert im.format == 'PNG' and im.width > 400 and im.height > 300
     assert len(np.unique(np.asarray(im.convert('L')))) > 10  # drawn, not blank

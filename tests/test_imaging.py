@@ -146,7 +146,7 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path):
   write_png_raw(tmp_path / 'bomb.png', side, side, 1, 0, (row for _ in range(side)))
   assert os.path.getsize(tmp_path / 'bomb.png') < 200_000
   t0 = time.perf_counter()
-  with pytest.raises(photo.ImageError, match=r'bomb\.png: 20000x20000 is 400\.0 MP, over the 120 MP limit'):
+  with pytest.raises(photo.ImageError, match=r'bomb\.png: 20000x20000 is 400 MP, over the 120 MP limit'):
     photo.open_photo(tmp_path / 'bomb.png')
   assert time.perf_counter() - t0 < 2.0
   # A caller's own lower limit applies the same way.

@@ -37,8 +37,6 @@ def register(commands) -> None:
       flags.runtime(
         threads_default=None,
         threads_help='CPU threads (default: cores, at most 4); more than 4 per core (and 16) are refused',
-        accelerator_help='auto tries NPU, then GPU, then CPU; naming one makes it required',
-        quant_help='model variant: fp32, fp16, int8, ... (default: per accelerator)',
       )
     ],
     description='Crop, zoom and enhance photos on this device with a LiteRT bundle (numpy, Pillow '

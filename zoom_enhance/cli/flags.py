@@ -140,8 +140,14 @@ def bundle_flags(threads_default, threads_help) -> Parser:
   return p
 
 
-def runtime(threads_default, threads_help, accelerator_help, quant_help) -> Parser:
-  """bundle_flags, and where it runs: --accelerator, --quant."""
+ENHANCE_ACCELERATOR_HELP = 'auto tries NPU, then GPU, then CPU; naming one makes it required'
+ENHANCE_QUANT_HELP = 'model variant: fp32, fp16, int8, ... (default: per accelerator)'
+
+
+def runtime(
+  threads_default, threads_help, accelerator_help=ENHANCE_ACCELERATOR_HELP, quant_help=ENHANCE_QUANT_HELP
+) -> Parser:
+  """bundle_flags, and where it runs: --accelerator, --quant (the help as enhance gives it, by default)."""
   p = Parser(add_help=False, parents=[bundle_flags(threads_default, threads_help)])
   accelerator(p, accelerator_help)
   quant(p, None, quant_help)

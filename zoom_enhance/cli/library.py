@@ -21,8 +21,6 @@ def register(commands) -> None:
       flags.runtime(
         threads_default=None,
         threads_help='CPU threads of each worker (default: cores / workers)',
-        accelerator_help='auto tries NPU, then GPU, then CPU; naming one makes it required',
-        quant_help='model variant: fp32, fp16, int8, ... (default: per accelerator)',
       )
     ],
     description='Enhance a photo library (a folder tree, read recursively, or a text file listing photos) '

@@ -42,8 +42,9 @@ SCALE_RANGE = (1.0, 16.0)
 CROP_SIDE = 160
 # Seed of the bundle sampler's starting noise: the same for every run.
 SEED = 0
-# The fidelity-detail picture eval writes next to its results file.
-CURVE = 'fidelity_detail.png'
+# The fidelity-detail picture eval writes next to its results file, named after it (OUT_fidelity_detail.png
+# beside OUT.json): two runs that share a folder keep their own.
+CURVE_SUFFIX = '_fidelity_detail.png'
 # The lattice score's default grid: the model's patch side.
 LATTICE_PERIOD = 4
 
@@ -348,7 +349,7 @@ def run_eval(
   pixels (default ceil(scale)) are left out of PSNR, SSIM, LPIPS and DISTS.
   results.json holds 'settings', 'methods' (means), 'per_image', 'skipped'
   (methods that could not run and why), 'notes' and 'crops'; it is written
-  only when every photo has been scored, with fidelity_detail.png beside it
+  only when every photo has been scored, with OUT_fidelity_detail.png beside it
   (PSNR-Y and the lattice score against LPIPS of every method and every
   detail value).
   """
@@ -434,7 +435,7 @@ def run_eval(
   }
   report.write_json(out, results)
   curve = report.plot_fidelity_detail(
-    os.path.join(os.path.dirname(out), CURVE), means, title=f'{len(pairs)} photos, x{scale:g}, {degradation}'
+    os.path.splitext(out)[0] + CURVE_SUFFIX, means, title=f'{len(pairs)} photos, x{scale:g}, {degradation}'
   )
   _print_summary(results, out, curve, crops_dir)
   return results

@@ -131,6 +131,11 @@ def _own_pixel_limit():
       Image.MAX_IMAGE_PIXELS = old
 
 
+def megapixels(pixels: int) -> str:
+  """'400 MP', '0.135 MP', '0.0001 MP': three significant digits, so that a small image is not '0.0 MP'."""
+  return f'{pixels / 1e6:.3g} MP'
+
+
 def _check_pixels(where: str, size, max_pixels: int):
   w, h = size
   if w < 1 or h < 1:
@@ -138,7 +143,7 @@ def _check_pixels(where: str, size, max_pixels: int):
   if w * h > max_pixels:
     raise ImageError(
       where,
-      f'{w}x{h} is {w * h / 1e6:.1f} MP, over the {max_pixels / 1e6:g} MP '
+      f'{w}x{h} is {megapixels(w * h)}, over the {megapixels(max_pixels)} '
       'limit for decoding (a decompression bomb?); raise --max-pixels '
       'if the image is genuine',
     )
@@ -240,7 +245,7 @@ def out_of_memory(where: str, doing: str) -> errors.OutOfMemory:
 
 def _decoding(size) -> str:
   return (
-    f'to decode its {size[0]}x{size[1]} pixels ({size[0] * size[1] / 1e6:.1f} MP)' if size else 'to decode it'
+    f'to decode its {size[0]}x{size[1]} pixels ({megapixels(size[0] * size[1])})' if size else 'to decode it'
   )
 
 
