@@ -353,7 +353,7 @@ class Enhancer:
     if out_wh[0] * out_wh[1] > request.max_output_pixels:
       raise geometry.GeometryError(
         f'{source}: the result would be {out_wh[0]}x{out_wh[1]}, over '
-        f'{request.max_output_pixels / 1e6:g} MP; choose a smaller --scale or --size'
+        f'{photo_lib.megapixels(request.max_output_pixels)}; choose a smaller --scale or --size'
       )
     if check_output is not None:
       check_output(out_wh)

@@ -141,12 +141,9 @@ def count_tiles(out_hw, tile, overlap: int) -> int:
 
 
 # Largest tile a resizable model is run at, in pixels. Larger tiles waste fewer pixels on overlap, but
-# each new tile shape costs an interpreter per model copy whose arena grows with the tile (at 432x592:
-# 0.27 s for the two copies, against 0.02-0.05 s at 256x256), and on a 2-core Xeon (4 MB L2 a core)
-# XNNPACK ran 432x592 tiles at 350-380 ns a pixel against 210-270 at 256x256 and below (a 2-core EPYC
-# had run 256-512 px alike). Whole commands there, 3 alternating rounds (docs/runtime.md): 16 photos
-# to 0.5 MP results in 3.67 s at 256x256 against 4.28 at 320x320 and 4.85 at 512x512; the same from
-# 1 to 3 MP; one 1280x720 crop to 2048x1152 in 1.72 s against 2.05.
+# each new tile shape costs an interpreter per model copy whose arena grows with the tile, and XNNPACK
+# ran large tiles slower per pixel on a 2-core Xeon; the measurements are in docs/runtime.md ("Tiles of
+# the photo's shape").
 MAX_TILE_PIXELS = 256 * 256
 # What a tile costs besides its pixels (noise, blending, the call), in pixels' worth.
 TILE_COST_PIXELS = 2048
