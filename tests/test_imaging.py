@@ -80,6 +80,24 @@ def test_exif_orientation_is_applied_and_reset_with_icc_carried(tmp_path):
   assert p.exif[ExifTags.Base.Orientation] == 6
 
 
+def test_a_pngs_orientation_is_read_from_its_header_wherever_its_exif_chunk_is(tmp_path):
+  """upright_size and open_photo agree on a PNG whose eXIf chunk comes after the pixel data (Pillow reads
+  it there only by decoding), and a truncated PNG's header says nothing (decoding says why)."""
+  Image.fromarray(landscape()).save(tmp_path / 'early.png', exif=exif_with(6, (48, 32)).tobytes())
+  plain = io.BytesIO()
+  Image.fromarray(landscape()).save(plain, 'PNG')
+  data = plain.getvalue()
+  end = data.rindex(b'IEND') - 4
+  late = data[:end] + _png_chunk(b'eXIf', exif_with(6, (48, 32)).tobytes()) + data[end:]
+  (tmp_path / 'late.png').write_bytes(late)
+  (tmp_path / 'cut.png').write_bytes(data[: end - 20])
+  for name in ('early.png', 'late.png'):
+    assert photo.upright_size(tmp_path / name) == photo.open_photo(tmp_path / name).size == (32, 48), name
+  assert photo.upright_size(tmp_path / 'cut.png') is None
+  with pytest.raises(photo.ImageError):
+    photo.open_photo(tmp_path / 'cut.png')
+
+
 def test_alpha_is_kept_and_jpeg_composites_onto_white(tmp_path):
   rgba = np.zeros((20, 30, 4), np.uint8)
   rgba[..., :3] = landscape(30, 20)
@@ -426,3 +444,10 @@ def test_png_level_trades_time_for_size_and_is_lossless_at_every_level(tmp_path)
   with pytest.raises(errors.ConfigError, match='quality'):
     save.save_photo(tmp_path / 'bad.jpg', img, quality=0)
   assert not (tmp_path / 'bad.png').exists() and not (tmp_path / 'bad.jpg').exists()
+
+
+def test_megapixels_are_written_with_three_significant_digits_and_no_exponent():
+  sizes = (100, 135_000, 2_359_296, 99_950_000, 120_000_000, 1_600_000_000, 6_400_000_000)
+  assert [photo.megapixels(n) for n in sizes] == [
+    '0.0001 MP', '0.135 MP', '2.36 MP', '100 MP', '120 MP', '1600 MP', '6400 MP'
+  ]  # fmt: skip

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import ExifTags
 from PIL import Image
 from PIL import ImageOps
+from PIL import PngImagePlugin
 
 from zoom_enhance import errors
 from zoom_enhance.imaging import files
@@ -132,8 +133,10 @@ def _own_pixel_limit():
 
 
 def megapixels(pixels: int) -> str:
-  """'400 MP', '0.135 MP', '0.0001 MP': three significant digits, so that a small image is not '0.0 MP'."""
-  return f'{pixels / 1e6:.3g} MP'
+  """'1600 MP', '400 MP', '0.135 MP', '0.0001 MP': three significant digits, so that a small image is not
+  '0.0 MP', and whole megapixels from 100 up (not '1.6e+03 MP')."""
+  mp = pixels / 1e6
+  return f'{mp:.0f} MP' if mp >= 100 else f'{mp:.3g} MP'
 
 
 def _check_pixels(where: str, size, max_pixels: int):
@@ -316,10 +319,30 @@ def upright_size(source) -> tuple[int, int] | None:
         im = Image.open(source)
       with im:
         w, h = im.size
-        orientation = _orientation(im.getexif())
+        orientation = _orientation(_header_exif(im, source))
   except Exception:
     return None
   return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def _header_exif(im: Image.Image, source) -> Image.Exif:
+  """The EXIF of an opened, undecoded file. Pillow's PNG getexif() decodes the whole image when the eXIf
+  chunk is not before the pixel data (a 40000 x 40000 PNG of 200 KB: 1.6 GB); here the chunks after the
+  data are found by their headers alone (Pillow's ChunkStream), nothing decompressed."""
+  if im.format != 'PNG' or 'exif' in im.info:
+    return im.getexif()
+  exif = Image.Exif()
+  with open(source, 'rb') as f:
+    f.seek(8)  # the PNG signature
+    chunks = PngImagePlugin.ChunkStream(f)
+    while True:
+      cid, _, length = chunks.read()  # SyntaxError on a damaged or truncated file
+      if cid == b'eXIf':
+        exif.load(b'Exif\x00\x00' + f.read(length))
+        return exif
+      if cid == b'IEND':
+        return exif
+      f.seek(length + 4, os.SEEK_CUR)  # the chunk's data and CRC
 
 
 def _orientation(exif: Image.Exif) -> int | None:
