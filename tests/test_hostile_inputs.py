@@ -105,6 +105,8 @@ def test_a_decompression_bomb_under_a_memory_limit_is_one_line(tmp_path):
   limited = _memory_limit(1200)
   rc, err = cli(bomb, '-o', out / 'r.png', '--max-pixels', 2_000_000_000, preexec_fn=limited)
   one_line(rc, err, f'{bomb}: the result would be 160000x160000, over 400 MP')
+  rc, err = cli(bomb, '-o', out / 'r.png', '--max-pixels', 2_000_000_000, '--scale', '1', preexec_fn=limited)
+  one_line(rc, err, f'{bomb}: the result would be 40000x40000, over 400 MP')
   rc, err = cli(
     bomb, '-o', out / 'r.png', '--max-pixels', 2_000_000_000, '--crop', '0,0,64,64', preexec_fn=limited
   )
